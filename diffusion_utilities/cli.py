@@ -1,0 +1,199 @@
+"""Command line: ``python -m diffusion_utilities {dataset,train,sample,evaluate} ...``.
+
+Bad input prints one line to stderr and exits with code 2; an interrupted training run
+exits with 128 + the signal number after saving its checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from .errors import BadInput
+
+__all__ = ["main"]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse's usage dump is long; keep to one line like our other errors
+        raise BadInput(f"{self.prog}: {message} (see --help)")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a number ≥ 1, got {v}")
+    return v
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m diffusion_utilities", description="A DDPM that draws 16×16 sprites.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    d = sub.add_parser("dataset", help="write procedural sprites in the course's .npy layout")
+    d.add_argument("--n", type=_positive_int, default=90_000, help="number of sprites (default 90000)")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--out", type=Path, required=True, help="folder for sprites.npy, labels.npy, dataset.json")
+    d.add_argument("--course-names", action="store_true",
+                   help="name the files sprites_1788_16x16.npy / sprite_labels_nc_1788_16x16.npy as the labs do")
+    d.add_argument("--sheet", action="store_true", help="also write sheet.png, 10 sprites per class")
+
+    t = sub.add_parser("train", help="train a ContextUnet (procedural sprites unless --data)")
+    t.add_argument("--data", type=Path, help="dataset folder (ours or the course's .npy files)")
+    t.add_argument("--out", type=Path, required=True, help="folder for checkpoint and model.safetensors")
+    t.add_argument("--epochs", type=_positive_int, default=32)
+    t.add_argument("--batch-size", type=_positive_int, default=100)
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--n-sprites", type=_positive_int, default=90_000, help="procedural sprites when no --data")
+    t.add_argument("--n-feat", type=_positive_int, default=64)
+    t.add_argument("--timesteps", type=_positive_int, default=500)
+    t.add_argument("--schedule", default="linear", help="linear (course) or cosine")
+    t.add_argument("--context-dropout", type=float, default=0.1)
+    t.add_argument("--ema-decay", type=float, default=0.999)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--snapshot-epochs", type=_int_list, default=(), help="e.g. 1,4,16: keep fp16 weights after these")
+    t.add_argument("--checkpoint-every", type=int, default=500, help="steps between mid-epoch checkpoints")
+    t.add_argument("--device", default="auto")
+    t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.safetensors")
+    t.add_argument("--no-progress", action="store_true")
+
+    s = sub.add_parser("sample", help="sample sprites to a PNG grid and a denoising GIF")
+    s.add_argument("--weights", type=Path, default=Path("weights/sprites_ddpm.safetensors"))
+    s.add_argument("--sampler", default="ddpm", help="ddpm, ddpm-no-noise, ddim or dpm-solver++")
+    s.add_argument("--steps", type=int, help="time steps (default: T for ddpm, 25 for ddim, 20 for dpm-solver++)")
+    s.add_argument("--n", type=_positive_int, default=32)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--context", help="a class name or index, or 'mixed' for all classes in turn")
+    s.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance weight w")
+    s.add_argument("--eta", type=float, default=0.0, help="DDIM η")
+    s.add_argument("--out", type=Path, default=Path("outputs"))
+    s.add_argument("--device", default="auto")
+    s.add_argument("--no-gif", action="store_true")
+    return p
+
+
+def _cmd_dataset(a) -> None:
+    from .data import procedural_dataset, save_dataset
+
+    start = time.perf_counter()
+    data = procedural_dataset(a.n, a.seed)
+    seconds = time.perf_counter() - start
+    save_dataset(a.out, data, course_names=a.course_names)
+    if a.sheet:
+        from PIL import Image
+
+        from .sprites import sprite_sheet
+
+        Image.fromarray(sprite_sheet(data.sprites, data.labels, per_class=10, scale=4)).save(a.out / "sheet.png")
+    print(f"wrote {len(data)} sprites to {a.out} in {seconds:.1f} s")
+
+
+def _cmd_train(a, argv) -> None:
+    from .data import load_dataset
+    from .model import ModelConfig
+    from .schedule import SCHEDULES, DiffusionConfig
+    from .training import TrainConfig, train
+
+    if a.schedule not in SCHEDULES:
+        raise BadInput(f"unknown schedule {a.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+    data = load_dataset(a.data) if a.data else None
+    config = TrainConfig(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, context_dropout=a.context_dropout,
+                         ema_decay=a.ema_decay, seed=a.seed, n_sprites=a.n_sprites, data_seed=0,
+                         snapshot_epochs=a.snapshot_epochs, checkpoint_every=a.checkpoint_every)
+    height = data.sprites.shape[1] if data else 16
+    n_classes = data.labels.shape[1] if data else 5
+    model_config = ModelConfig(n_feat=a.n_feat, n_cfeat=max(n_classes, 1), height=height)
+    command = "python -m diffusion_utilities " + shlex.join(argv)
+    card = train(config, a.out, data, model_config, DiffusionConfig(timesteps=a.timesteps, schedule=a.schedule),
+                 resume=a.resume, device=a.device, progress=not a.no_progress, command=command)
+    print(f"trained {card['steps']} steps in {card['wall_time_s']} s, final loss {card['final_loss']:.4f}; "
+          f"weights: {a.out / 'model.safetensors'}")
+
+
+def parse_context(spec: str | None, n: int, class_names: list[str]):
+    """'hero' / '2' -> that class for all n sprites; 'mixed' -> classes in turn; None -> no context."""
+    import torch
+
+    if spec is None:
+        return None
+    k = len(class_names)
+    if k == 0:
+        raise BadInput("these weights were trained without classes; drop --context")
+    if spec == "mixed":
+        idx = torch.arange(n) % k
+    elif spec in class_names:
+        idx = torch.full((n,), class_names.index(spec))
+    elif spec.isdigit() and int(spec) < k:
+        idx = torch.full((n,), int(spec))
+    else:
+        raise BadInput(f"unknown context {spec!r}; choose one of {', '.join(class_names)}, 0..{k - 1} or mixed")
+    return torch.nn.functional.one_hot(idx, k).float()
+
+
+def _cmd_sample(a) -> None:
+    import torch
+
+    from .plotting import animate, save_gif, save_grid
+    from .sampling import sample
+    from .schedule import DiffusionConfig, make_schedule
+    from .training import pick_device
+    from .weights import load_model
+
+    device = pick_device(a.device)
+    model, card = load_model(a.weights, device)
+    schedule = make_schedule(DiffusionConfig(**card.get("diffusion", {})))
+    steps = a.steps or {"ddim": 25, "dpm-solver++": 20}.get(a.sampler, schedule.T)
+    context = parse_context(a.context, a.n, card.get("class_names", []))
+    gen = torch.Generator().manual_seed(a.seed)
+    start = time.perf_counter()
+    out = sample(model, schedule, a.n, sampler=a.sampler, steps=steps, context=context, guidance=a.guidance,
+                 eta=a.eta, generator=gen, save_every=None if a.no_gif else max(1, steps // 25), progress=True)
+    seconds = time.perf_counter() - start
+    png = save_grid(out.x, a.out / "samples.png", nrow=8)
+    print(f"sampled {a.n} sprites with {a.sampler} in {steps} steps: {seconds:.1f} s")
+    print(f"grid: {png}")
+    if not a.no_gif:
+        print(f"animation: {save_gif(animate(out.frames, out.frame_t), a.out / 'samples.gif')}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        a = build_parser().parse_args(argv)
+        if a.command == "dataset":
+            _cmd_dataset(a)
+        elif a.command == "train":
+            _cmd_train(a, argv)
+        elif a.command == "sample":
+            _cmd_sample(a)
+        elif a.command == "evaluate":
+            from .evaluation import cli_evaluate
+
+            cli_evaluate(a)
+    except BadInput as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # noqa: BLE001 — turn the training stops into exit codes, re-raise the rest
+        from .training import TrainingDiverged, TrainingInterrupted
+
+        if isinstance(e, TrainingInterrupted):
+            print(str(e), file=sys.stderr)
+            return 130
+        if isinstance(e, TrainingDiverged):
+            print(f"error: {e}", file=sys.stderr)
+            return 3
+        raise
+    return 0

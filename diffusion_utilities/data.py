@@ -1,0 +1,138 @@
+"""Sprite datasets on disk, in the course's layout, checked before training touches them.
+
+A dataset folder holds ``sprites.npy`` (N, H, W, 3) uint8 and ``labels.npy`` (N, K) one-hot
+(or the course's own names, ``sprites_1788_16x16.npy`` and ``sprite_labels_nc_1788_16x16.npy``),
+and optionally ``dataset.json`` with class names. ``np.load`` runs with ``allow_pickle=False``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import BadInput
+
+__all__ = [
+    "SpriteData",
+    "COURSE_FILES",
+    "check_sprite_arrays",
+    "load_dataset",
+    "save_dataset",
+    "procedural_dataset",
+    "sprites_to_tensor",
+    "tensor_to_sprites",
+]
+
+COURSE_FILES = ("sprites_1788_16x16.npy", "sprite_labels_nc_1788_16x16.npy")
+PLAIN_FILES = ("sprites.npy", "labels.npy")
+
+
+@dataclass
+class SpriteData:
+    """Sprites and their labels, as the arrays on disk.
+
+    sprites: (N, H, W, 3) uint8;  labels: (N, K) float32, rows one-hot or mixes (K = 0: unlabelled)
+    """
+
+    sprites: np.ndarray
+    labels: np.ndarray
+    class_names: list[str] = field(default_factory=list)
+    meta: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.sprites)
+
+
+def check_sprite_arrays(sprites, labels=None) -> tuple[np.ndarray, np.ndarray]:
+    """Validate the course layout; returns (sprites uint8, labels float32) or raises one BadInput line."""
+    if not isinstance(sprites, np.ndarray):
+        raise BadInput(f"sprites must be a numpy array, got {type(sprites).__name__}")
+    if sprites.ndim != 4 or sprites.shape[-1] != 3:
+        raise BadInput(f"sprites have shape {sprites.shape}; expected (N, H, W, 3) RGB images")
+    n, h, w, _ = sprites.shape
+    if n == 0:
+        raise BadInput("the dataset has no sprites")
+    if h != w or h % 4:
+        raise BadInput(f"sprites are {h}×{w}; expected square images whose side is a multiple of 4 (e.g. 16×16)")
+    if sprites.dtype != np.uint8:
+        raise BadInput(f"sprites have dtype {sprites.dtype}; expected uint8 pixel values 0..255")
+    if labels is None:
+        labels = np.zeros((n, 0), np.float32)
+    if not isinstance(labels, np.ndarray):
+        raise BadInput(f"labels must be a numpy array, got {type(labels).__name__}")
+    if labels.ndim != 2:
+        raise BadInput(f"labels have shape {labels.shape}; expected (N, n_classes) one-hot rows")
+    if len(labels) != n:
+        raise BadInput(f"{n} sprites but {len(labels)} labels; the two files must have the same length")
+    if labels.dtype.kind not in "biuf":
+        raise BadInput(f"labels have dtype {labels.dtype}; expected numbers (one-hot rows)")
+    labels = labels.astype(np.float32)
+    if labels.size and (not np.isfinite(labels).all() or (labels < 0).any()):
+        raise BadInput("labels contain negative, NaN or infinite values; expected one-hot rows of 0 and 1")
+    return sprites, labels
+
+
+def load_dataset(folder: Path) -> SpriteData:
+    """Load a dataset folder (our names or the course's names)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise BadInput(f"dataset folder not found: {folder}")
+    for s_name, l_name in (PLAIN_FILES, COURSE_FILES):
+        if (folder / s_name).exists():
+            break
+    else:
+        raise BadInput(f"{folder} has neither {PLAIN_FILES[0]} nor {COURSE_FILES[0]}; make one with `dataset --out`")
+    sprites = _load_npy(folder / s_name)
+    labels = _load_npy(folder / l_name) if (folder / l_name).exists() else None
+    sprites, labels = check_sprite_arrays(sprites, labels)
+    meta_path = folder / "dataset.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    names = list(meta.get("class_names") or [])
+    if labels.shape[1] and len(names) != labels.shape[1]:
+        from .sprites import CLASS_NAMES
+
+        names = list(CLASS_NAMES) if labels.shape[1] == len(CLASS_NAMES) else [f"class{i}" for i in range(labels.shape[1])]
+    return SpriteData(sprites, labels, names, meta)
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise BadInput(f"cannot read {path} as a numpy array ({str(e).splitlines()[0][:120]})") from None
+
+
+def save_dataset(folder: Path, data: SpriteData, course_names: bool = False) -> None:
+    """Write ``sprites.npy``/``labels.npy`` (or the course's file names) and ``dataset.json``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    s_name, l_name = COURSE_FILES if course_names else PLAIN_FILES
+    np.save(folder / s_name, data.sprites)
+    np.save(folder / l_name, data.labels)
+    meta = {**data.meta, "class_names": data.class_names, "count": len(data), "files": [s_name, l_name]}
+    (folder / "dataset.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def procedural_dataset(n: int, seed: int = 0) -> SpriteData:
+    """``n`` procedural sprites (see :mod:`diffusion_utilities.sprites`) with their metadata."""
+    from .sprites import CLASS_NAMES, GENERATOR_VERSION, make_sprites
+
+    sprites, labels = make_sprites(n, seed)
+    meta = {"source": "procedural", "generator_version": GENERATOR_VERSION, "seed": seed}
+    return SpriteData(sprites, labels, list(CLASS_NAMES), meta)
+
+
+def sprites_to_tensor(sprites: np.ndarray) -> torch.Tensor:
+    """(N, H, W, 3) uint8 -> (N, 3, H, W) float32 in [-1, 1]; the course's ToTensor + Normalize(0.5, 0.5)."""
+    x = torch.from_numpy(np.ascontiguousarray(sprites)).permute(0, 3, 1, 2).float()
+    return x / 127.5 - 1
+
+
+def tensor_to_sprites(x: torch.Tensor) -> np.ndarray:
+    """(N, 3, H, W) in [-1, 1] -> (N, H, W, 3) uint8, clipping what the sampler overshoots."""
+    x = ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).numpy()

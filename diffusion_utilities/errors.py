@@ -1,0 +1,11 @@
+"""The one error type this package raises for bad input.
+
+Every message is one line that names the problem and the fix; the CLI prints it to
+stderr and exits with code 2 instead of showing a traceback.
+"""
+
+__all__ = ["BadInput"]
+
+
+class BadInput(ValueError):
+    """An argument, array or file that this package cannot use, with a one-line reason."""

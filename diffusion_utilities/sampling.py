@@ -1,0 +1,255 @@
+"""Samplers: one loop, parameterised by a step rule and a list of time steps.
+
+A step rule maps (x_t, predicted noise ε, t, t_prev) to the mean and standard deviation
+of x_{t_prev}; the loop adds σ·z (z ~ N(0, I)) except on the final step to t = 0.
+
+    ddpm           DDPM Algorithm 2 (Ho et al. 2020), σ_t² = β_t as in the course
+    ddpm-no-noise  the same update with z = 0: the course's ablation, which collapses
+    ddim           DDIM Eq. 12 (Song et al. 2021) with η (η = 0: deterministic)
+    dpm-solver++   DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2), deterministic, second order
+
+Classifier-free guidance (Ho & Salimans 2022), in the convention
+ε̃ = (1 + w)·ε(x, c) − w·ε(x, ∅): w = 0 is plain conditioning.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .errors import BadInput
+from .schedule import NoiseSchedule
+
+__all__ = [
+    "SAMPLERS",
+    "Samples",
+    "sample",
+    "sample_ddpm",
+    "sample_ddim",
+    "timesteps_for",
+    "denoise_add_noise",
+    "ddpm_step",
+    "ddim_step",
+    "DPMSolverPP2M",
+    "predict_noise",
+    "check_context",
+]
+
+SAMPLERS = ("ddpm", "ddpm-no-noise", "ddim", "dpm-solver++")
+
+
+@dataclass
+class Samples:
+    """What a sampling run returns.
+
+    x: (B, C, H, W) final images in about [-1, 1]
+    frames: (F, B, C, H, W) float16 on the CPU, x_T first and the final images last
+      (empty unless ``save_every`` was given); frame_t: the time step of each frame.
+    """
+
+    x: torch.Tensor
+    frames: torch.Tensor
+    frame_t: list[int]
+
+
+def timesteps_for(T: int, steps: int) -> list[int]:
+    """``steps`` + 1 evenly spaced integer times from T down to 0, e.g. T=500, steps=25: 500, 480, ..., 0."""
+    return [T - (T * k) // steps for k in range(steps + 1)]
+
+
+def denoise_add_noise(x, t: int, pred_noise, schedule: NoiseSchedule, z=None):
+    """The course's helper, one DDPM step from t to t - 1 (DDPM Algorithm 2, line 4):
+
+    x_{t-1} = (x_t − (1 − α_t) / √(1 − ᾱ_t) · ε) / √α_t + √β_t · z
+    """
+    if z is None:
+        z = torch.randn_like(x)
+    mean, sigma = ddpm_step(schedule, x, pred_noise, t, t - 1)
+    return mean + sigma * z
+
+
+def ddpm_step(schedule: NoiseSchedule, x, eps, t: int, t_prev: int):
+    """Mean and σ of the DDPM ancestral step from t to t_prev; returns (mean, sigma).
+
+    1. α = α_t for consecutive steps (the course's arithmetic exactly); for a stride,
+       α = ᾱ_t / ᾱ_{t_prev}, the α of the respaced chain.
+    2. mean = (x_t − (1 − α) / √(1 − ᾱ_t) · ε) / √α
+    3. σ = √(1 − α) = √β: the course's choice, not the posterior's β̃ (see ddim_step with η = 1).
+    """
+    ab = schedule.ab_t[t]
+    a = schedule.a_t[t] if t_prev == t - 1 else ab / schedule.ab_t[t_prev]
+    mean = (x - eps * ((1 - a) / (1 - ab).sqrt())) / a.sqrt()
+    sigma = schedule.b_t[t].sqrt() if t_prev == t - 1 else (1 - a).sqrt()
+    return mean, sigma
+
+
+def ddim_step(schedule: NoiseSchedule, x, eps, t: int, t_prev: int, eta: float = 0.0):
+    """Mean and σ of the DDIM step from t to t_prev (DDIM Eq. 12 and 16); returns (mean, sigma).
+
+    1. x̂_0 = (x_t − √(1 − ᾱ_t) · ε) / √ᾱ_t                      the predicted clean image
+    2. σ = η · √((1 − ᾱ_prev) / (1 − ᾱ_t)) · √(1 − ᾱ_t / ᾱ_prev)  η = 1 gives DDPM's posterior β̃_t
+    3. mean = √ᾱ_prev · x̂_0 + √(1 − ᾱ_prev − σ²) · ε              "direction pointing to x_t"
+    """
+    ab, ab_prev = schedule.ab_t[t], schedule.ab_t[t_prev]
+    x0 = (x - (1 - ab).sqrt() * eps) / ab.sqrt()
+    sigma = eta * ((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)).sqrt() if eta else 0.0
+    mean = ab_prev.sqrt() * x0 + (1 - ab_prev - sigma**2).clamp(min=0).sqrt() * eps
+    return mean, sigma
+
+
+class DPMSolverPP2M:
+    """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2): a multistep solver of the diffusion ODE.
+
+    With α = √ᾱ, σ = √(1 − ᾱ), λ = log(α / σ) and h = λ_prev − λ_t:
+    1. D_t = x̂_0, the data prediction (as in DDIM step 1).
+    2. From the second step on, extrapolate with the previous prediction:
+       D = (1 + 1/(2r)) · D_t − 1/(2r) · D_last,  r = h_last / h.
+    3. x_prev = (σ_prev / σ_t) · x_t − α_prev · (e^{−h} − 1) · D
+    The step to t = 0 (σ = 0, λ = ∞) returns D_t itself, first order, as the paper advises
+    for the final step with few steps.
+    """
+
+    def __init__(self, schedule: NoiseSchedule):
+        self.schedule = schedule
+        self.last = None  # (D_last, h_last) from the previous step
+
+    def __call__(self, x, eps, t: int, t_prev: int):
+        ab = self.schedule.ab_t
+        alpha, sigma = ab[t].sqrt(), (1 - ab[t]).sqrt()
+        d = (x - sigma * eps) / alpha
+        if t_prev == 0:
+            return d, 0.0
+        alpha_p, sigma_p = ab[t_prev].sqrt(), (1 - ab[t_prev]).sqrt()
+        h = torch.log(alpha_p / sigma_p) - torch.log(alpha / sigma)
+        d_used = d
+        if self.last is not None:
+            d_last, h_last = self.last
+            r = h_last / h
+            d_used = (1 + 1 / (2 * r)) * d - (1 / (2 * r)) * d_last
+        self.last = (d, h)
+        return (sigma_p / sigma) * x - alpha_p * torch.expm1(-h) * d_used, 0.0
+
+
+def _step_rule(sampler: str, schedule: NoiseSchedule, eta: float):
+    if sampler == "ddpm":
+        return lambda x, eps, t, tp: ddpm_step(schedule, x, eps, t, tp)
+    if sampler == "ddpm-no-noise":
+        return lambda x, eps, t, tp: (ddpm_step(schedule, x, eps, t, tp)[0], 0.0)
+    if sampler == "ddim":
+        return lambda x, eps, t, tp: ddim_step(schedule, x, eps, t, tp, eta)
+    if sampler == "dpm-solver++":
+        return DPMSolverPP2M(schedule)
+    raise BadInput(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+
+
+def check_context(context, n: int, n_cfeat: int) -> None:
+    """One BadInput line unless context is None or an (n, n_cfeat) tensor of finite, non-negative weights."""
+    if context is None:
+        return
+    if not torch.is_tensor(context) or not context.is_floating_point():
+        raise BadInput(f"context must be a float tensor of shape ({n}, {n_cfeat}), got {type(context).__name__}"
+                       f"{'' if not torch.is_tensor(context) else ' of ' + str(context.dtype)}")
+    if tuple(context.shape) != (n, n_cfeat):
+        raise BadInput(f"context has shape {tuple(context.shape)}; expected ({n}, {n_cfeat}): one row of class weights per sprite")
+    if not torch.isfinite(context).all() or (context < 0).any():
+        raise BadInput("context has negative, NaN or infinite weights; use weights ≥ 0 (one-hot or a mix)")
+
+
+def predict_noise(model, x, t_norm: torch.Tensor, context=None, guidance: float = 0.0):
+    """ε(x, t, c), or with guidance w: (1 + w)·ε(x, c) − w·ε(x, ∅), both halves in one batch."""
+    if context is None or guidance == 0:
+        return model(x, t_norm, context)
+    eps = model(torch.cat([x, x]), t_norm, torch.cat([context, torch.zeros_like(context)]))
+    eps_c, eps_u = eps.chunk(2)
+    return (1 + guidance) * eps_c - guidance * eps_u
+
+
+def _check_args(model, schedule, n, sampler, steps, guidance, eta, x_T) -> int:
+    if sampler not in SAMPLERS:
+        raise BadInput(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+    T = schedule.T
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= T:
+        raise BadInput(f"steps must be an integer from 1 to T={T}, got {steps!r}")
+    if not isinstance(guidance, (int, float)) or not math.isfinite(guidance) or guidance < 0:
+        raise BadInput(f"guidance must be a finite number ≥ 0, got {guidance!r}")
+    if not isinstance(eta, (int, float)) or not math.isfinite(eta) or eta < 0:
+        raise BadInput(f"eta must be a finite number ≥ 0, got {eta!r}")
+    if x_T is not None:
+        shape = (model.in_channels, model.h, model.h)
+        if not torch.is_tensor(x_T) or x_T.dim() != 4 or tuple(x_T.shape[1:]) != shape:
+            raise BadInput(f"x_T must be a (B, {', '.join(map(str, shape))}) tensor")
+        return x_T.shape[0]
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise BadInput(f"n (the number of sprites) must be a positive integer, got {n!r}")
+    return n
+
+
+@torch.inference_mode()
+def sample(
+    model,
+    schedule: NoiseSchedule,
+    n: int | None = None,
+    *,
+    sampler: str = "ddpm",
+    steps: int | None = None,
+    context: torch.Tensor | None = None,
+    guidance: float = 0.0,
+    eta: float = 0.0,
+    x_T: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    save_every: int | None = None,
+    progress: bool = False,
+) -> Samples:
+    """Draw ``n`` images from ``model`` by running ``sampler`` over ``steps`` time steps (default: T).
+
+    context: (n, n_cfeat) weights or None; guidance: the classifier-free guidance weight w;
+    x_T: (n, C, H, W) starting noise (default: drawn from ``generator``);
+    save_every: keep a frame every that many steps, for animations.
+    """
+    from tqdm.auto import tqdm
+
+    steps = schedule.T if steps is None else steps
+    n = _check_args(model, schedule, n, sampler, steps, guidance, eta, x_T)
+    check_context(context, n, model.n_cfeat)
+    if guidance and context is None:
+        raise BadInput("guidance needs a context to guide towards; pass --context or set guidance to 0")
+    device = next(model.parameters()).device
+    schedule = schedule.to(device)
+    rule = _step_rule(sampler, schedule, eta)
+    context = None if context is None else context.to(device)
+
+    def noise(shape):
+        g_dev = generator.device if generator is not None else torch.device("cpu")
+        return torch.randn(shape, generator=generator, device=g_dev).to(device)
+
+    shape = (n, model.in_channels, model.h, model.h)
+    x = noise(shape) if x_T is None else x_T.to(device).clone()
+    frames, frame_t = ([x.half().cpu()], [schedule.T]) if save_every else ([], [])
+    ts = timesteps_for(schedule.T, steps)
+    for i, (t, t_prev) in enumerate(tqdm(list(zip(ts[:-1], ts[1:])), disable=not progress, desc=sampler)):
+        t_norm = torch.full((1,), t / schedule.T, device=device)
+        eps = predict_noise(model, x, t_norm, context, guidance)
+        mean, sigma = rule(x, eps, t, t_prev)
+        x = mean + sigma * noise(shape) if t_prev > 0 and not _is_zero(sigma) else mean
+        if save_every and ((i + 1) % save_every == 0 or t_prev == 0):
+            frames.append(x.half().cpu())
+            frame_t.append(t_prev)
+    stacked = torch.stack(frames) if frames else torch.empty(0)
+    return Samples(x, stacked, frame_t)
+
+
+def _is_zero(sigma) -> bool:
+    return isinstance(sigma, float) and sigma == 0.0
+
+
+def sample_ddpm(model, schedule: NoiseSchedule, n_sample: int, save_rate: int | None = 20, **kwargs) -> Samples:
+    """The course's ``sample_ddpm``: all T steps of DDPM, keeping a frame every ``save_rate`` steps."""
+    return sample(model, schedule, n_sample, sampler="ddpm", save_every=save_rate, **kwargs)
+
+
+def sample_ddim(model, schedule: NoiseSchedule, n_sample: int, n: int = 25, **kwargs) -> Samples:
+    """The course's ``sample_ddim``: ``n`` DDIM steps (η = 0), keeping every frame."""
+    kwargs.setdefault("save_every", 1)
+    return sample(model, schedule, n_sample, sampler="ddim", steps=n, **kwargs)

@@ -1,0 +1,127 @@
+"""Noise schedules and the forward process q(x_t | x_0).
+
+The course's names are kept: ``b_t`` (β_t), ``a_t`` (α_t = 1 - β_t) and ``ab_t``
+(ᾱ_t = ∏ α_s), each a tensor of length T + 1 indexed by the integer time step t,
+with t = 0 meaning "clean image" (ᾱ_0 = 1). ``beta``, ``alpha`` and ``alpha_bar``
+are the same tensors under the papers' names.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .errors import BadInput
+
+__all__ = ["NoiseSchedule", "DiffusionConfig", "make_schedule", "perturb_input", "SCHEDULES"]
+
+SCHEDULES = ("linear", "cosine")
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    """How the data is noised; saved next to the weights so a checkpoint rebuilds its schedule."""
+
+    timesteps: int = 500  # T, the course's value
+    beta1: float = 1e-4  # β at t = 0 (linear schedule)
+    beta2: float = 0.02  # β at t = T (linear schedule)
+    schedule: str = "linear"  # "linear" (the course, DDPM) or "cosine" (Nichol & Dhariwal 2021)
+
+
+@dataclass(frozen=True)
+class NoiseSchedule:
+    """β_t, α_t and ᾱ_t for t = 0..T as float32 tensors of shape (T + 1,)."""
+
+    b_t: torch.Tensor
+    a_t: torch.Tensor
+    ab_t: torch.Tensor
+    name: str = "linear"
+
+    @property
+    def T(self) -> int:
+        return self.b_t.shape[0] - 1
+
+    # The papers' names for the same tensors.
+    @property
+    def beta(self) -> torch.Tensor:
+        return self.b_t
+
+    @property
+    def alpha(self) -> torch.Tensor:
+        return self.a_t
+
+    @property
+    def alpha_bar(self) -> torch.Tensor:
+        return self.ab_t
+
+    @property
+    def device(self) -> torch.device:
+        return self.b_t.device
+
+    def to(self, device) -> "NoiseSchedule":
+        return NoiseSchedule(self.b_t.to(device), self.a_t.to(device), self.ab_t.to(device), self.name)
+
+    def snr(self) -> torch.Tensor:
+        """Signal-to-noise ratio ᾱ_t / (1 - ᾱ_t), shape (T + 1,); infinite at t = 0."""
+        return self.ab_t / (1 - self.ab_t)
+
+    @classmethod
+    def linear(cls, timesteps: int = 500, beta1: float = 1e-4, beta2: float = 0.02) -> "NoiseSchedule":
+        """The course's schedule, built exactly as the course builds it (DDPM §4, linear β).
+
+        β runs from beta1 to beta2 over T + 1 points, and ᾱ is a cumulative product
+        taken in log space, with ᾱ_0 forced to 1 so that t = 0 is the clean image.
+        """
+        _check_timesteps(timesteps)
+        if not (0 < beta1 < beta2 < 1):
+            raise BadInput(f"need 0 < beta1 < beta2 < 1, got beta1={beta1}, beta2={beta2}")
+        b_t = (beta2 - beta1) * torch.linspace(0, 1, timesteps + 1) + beta1
+        a_t = 1 - b_t
+        ab_t = torch.cumsum(a_t.log(), dim=0).exp()
+        ab_t[0] = 1
+        return cls(b_t, a_t, ab_t, "linear")
+
+    @classmethod
+    def cosine(cls, timesteps: int = 500, s: float = 0.008, max_beta: float = 0.999) -> "NoiseSchedule":
+        """Nichol & Dhariwal 2021, Eq. 17: ᾱ_t = f(t) / f(0), f(t) = cos²(π/2 · (t/T + s) / (1 + s)).
+
+        β_t = 1 - ᾱ_t / ᾱ_{t-1}, clipped at 0.999 (their §3.2) so the last steps stay finite.
+        """
+        _check_timesteps(timesteps)
+        t = torch.arange(timesteps + 1, dtype=torch.float64)
+        f = torch.cos((t / timesteps + s) / (1 + s) * math.pi / 2) ** 2
+        ab = f / f[0]
+        b_t = torch.zeros_like(ab)
+        b_t[1:] = (1 - ab[1:] / ab[:-1]).clamp(max=max_beta)
+        a_t = 1 - b_t
+        ab_t = torch.cumprod(a_t, dim=0)  # equals f/f(0) except where β was clipped
+        return cls(b_t.float(), a_t.float(), ab_t.float(), "cosine")
+
+
+def _check_timesteps(timesteps) -> None:
+    if isinstance(timesteps, bool) or not isinstance(timesteps, int) or timesteps < 1:
+        raise BadInput(f"timesteps must be a positive integer, got {timesteps!r}")
+
+
+def make_schedule(config: DiffusionConfig | str = "linear", timesteps: int | None = None) -> NoiseSchedule:
+    """Build the schedule a :class:`DiffusionConfig` (or a schedule name) describes."""
+    if isinstance(config, str):
+        config = DiffusionConfig(schedule=config, **({"timesteps": timesteps} if timesteps else {}))
+    if config.schedule == "linear":
+        return NoiseSchedule.linear(config.timesteps, config.beta1, config.beta2)
+    if config.schedule == "cosine":
+        return NoiseSchedule.cosine(config.timesteps)
+    raise BadInput(f"unknown schedule {config.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+
+
+def perturb_input(x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, schedule: NoiseSchedule) -> torch.Tensor:
+    """Sample x_t ~ q(x_t | x_0) = N(√ᾱ_t · x_0, (1 - ᾱ_t) · I)   (DDPM Eq. 4).
+
+    x0, noise: (B, C, H, W); t: (B,) integer time steps in 0..T.
+    The noise is scaled by √(1 - ᾱ_t), the standard deviation; the course's version
+    scales by (1 - ᾱ_t), the variance, which under-noises every step.
+    """
+    ab = schedule.ab_t.to(x0.device)[t].view(-1, 1, 1, 1)  # (B, 1, 1, 1)
+    return ab.sqrt() * x0 + (1 - ab).sqrt() * noise

@@ -1,0 +1,303 @@
+"""Training: the course's recipe (DDPM Algorithm 1) with EMA, atomic checkpoints and resume.
+
+Each step: pick sprites x_0 and times t ~ U{1..T}, noise them to x_t with √ᾱ_t and √(1-ᾱ_t),
+ask the network for the noise, and take the mean squared error. A fraction of the
+contexts is zeroed ("no context") so the same model samples with and without one.
+
+Randomness is keyed by (seed, epoch) for the shuffling and (seed, step) for the noise, so
+a run resumed from any step continues exactly as if it had never stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import signal
+import threading
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .data import SpriteData, procedural_dataset, sprites_to_tensor
+from .errors import BadInput
+from .model import ContextUnet, ModelConfig
+from .schedule import DiffusionConfig, make_schedule, perturb_input
+from .weights import read_tensors, save_model, save_tensors
+
+__all__ = ["TrainConfig", "train", "TrainingInterrupted", "TrainingDiverged", "pick_device", "hardware_name"]
+
+CHECKPOINT = "checkpoint.safetensors"
+MODEL = "model.safetensors"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The training recipe; defaults are the course's (Adam 1e-3 decayed linearly, batch 100)."""
+
+    epochs: int = 32
+    batch_size: int = 100
+    lr: float = 1e-3  # decays linearly to 0 over the run
+    context_dropout: float = 0.1  # fraction of contexts zeroed, for sampling without context
+    ema_decay: float = 0.999  # exponential moving average of the weights, used for sampling
+    seed: int = 0
+    n_sprites: int = 90_000  # procedural sprites, when no --data is given
+    data_seed: int = 0
+    snapshot_epochs: tuple[int, ...] = ()  # also keep half-precision EMA weights after these epochs
+    checkpoint_every: int = 500  # steps between mid-epoch checkpoints (0: only at epoch ends)
+
+
+class TrainingInterrupted(RuntimeError):
+    """Raised after SIGINT/SIGTERM, once the checkpoint is safely on disk."""
+
+
+class TrainingDiverged(RuntimeError):
+    """Raised when the loss is NaN or infinite; the last good checkpoint is kept."""
+
+
+def pick_device(device: str | torch.device = "auto") -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise BadInput("device cuda was asked for but no CUDA GPU is available; use --device cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise BadInput(f"unknown device {device!r}; use auto, cpu or cuda") from None
+
+
+def hardware_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+
+
+def _rng(seed: int, *key: int) -> torch.Generator:
+    """An independent CPU generator for each (seed, key): no state to save for resume."""
+    state = np.random.SeedSequence([seed, *key]).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+class _StopFlag:
+    """Turns SIGINT/SIGTERM into a flag the loop checks after each step."""
+
+    def __init__(self):
+        self.signum = None
+        self._old = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self._old[s] = signal.signal(s, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.signum = signum
+
+    def __exit__(self, *exc):
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
+class _EMA:
+    """θ_ema ← d·θ_ema + (1-d)·θ, with d warmed up as (1+n)/(10+n) so early steps are not lost."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.model = ContextUnet(**asdict(model.config)).to(next(model.parameters()).device)
+        self.model.load_state_dict(model.state_dict())
+        self.model.eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module, step: int) -> None:
+        d = min(self.decay, (1 + step) / (10 + step))
+        torch._foreach_lerp_(list(self.model.parameters()), list(model.parameters()), 1 - d)
+        for b_ema, b in zip(self.model.buffers(), model.buffers()):
+            b_ema.copy_(b)  # BatchNorm statistics follow the live model
+
+
+def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list]:
+    sd = opt.state_dict()
+    tensors = {f"optim.{i}.{k}": v for i, st in sd["state"].items() for k, v in st.items()}
+    return tensors, sd["param_groups"]
+
+
+def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict, groups: list) -> None:
+    state: dict[int, dict] = {}
+    for key, v in tensors.items():
+        if key.startswith("optim."):
+            _, i, name = key.split(".", 2)
+            state.setdefault(int(i), {})[name] = v
+    opt.load_state_dict({"state": state, "param_groups": groups})
+
+
+def _prepare(data: SpriteData | None, config: TrainConfig) -> SpriteData:
+    if data is None:
+        return procedural_dataset(config.n_sprites, config.data_seed)
+    return data
+
+
+def train(
+    config: TrainConfig,
+    out_dir: Path,
+    data: SpriteData | None = None,
+    model_config: ModelConfig | None = None,
+    diffusion: DiffusionConfig = DiffusionConfig(),
+    resume: bool = False,
+    device: str = "auto",
+    progress: bool = True,
+    command: str = "",
+) -> dict:
+    """Train a ContextUnet and write ``out_dir/model.safetensors`` (EMA weights) and its card.
+
+    ``out_dir/checkpoint.safetensors`` holds everything needed to resume (weights, EMA,
+    Adam state, position); it is replaced atomically at every epoch end, every
+    ``checkpoint_every`` steps and on SIGINT/SIGTERM. Returns the final card.
+    """
+    from tqdm.auto import tqdm
+
+    _check_config(config)
+    out_dir = Path(out_dir)
+    device = pick_device(device)
+    data = _prepare(data, config)
+    n_classes = data.labels.shape[1]
+    height = data.sprites.shape[1]
+    model_config = model_config or ModelConfig(height=height, n_cfeat=max(n_classes, 1))
+    if model_config.height != height:
+        raise BadInput(f"sprites are {height}×{height} but the model is built for height={model_config.height}")
+    if n_classes and model_config.n_cfeat != n_classes:
+        raise BadInput(f"the data has {n_classes} classes but the model has n_cfeat={model_config.n_cfeat}")
+    schedule = make_schedule(diffusion).to(device)
+    T = schedule.T
+
+    x_all = sprites_to_tensor(data.sprites).to(device)  # (N, 3, H, W), the whole set stays in memory
+    c_all = torch.from_numpy(data.labels).to(device) if n_classes else None
+    n = len(x_all)
+    steps_per_epoch = math.ceil(n / config.batch_size)
+    total_steps = config.epochs * steps_per_epoch
+
+    torch.manual_seed(config.seed)  # initial weights
+    model = ContextUnet(**asdict(model_config)).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+    ema = _EMA(model, config.ema_decay)
+    card = {
+        "format": "diffusion_utilities/1",
+        "model": asdict(model_config),
+        "diffusion": asdict(diffusion),
+        "training": asdict(config),
+        "data": {**{k: v for k, v in data.meta.items() if k != "files"}, "count": n},
+        "class_names": data.class_names,
+        "command": command,
+    }
+    card = json.loads(json.dumps(card))  # tuples become lists, as they will be when read back
+    step, wall, losses = 0, 0.0, []
+    ckpt = out_dir / CHECKPOINT
+    if resume and ckpt.exists():
+        step, wall, losses = _resume(ckpt, model, ema, opt, card)
+    elif resume:
+        print(f"no checkpoint in {out_dir}; starting from scratch")
+
+    def save_checkpoint():
+        tensors = {**{f"model.{k}": v for k, v in model.state_dict().items()},
+                   **{f"ema.{k}": v for k, v in ema.model.state_dict().items()}}
+        opt_tensors, groups = _optimizer_tensors(opt)
+        state = {"step": step, "wall_time_s": wall, "losses": losses, "param_groups": groups}
+        save_tensors(ckpt, {**tensors, **opt_tensors}, {**card, "state": state})
+
+    bar = tqdm(total=total_steps, initial=step, disable=not progress, desc="train", unit="step")
+    running, t_start = [], time.perf_counter()
+    model.train()
+    perm, perm_epoch = None, -1
+    with _StopFlag() as stop:
+        while step < total_steps:
+            epoch, k = divmod(step, steps_per_epoch)
+            if perm_epoch != epoch:
+                perm = torch.randperm(n, generator=_rng(config.seed, 0, epoch)).to(device)
+                perm_epoch = epoch
+            idx = perm[k * config.batch_size:(k + 1) * config.batch_size]
+            for g in opt.param_groups:
+                g["lr"] = config.lr * (1 - step / total_steps)
+            loss = _train_step(model, opt, schedule, x_all[idx], None if c_all is None else c_all[idx],
+                               _rng(config.seed, 1, step), config.context_dropout, T)
+            value = loss.item()
+            if not math.isfinite(value):
+                bar.close()
+                raise TrainingDiverged(f"loss became {value} at step {step}; kept the last good checkpoint "
+                                       f"{ckpt} — try a lower --lr")
+            ema.update(model, step)
+            step += 1
+            running.append(value)
+            bar.update(1)
+            if step % 20 == 0:
+                bar.set_postfix(loss=f"{np.mean(running[-100:]):.4f}")
+            now = time.perf_counter()
+            end_of_epoch = step % steps_per_epoch == 0
+            if end_of_epoch:
+                losses.append(float(np.mean(running)))
+                running = []
+            if end_of_epoch or stop.signum or (config.checkpoint_every and step % config.checkpoint_every == 0):
+                wall += now - t_start
+                t_start = now
+                save_checkpoint()
+            if end_of_epoch and (step // steps_per_epoch) in config.snapshot_epochs:
+                e = step // steps_per_epoch
+                save_model(ema.model, out_dir / "snapshots" / f"epoch_{e:02d}.safetensors",
+                           {**card, "epoch": e, "step": step}, half=True)
+            if stop.signum:
+                bar.close()
+                raise TrainingInterrupted(f"stopped by signal {stop.signum} at step {step}; "
+                                          f"checkpoint saved — continue with --resume")
+    bar.close()
+    wall += time.perf_counter() - t_start
+    save_checkpoint()
+    final = {**card, "epochs_done": config.epochs, "steps": step, "images_seen": step * config.batch_size,
+             "final_loss": losses[-1] if losses else None, "epoch_losses": [round(v, 5) for v in losses],
+             "wall_time_s": round(wall, 1), "hardware": hardware_name(device), "torch": torch.__version__}
+    return save_model(ema.model, out_dir / MODEL, final)
+
+
+def _train_step(model, opt, schedule, x0, c, gen, context_dropout, T) -> torch.Tensor:
+    """One step of DDPM Algorithm 1; returns the loss (a 0-dim tensor)."""
+    b, device = x0.shape[0], x0.device
+    noise = torch.randn(x0.shape, generator=gen).to(device)
+    t = torch.randint(1, T + 1, (b,), generator=gen).to(device)
+    if c is not None:
+        keep = (torch.rand(b, generator=gen) >= context_dropout).to(device)
+        c = c * keep[:, None]  # zeroed rows mean "no context"
+    x_t = perturb_input(x0, t, noise, schedule)
+    loss = F.mse_loss(model(x_t, t / T, c), noise)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss.detach()
+
+
+def _resume(ckpt: Path, model, ema, opt, card) -> tuple[int, float, list]:
+    tensors, saved = read_tensors(ckpt)
+    for key in ("model", "diffusion", "training", "data"):
+        if saved.get(key) != card[key]:
+            raise BadInput(f"{ckpt} was made with a different {key} config ({json.dumps(saved.get(key))[:200]}); "
+                           f"use the same arguments or another --out folder")
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    ema.model.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+    state = saved["state"]
+    _load_optimizer(opt, {k: v for k, v in tensors.items() if k.startswith("optim.")}, state["param_groups"])
+    print(f"resuming from step {state['step']} ({ckpt})")
+    return state["step"], state["wall_time_s"], state["losses"]
+
+
+def _check_config(config: TrainConfig) -> None:
+    for f in fields(config):
+        v = getattr(config, f.name)
+        if f.name in ("epochs", "batch_size", "n_sprites") and (not isinstance(v, int) or v < 1):
+            raise BadInput(f"{f.name} must be a positive integer, got {v!r}")
+    if not (config.lr > 0 and math.isfinite(config.lr)):
+        raise BadInput(f"lr must be a positive number, got {config.lr}")
+    if not 0 <= config.context_dropout < 1:
+        raise BadInput(f"context_dropout must be in [0, 1), got {config.context_dropout}")
+    if not 0 <= config.ema_decay < 1:
+        raise BadInput(f"ema_decay must be in [0, 1), got {config.ema_decay}")

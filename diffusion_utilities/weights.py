@@ -1,0 +1,182 @@
+"""Weights on disk: safetensors plus a JSON card, written atomically, loaded safely.
+
+A weights file ``NAME.safetensors`` carries its card (model, diffusion and training
+config, class names, ...) in the safetensors header, so it always rebuilds its own
+model. ``NAME.json`` beside it is the same card for people, plus the file's SHA-256,
+which :func:`load_model` checks. Nothing here unpickles: the course's legacy ``.pth``
+state dicts are read with ``torch.load(..., weights_only=True)`` only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .errors import BadInput
+from .model import ContextUnet, ModelConfig
+
+__all__ = [
+    "atomic_write",
+    "sha256_file",
+    "save_tensors",
+    "read_tensors",
+    "save_model",
+    "load_model",
+    "read_card",
+    "load_legacy_pth",
+    "check_state_dict",
+]
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call ``write(tmp_path)``, fsync, then rename over ``path``.
+
+    A crash or kill at any moment leaves either the old file or the new one, never half of one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes files private; weights are meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # make the rename itself durable
+    finally:
+        os.close(dir_fd)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor], card: dict) -> None:
+    """Write tensors and a JSON-able card into one safetensors file, atomically."""
+    flat = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    atomic_write(path, lambda tmp: save_file(flat, str(tmp), metadata={"card": json.dumps(card)}))
+
+
+def read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """Read a safetensors file written by :func:`save_tensors`: (tensors, card)."""
+    path = Path(path)
+    if not path.exists():
+        raise BadInput(f"weights file not found: {path}")
+    if path.is_dir():
+        raise BadInput(f"{path} is a folder; pass the .safetensors file inside it")
+    if path.stat().st_size == 0:
+        raise BadInput(f"weights file is empty: {path}; re-train or re-copy it")
+    try:
+        tensors = load_file(str(path))
+        with open(path, "rb") as f:  # the header: 8-byte length, then JSON with __metadata__
+            n = int.from_bytes(f.read(8), "little")
+            meta = json.loads(f.read(n)).get("__metadata__") or {}
+    except (SafetensorError, ValueError, OSError, json.JSONDecodeError) as e:
+        raise BadInput(f"{path} is not a readable safetensors file (truncated or another format): {e}") from None
+    card = json.loads(meta["card"]) if "card" in meta else {}
+    return tensors, card
+
+
+def _card_path(path: Path) -> Path:
+    return Path(path).with_suffix(".json")
+
+
+def read_card(path: Path) -> dict:
+    """The card stored in a weights file's header."""
+    return read_tensors(path)[1]
+
+
+def save_model(model: ContextUnet, path: Path, card: dict, half: bool = False) -> dict:
+    """Save a model's weights and card; returns the card as written, with its SHA-256.
+
+    half=True stores float16 (half the size); loading converts back to float32.
+    """
+    state = model.state_dict()
+    if half:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    card = {**card, "model": vars(model.config), "dtype": "float16" if half else "float32"}
+    save_tensors(path, state, card)
+    card_with_hash = {**card, "file": Path(path).name, "sha256": sha256_file(path)}
+    atomic_write(_card_path(path), lambda tmp: tmp.write_text(json.dumps(card_with_hash, indent=2) + "\n"))
+    return card_with_hash
+
+
+def check_state_dict(state: dict[str, torch.Tensor], model: torch.nn.Module) -> None:
+    """Raise one BadInput line saying how ``state`` differs from ``model``'s parameters."""
+    expected = model.state_dict()
+    if hasattr(model, "config") and "init_conv.conv1.0.weight" in state and "contextembed1.model.0.weight" in state:
+        found = {
+            "in_channels": state["init_conv.conv1.0.weight"].shape[1],
+            "n_feat": state["init_conv.conv1.0.weight"].shape[0],
+            "n_cfeat": state["contextembed1.model.0.weight"].shape[1],
+        }
+        if "up0.0.weight" in state:
+            found["height"] = 4 * state["up0.0.weight"].shape[2]
+        for name, value in found.items():
+            if getattr(model.config, name) != value:
+                raise BadInput(f"weights were trained with {name}={value}, model has {getattr(model.config, name)}")
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+        hint = " — saved by the course's old ResidualConvBlock?" if any("shortcut" in k for k in missing) else ""
+        raise BadInput(f"weights do not fit this model: {' and '.join(parts)} tensors{hint}")
+    for k, v in expected.items():
+        if state[k].shape != v.shape:
+            raise BadInput(f"weights do not fit this model: {k} is {tuple(state[k].shape)}, model has {tuple(v.shape)}")
+
+
+def load_model(path: Path, device="cpu", verify_hash: bool = True) -> tuple[ContextUnet, dict]:
+    """Rebuild a ContextUnet from a weights file; returns (model in eval mode, card).
+
+    If ``NAME.json`` sits beside the file and records a SHA-256, the file must match it.
+    """
+    path = Path(path)
+    tensors, card = read_tensors(path)
+    sidecar = _card_path(path)
+    if verify_hash and sidecar.exists():
+        expected = json.loads(sidecar.read_text()).get("sha256")
+        if expected and sha256_file(path) != expected:
+            raise BadInput(f"{path} does not match the SHA-256 in {sidecar.name}; the file is damaged or was replaced")
+    if "model" not in card:
+        raise BadInput(f"{path} has no model card; it was not written by diffusion_utilities")
+    model = ContextUnet(**ModelConfig(**card["model"]).__dict__)
+    check_state_dict(tensors, model)
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in tensors.items()})
+    return model.to(device).eval(), card
+
+
+def load_legacy_pth(path: Path) -> dict[str, torch.Tensor]:
+    """Read one of the course's ``.pth`` state dicts without running any code from it."""
+    path = Path(path)
+    if not path.exists():
+        raise BadInput(f"weights file not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # weights_only refuses anything but tensors and plain containers
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise BadInput(f"refused to load {path}: not a plain tensor state dict ({first[:160]})") from None
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+        raise BadInput(f"{path} is not a state dict of tensors")
+    return state

@@ -1,0 +1,124 @@
+import pytest
+import torch
+
+from diffusion_utilities import BadInput, NoiseSchedule, ddim_step, ddpm_step, denoise_add_noise, sample, timesteps_for
+from diffusion_utilities.sampling import DPMSolverPP2M
+
+from conftest import OracleModel
+
+
+def test_timesteps_match_the_course():
+    assert timesteps_for(500, 500) == list(range(500, -1, -1))
+    assert timesteps_for(500, 25) == list(range(500, -1, -20))
+    ts = timesteps_for(500, 7)
+    assert ts[0] == 500 and ts[-1] == 0 and len(ts) == 8 and ts == sorted(ts, reverse=True)
+
+
+def test_ddpm_step_is_the_courses_denoise_add_noise(schedule):
+    gen = torch.Generator().manual_seed(1)
+    x, eps, z = (torch.randn(2, 3, 4, 4, generator=gen) for _ in range(3))
+    for t in (1, 37, 500):
+        b_t, a_t, ab_t = schedule.b_t, schedule.a_t, schedule.ab_t
+        course = (x - eps * ((1 - a_t[t]) / (1 - ab_t[t]).sqrt())) / a_t[t].sqrt() + b_t.sqrt()[t] * z
+        torch.testing.assert_close(denoise_add_noise(x, t, eps, schedule, z), course, rtol=0, atol=0)
+
+
+def test_ddim_eta1_over_all_steps_is_the_ddpm_posterior(schedule):
+    # With η = 1 and consecutive steps, DDIM's step is the true posterior q(x_{t-1} | x_t, x̂_0):
+    # mean μ̃ = √ᾱ_{t-1} β_t / (1-ᾱ_t) · x̂_0 + √α_t (1-ᾱ_{t-1}) / (1-ᾱ_t) · x_t, variance β̃_t = (1-ᾱ_{t-1}) / (1-ᾱ_t) · β_t.
+    gen = torch.Generator().manual_seed(2)
+    x, eps = torch.randn(2, 3, 4, 4, generator=gen), torch.randn(2, 3, 4, 4, generator=gen)
+    ab, a, b = schedule.ab_t.double(), schedule.a_t.double(), schedule.b_t.double()
+    s64 = NoiseSchedule(b, a, ab)
+    for t in (2, 100, 499):
+        mean, sigma = ddim_step(s64, x.double(), eps.double(), t, t - 1, eta=1.0)
+        # DDIM uses ᾱ_t / ᾱ_{t-1} for α_t; the course's schedule makes them equal up to float rounding.
+        a_t = ab[t] / ab[t - 1]
+        x0 = (x.double() - (1 - ab[t]).sqrt() * eps.double()) / ab[t].sqrt()
+        mu = ab[t - 1].sqrt() * (1 - a_t) / (1 - ab[t]) * x0 + a_t.sqrt() * (1 - ab[t - 1]) / (1 - ab[t]) * x.double()
+        beta_tilde = (1 - ab[t - 1]) / (1 - ab[t]) * (1 - a_t)
+        torch.testing.assert_close(mean, mu, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(sigma**2, beta_tilde, rtol=1e-9, atol=1e-15)
+        # The course's DDPM uses σ_t² = β_t instead, which is larger than β̃_t.
+        _, sigma_ddpm = ddpm_step(schedule, x, eps, t, t - 1)
+        torch.testing.assert_close(sigma_ddpm.double() ** 2, b[t], rtol=1e-6, atol=0)
+        assert sigma_ddpm.double() ** 2 > beta_tilde
+
+
+def test_ddpm_step_mean_equals_posterior_mean(schedule):
+    # DDPM's mean (x_t − β_t/√(1−ᾱ_t) ε)/√α_t is the same posterior mean μ̃ as DDIM η=1 gives.
+    gen = torch.Generator().manual_seed(3)
+    x, eps = torch.randn(1, 3, 4, 4, generator=gen).double(), torch.randn(1, 3, 4, 4, generator=gen).double()
+    ab = schedule.ab_t.double()
+    a = torch.cat([torch.ones(1, dtype=torch.float64), ab[1:] / ab[:-1]])
+    s64 = NoiseSchedule(1 - a, a, ab)  # a schedule where α_t = ᾱ_t / ᾱ_{t-1} holds exactly
+    for t in (5, 300):
+        m_ddpm, _ = ddpm_step(s64, x, eps, t, t - 1)
+        m_ddim, _ = ddim_step(s64, x, eps, t, t - 1, eta=1.0)
+        torch.testing.assert_close(m_ddpm, m_ddim, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("sampler, steps", [("ddim", 25), ("ddim", 500), ("dpm-solver++", 10), ("ddpm-no-noise", 500)])
+def test_oracle_model_recovers_x0(schedule, sampler, steps):
+    gen = torch.Generator().manual_seed(4)
+    x0 = torch.rand(3, 3, 8, 8, generator=gen) * 2 - 1
+    model = OracleModel(x0, schedule)
+    out = sample(model, schedule, 3, sampler=sampler, steps=steps, generator=gen)
+    torch.testing.assert_close(out.x, x0, atol=2e-3, rtol=0)
+
+
+def test_oracle_ddpm_with_noise_ends_at_x0(schedule):
+    gen = torch.Generator().manual_seed(5)
+    x0 = torch.rand(2, 3, 8, 8, generator=gen) * 2 - 1
+    out = sample(OracleModel(x0, schedule), schedule, 2, sampler="ddpm", generator=gen)
+    # Not exact: the course's ᾱ_1 = α_0·α_1 (ᾱ_0 is set to 1 only after the cumulative product), so
+    # DDPM's last step, which uses α_1 alone, removes ~58% of the last noise (std 0.016), not all of it.
+    # That leaves ~0.007 of noise: under one 8-bit grey level at the [-1, 1] scale.
+    torch.testing.assert_close(out.x, x0, atol=0.04, rtol=0)
+    assert (out.x - x0).std() < 0.01
+
+
+def test_frames_and_reproducibility(tiny_model, schedule):
+    run = lambda: sample(tiny_model, schedule, 4, sampler="ddpm", steps=50,
+                         generator=torch.Generator().manual_seed(0), save_every=10)
+    a, b = run(), run()
+    assert torch.equal(a.x, b.x)
+    assert a.frames.shape == (6, 4, 3, 16, 16) and a.frame_t == [500, 400, 300, 200, 100, 0]
+    c = sample(tiny_model, schedule, 4, sampler="ddpm", steps=50, generator=torch.Generator().manual_seed(1))
+    assert not torch.equal(a.x, c.x)
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddpm-no-noise", "ddim", "dpm-solver++"])
+def test_same_seed_same_bits_every_sampler(tiny_model, schedule, sampler):
+    ctx = torch.eye(5)[[0, 1, 2]]
+    run = lambda: sample(tiny_model, schedule, 3, sampler=sampler, steps=20, context=ctx, guidance=1.0,
+                         generator=torch.Generator().manual_seed(7)).x
+    assert torch.equal(run(), run())
+
+
+def test_guidance_formula(tiny_model, schedule):
+    from diffusion_utilities import predict_noise
+
+    x, t, c = torch.randn(2, 3, 16, 16), torch.tensor([0.5]), torch.eye(5)[:2]
+    with torch.no_grad():
+        want = 3 * tiny_model(x, t, c) - 2 * tiny_model(x, t, torch.zeros_like(c))
+        torch.testing.assert_close(predict_noise(tiny_model, x, t, c, 2.0), want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(sampler="euler"), "unknown sampler 'euler'"),
+        (dict(steps=0), "steps must be an integer from 1 to T=500"),
+        (dict(steps=501), "steps must be an integer from 1 to T=500"),
+        (dict(guidance=float("nan"), context=torch.eye(5)[:2]), "guidance must be a finite number"),
+        (dict(guidance=1.0), "guidance needs a context"),
+        (dict(context=torch.rand(2, 4)), r"expected \(2, 5\)"),
+        (dict(context=torch.tensor([[float("nan"), 0, 0, 0, 0]] * 2)), "negative, NaN"),
+        (dict(context=-torch.eye(5)[:2]), "negative, NaN"),
+        (dict(x_T=torch.randn(2, 3, 12, 12)), "x_T must be"),
+    ],
+)
+def test_bad_sampler_arguments(tiny_model, schedule, kwargs, message):
+    with pytest.raises(BadInput, match=message):
+        sample(tiny_model, schedule, 2, **kwargs)
