@@ -175,7 +175,7 @@ def _cmd_sample(a) -> None:
     device = pick_device(a.device)
     model, card = load_model(a.weights, device)
     schedule = make_schedule(DiffusionConfig(**card.get("diffusion", {})))
-    steps = a.steps or {"ddim": 25, "dpm-solver++": 20}.get(a.sampler, schedule.T)
+    steps = a.steps if a.steps is not None else {"ddim": 25, "dpm-solver++": 20}.get(a.sampler, schedule.T)
     context = parse_context(a.context, a.n, card.get("class_names", []))
     gen = torch.Generator().manual_seed(a.seed)
     start = time.perf_counter()
@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
 
         if isinstance(e, TrainingInterrupted):
             print(str(e), file=sys.stderr)
-            return 130
+            return 128 + e.signum
         if isinstance(e, TrainingDiverged):
             print(f"error: {e}", file=sys.stderr)
             return 3

@@ -54,6 +54,10 @@ class TrainConfig:
 class TrainingInterrupted(RuntimeError):
     """Raised after SIGINT/SIGTERM, once the checkpoint is safely on disk."""
 
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum
+
 
 class TrainingDiverged(RuntimeError):
     """Raised when the loss is NaN or infinite; the last good checkpoint is kept."""
@@ -203,6 +207,9 @@ def train(
         print(f"no checkpoint in {out_dir}; starting from scratch")
 
     def save_checkpoint():
+        if not all(torch.isfinite(p).all() for p in model.parameters()):
+            raise TrainingDiverged(f"weights became NaN or infinite by step {step}; kept the last good "
+                                   f"checkpoint {ckpt} — try a lower --lr")
         tensors = {**{f"model.{k}": v for k, v in model.state_dict().items()},
                    **{f"ema.{k}": v for k, v in ema.model.state_dict().items()}}
         opt_tensors, groups = _optimizer_tensors(opt)
@@ -251,7 +258,7 @@ def train(
             if stop.signum:
                 bar.close()
                 raise TrainingInterrupted(f"stopped by signal {stop.signum} at step {step}; "
-                                          f"checkpoint saved — continue with --resume")
+                                          f"checkpoint saved — continue with --resume", stop.signum)
     bar.close()
     wall += time.perf_counter() - t_start
     save_checkpoint()

@@ -1,0 +1,74 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, "-m", "diffusion_utilities", *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_help_lists_the_commands():
+    out = cli("--help").stdout
+    for command in ("dataset", "train", "sample", "evaluate"):
+        assert command in out
+
+
+def test_dataset_train_sample_end_to_end(tmp_path):
+    r = cli("dataset", "--n", "100", "--seed", "3", "--out", tmp_path / "data")
+    assert r.returncode == 0, r.stderr
+    assert np.load(tmp_path / "data" / "sprites.npy").shape == (100, 16, 16, 3)
+    assert np.load(tmp_path / "data" / "labels.npy").shape == (100, 5)
+    r = cli("train", "--data", tmp_path / "data", "--epochs", "1", "--n-feat", "16", "--out", tmp_path / "run",
+            "--no-progress")
+    assert r.returncode == 0, r.stderr
+    weights = tmp_path / "run" / "model.safetensors"
+    for sampler, steps in (("ddpm", 20), ("ddim", 5), ("ddpm-no-noise", 10)):
+        out = tmp_path / sampler
+        r = cli("sample", "--weights", weights, "--sampler", sampler, "--steps", steps, "--n", 6, "--seed", 1,
+                "--context", "food", "--out", out)
+        assert r.returncode == 0, r.stderr
+        assert Image.open(out / "samples.png").size[0] > 16 * 4
+        gif = Image.open(out / "samples.gif")
+        assert gif.n_frames > 2
+
+
+@pytest.mark.parametrize("args, message", [
+    (["sample", "--sampler", "euler"], "unknown sampler 'euler'"),
+    (["sample", "--steps", "0"], "steps must be an integer from 1 to T=500"),
+    (["sample", "--steps", "501"], "steps must be an integer from 1 to T=500"),
+    (["sample", "--guidance", "nan", "--context", "hero"], "guidance must be a finite number"),
+    (["sample", "--context", "dragon"], "unknown context 'dragon'"),
+    (["sample", "--weights", "nowhere.safetensors"], "weights file not found: nowhere.safetensors"),
+    (["train", "--out", "x", "--data", "no/such/folder"], "dataset folder not found"),
+    (["train", "--out", "x", "--schedule", "quadratic"], "unknown schedule 'quadratic'"),
+    (["train", "--out", "x", "--epochs", "0"], "expected a number ≥ 1"),
+    (["dataset"], "the following arguments are required: --out"),
+    (["frobnicate"], "invalid choice"),
+])
+def test_bad_arguments_one_line_exit_2(tmp_path, args, message):
+    weights_needed = args[0] == "sample" and "--weights" not in args
+    if weights_needed:
+        from diffusion_utilities import ContextUnet, save_model
+
+        save_model(ContextUnet(3, 16, 5, 16), tmp_path / "w.safetensors",
+                   {"diffusion": {}, "class_names": ["hero", "non-hero", "food", "spell", "side-facing"]})
+        args = [*args, "--weights", tmp_path / "w.safetensors", "--out", tmp_path / "o"]
+    args = [tmp_path / "x" if a == "x" else a for a in args]
+    r = cli(*args)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    err = r.stderr.strip()
+    assert message in err and "\n" not in err and "Traceback" not in err
+
+
+def test_wrong_array_shape_exit_2(tmp_path):
+    np.save(tmp_path / "sprites.npy", np.zeros((5, 16, 16), np.uint8))
+    np.save(tmp_path / "labels.npy", np.zeros((5, 5), np.float32))
+    r = cli("train", "--data", tmp_path, "--out", tmp_path / "run")
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "(N, H, W, 3)" in r.stderr

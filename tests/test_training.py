@@ -1,0 +1,95 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from diffusion_utilities import ModelConfig, TrainConfig, procedural_dataset, train
+from diffusion_utilities.training import TrainingDiverged
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--n-sprites", "200", "--n-feat", "16", "--batch-size", "10", "--epochs", "3", "--ema-decay", "0.9",
+        "--checkpoint-every", "2", "--no-progress"]
+
+
+def _train_cli(out, *extra):
+    return subprocess.Popen([sys.executable, "-m", "diffusion_utilities", "train", "--out", str(out), *TINY, *extra],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_sigterm_mid_epoch_then_resume_is_bit_identical(tmp_path):
+    ref = _train_cli(tmp_path / "ref")
+    assert ref.wait(timeout=300) == 0, ref.stderr.read()
+
+    run = _train_cli(tmp_path / "run")
+    ckpt = tmp_path / "run" / "checkpoint.safetensors"
+    deadline = time.time() + 120
+    while not ckpt.exists() and time.time() < deadline:
+        time.sleep(0.01)
+    run.send_signal(signal.SIGTERM)
+    assert run.wait(timeout=120) == 128 + signal.SIGTERM
+    assert "checkpoint saved" in run.stderr.read()
+    from diffusion_utilities.weights import read_card
+
+    stopped_at = read_card(ckpt)["state"]["step"]
+    assert 0 < stopped_at < 60 and stopped_at % 20 != 0, "should stop mid-epoch (20 steps per epoch)"
+    assert not (tmp_path / "run" / "model.safetensors").exists()
+
+    resumed = _train_cli(tmp_path / "run", "--resume")
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
+    a = load_file(tmp_path / "ref" / "model.safetensors")
+    b = load_file(tmp_path / "run" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_refuses_a_different_recipe(tmp_path):
+    first = _train_cli(tmp_path)
+    assert first.wait(timeout=300) == 0
+    other = _train_cli(tmp_path, "--resume", "--lr", "0.01")
+    assert other.wait(timeout=120) == 2
+    err = other.stderr.read().strip()
+    assert err.startswith("error:") and "different training config" in err and "\n" not in err
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    data = procedural_dataset(40, 0)
+    cfg = TrainConfig(epochs=2, batch_size=10, n_sprites=40, checkpoint_every=0)
+    train(cfg, tmp_path, data, ModelConfig(n_feat=16), progress=False)
+    good = (tmp_path / "checkpoint.safetensors").read_bytes()
+    bad = TrainConfig(epochs=50, batch_size=10, n_sprites=40, lr=1e30, checkpoint_every=1)
+    with pytest.raises(TrainingDiverged, match="kept the last good checkpoint"):
+        train(bad, tmp_path / "bad", data, ModelConfig(n_feat=16), progress=False)
+    # the diverged run never wrote NaN weights over a checkpoint
+    ckpt = tmp_path / "bad" / "checkpoint.safetensors"
+    if ckpt.exists():
+        assert all(torch.isfinite(v).all() for v in load_file(ckpt).values())
+    assert (tmp_path / "checkpoint.safetensors").read_bytes() == good
+
+
+def test_atomic_write_keeps_old_file_when_writer_dies(tmp_path):
+    from diffusion_utilities.weights import atomic_write
+
+    path = tmp_path / "ckpt.bin"
+    path.write_bytes(b"old")
+
+    def dies(tmp):
+        tmp.write_bytes(b"half of the new")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(path, dies)
+    assert path.read_bytes() == b"old" and os.listdir(tmp_path) == ["ckpt.bin"]
+
+
+def test_training_lowers_the_loss(tmp_path):
+    data = procedural_dataset(300, 0)
+    card = train(TrainConfig(epochs=4, batch_size=50, n_sprites=300, checkpoint_every=0), tmp_path, data,
+                 ModelConfig(n_feat=16), progress=False)
+    losses = card["epoch_losses"]
+    assert len(losses) == 4 and losses[-1] < losses[0] * 0.85
+    assert card["data"]["generator_version"] and card["class_names"][0] == "hero"
