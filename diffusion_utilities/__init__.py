@@ -9,9 +9,11 @@ One module per step of the pipeline:
     training   the training loop, EMA, checkpoints and resume
     weights    safetensors weights with a JSON card
     plotting   grids and denoising animations
+    course     the course helper module's remaining names (unorm, plot_sample, CustomDataset, ...)
     cli        python -m diffusion_utilities ...
 """
 
+from .course import CustomDataset, gen_tst_context, norm_all, norm_torch, plot_grid, plot_sample, transform, unorm
 from .data import SpriteData, load_dataset, procedural_dataset, save_dataset, sprites_to_tensor, tensor_to_sprites
 from .errors import BadInput
 from .model import ContextUnet, EmbedFC, ModelConfig, ResidualConvBlock, UnetDown, UnetUp
@@ -43,4 +45,6 @@ __all__ = [
     "load_model", "make_grid", "make_schedule", "make_sprites", "perturb_input", "predict_noise",
     "procedural_dataset", "sample", "sample_ddim", "sample_ddpm", "save_dataset", "save_gif", "save_grid",
     "save_model", "show_gif", "sprites_to_tensor", "tensor_to_sprites", "timesteps_for", "train", "upscale",
+    # the course helper module's names (see course.py), so the original labs run unchanged
+    "CustomDataset", "gen_tst_context", "norm_all", "norm_torch", "plot_grid", "plot_sample", "transform", "unorm",
 ]

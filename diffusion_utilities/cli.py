@@ -91,12 +91,17 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--device", default="auto")
     e.add_argument("--json", action="store_true")
+    e.add_argument("--update-card", action="store_true", help="record the table in the weights' JSON card")
 
     c = sub.add_parser("train-classifier", help="train the evaluation classifier on procedural sprites")
     c.add_argument("--out", type=Path, default=Path("weights/sprite_classifier.safetensors"))
     c.add_argument("--n", type=_positive_int, default=20_000)
     c.add_argument("--epochs", type=_positive_int, default=4)
     c.add_argument("--seed", type=int, default=0)
+
+    x = sub.add_parser("export-course-weights", help="write our weights under the labs' .pth names (git-ignored)")
+    x.add_argument("--weights", type=Path, default=Path("weights/sprites_ddpm.safetensors"))
+    x.add_argument("--out", type=Path, default=Path("weights"))
 
     m = sub.add_parser("demo", help="sample from the shipped weights: a sprite sheet PNG and a denoising GIF")
     m.add_argument("--weights", type=Path, default=Path("weights/sprites_ddpm.safetensors"))
@@ -189,6 +194,17 @@ def _cmd_sample(a) -> None:
         print(f"animation: {save_gif(animate(out.frames, out.frame_t), a.out / 'samples.gif')}")
 
 
+def _cmd_export(a) -> None:
+    import re
+
+    from .weights import export_course_weights
+
+    snapshot_dir = a.weights.parent / "snapshots"
+    snapshots = {int(re.search(r"(\d+)", p.stem).group(1)): p for p in sorted(snapshot_dir.glob("epoch_*.safetensors"))}
+    for path in export_course_weights(a.weights, a.out, snapshots):
+        print(f"wrote {path}")
+
+
 def _cmd_demo(a) -> None:
     """Sample 40 sprites (8 per class) with DDPM from the shipped weights, or from a quick model."""
     weights = a.weights
@@ -232,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
 
             card = train_classifier(a.out, a.n, epochs=a.epochs, seed=a.seed)
             print(f"held-out accuracy {card['held_out']['accuracy']:.4f}; classifier: {a.out}")
+        elif a.command == "export-course-weights":
+            _cmd_export(a)
         elif a.command == "demo":
             _cmd_demo(a)
     except BadInput as e:

@@ -260,6 +260,26 @@ def format_table(rows: list[EvalRow], n_reference: int = 2000) -> str:
     return "\n".join(lines)
 
 
+def _record(weights: Path, rows: list[EvalRow], a, seconds: float) -> None:
+    """Add the evaluation to the weights' JSON card (the safetensors file itself is unchanged)."""
+    import shlex
+    import sys
+    from dataclasses import asdict
+
+    from .training import hardware_name, pick_device
+    from .weights import atomic_write
+
+    card_path = weights.with_suffix(".json")
+    card = json.loads(card_path.read_text())
+    card.setdefault("evaluation", {})[f"n{a.n}_seed{a.seed}"] = {
+        "command": "python -m diffusion_utilities " + shlex.join(sys.argv[1:]),
+        "n": a.n, "seed": a.seed, "reference_sprites": 2000, "feature_width": FEATURES, "near_copy_rms": NEAR_COPY,
+        "hardware": hardware_name(pick_device(a.device)), "wall_time_s": round(seconds, 1),
+        "rows": [asdict(r) for r in rows],
+    }
+    atomic_write(card_path, lambda tmp: tmp.write_text(json.dumps(card, indent=2) + "\n"))
+
+
 def cli_evaluate(a) -> None:
     from dataclasses import asdict
 
@@ -270,7 +290,10 @@ def cli_evaluate(a) -> None:
     classifier = load_classifier(a.classifier)
     rows = tuple(r.strip() for r in a.rows.split(",")) if a.rows else DEFAULT_ROWS
     log = (lambda *_: None) if a.json else print
+    start = time.perf_counter()
     result = evaluate(model, card, classifier, a.n, rows, a.seed, progress=not a.json, log=log)
+    if a.update_card:
+        _record(Path(a.weights), result, a, time.perf_counter() - start)
     if a.json:
         print(json.dumps({"weights": str(a.weights), "n": a.n, "rows": [asdict(r) for r in result]}, indent=1))
     else:

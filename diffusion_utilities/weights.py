@@ -32,6 +32,7 @@ __all__ = [
     "read_card",
     "load_legacy_pth",
     "check_state_dict",
+    "export_course_weights",
 ]
 
 
@@ -180,3 +181,29 @@ def load_legacy_pth(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
         raise BadInput(f"{path} is not a state dict of tensors")
     return state
+
+
+def export_course_weights(model_path: Path, out_dir: Path, snapshots: dict[int, Path] | None = None) -> list[Path]:
+    """Write our weights under the labs' file names, as tensor-only ``.pth`` state dicts.
+
+    The labs load ``model_trained.pth`` / ``context_model_trained.pth`` (and ``*_31.pth``, the last of
+    their 32 epochs) with ``torch.load``; our one model samples with and without context, so every
+    name gets the same tensors. A snapshot taken after epoch e becomes ``model_{e-1}.pth``, the
+    labs' 0-based epoch numbering. Load them with ``torch.load(path, weights_only=True)``.
+    """
+    out_dir = Path(out_dir)
+    written = []
+
+    def write(path: Path, name: str) -> None:
+        model, _ = load_model(path)
+        state = {k: v.contiguous() for k, v in model.state_dict().items()}
+        for prefix in ("", "context_"):
+            target = out_dir / f"{prefix}{name}.pth"
+            atomic_write(target, lambda tmp: torch.save(state, tmp))
+            written.append(target)
+
+    write(model_path, "model_trained")
+    write(model_path, "model_31")
+    for epoch, path in sorted((snapshots or {}).items()):
+        write(path, f"model_{epoch - 1}")
+    return written
