@@ -19,7 +19,7 @@ demo: $(STAMP)
 
 # The whole suite: unit tests, then every notebook re-run by nbval.
 test: $(STAMP)
-	$(PY) -m pytest -q --nbval --nbval-current-env tests notebooks
+	$(PY) -m pytest -q --nbval --nbval-current-env --nbval-sanitize-with notebooks/nbval_sanitize.cfg tests notebooks
 
 # Re-execute the notebooks in place so what GitHub shows is what a learner sees.
 notebooks: $(STAMP)

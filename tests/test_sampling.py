@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from diffusion_utilities import BadInput, NoiseSchedule, ddim_step, ddpm_step, denoise_add_noise, sample, timesteps_for
+from diffusion_utilities import BadInput, ContextUnet, NoiseSchedule, ddim_step, ddpm_step, denoise_add_noise, sample, timesteps_for
 from diffusion_utilities.sampling import DPMSolverPP2M
 
 from conftest import OracleModel
@@ -122,3 +122,34 @@ def test_guidance_formula(tiny_model, schedule):
 def test_bad_sampler_arguments(tiny_model, schedule, kwargs, message):
     with pytest.raises(BadInput, match=message):
         sample(tiny_model, schedule, 2, **kwargs)
+
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+torch.manual_seed(0)
+_TINY = (ContextUnet(3, 16, 5, 16).eval(), NoiseSchedule.linear())
+_values = st.sampled_from([0.0, 1.0, -1.0, 0.5, float("nan"), float("inf"), 3.0])
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(-2, 4),
+    steps=st.integers(-3, 600) | st.sampled_from([None]),
+    sampler=st.sampled_from(["ddpm", "ddim", "ddpm-no-noise", "dpm-solver++", "DDIM", ""]),
+    guidance=_values,
+    ctx_shape=st.sampled_from([None, (2, 5), (3, 5), (2, 4), (5,)]),
+    ctx_value=_values,
+    ctx_dtype=st.sampled_from([torch.float32, torch.float64, torch.int64]),
+)
+def test_sampler_entry_works_or_raises_badinput(n, steps, sampler, guidance, ctx_shape,
+                                                ctx_value, ctx_dtype):
+    tiny_model, schedule = _TINY
+    context = None if ctx_shape is None else torch.full(ctx_shape, ctx_value).to(ctx_dtype)
+    try:
+        out = sample(tiny_model, schedule, n, sampler=sampler, steps=min(steps, 3) if steps and steps > 0 else steps,
+                     context=context, guidance=guidance, generator=torch.Generator().manual_seed(0))
+    except BadInput as e:
+        assert "\n" not in str(e)
+        return
+    assert out.x.shape == (n, 3, 16, 16) and torch.isfinite(out.x).all()
