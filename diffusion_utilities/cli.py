@@ -43,13 +43,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m diffusion_utilities", description="A DDPM that draws 16×16 sprites.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    d = sub.add_parser("dataset", help="write procedural sprites in the course's .npy layout")
+    d = sub.add_parser("dataset", help="write a dataset in the course's .npy layout: procedural, or from your images")
     d.add_argument("--n", type=_positive_int, default=90_000, help="number of sprites (default 90000)")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--out", type=Path, required=True, help="folder for sprites.npy, labels.npy, dataset.json")
     d.add_argument("--course-names", action="store_true",
                    help="name the files sprites_1788_16x16.npy / sprite_labels_nc_1788_16x16.npy as the labs do")
     d.add_argument("--sheet", action="store_true", help="also write sheet.png, 10 sprites per class")
+    d.add_argument("--from-images", type=Path, metavar="DIR", help="import PNG/JPEG/GIF files; subfolders are classes")
+    d.add_argument("--from-sheet", type=Path, metavar="FILE", help="cut a sprite sheet into tiles")
+    d.add_argument("--tile", default="16", help="tile size for --from-sheet: N or WxH (default 16)")
+    d.add_argument("--margin", type=int, default=0, help="pixels around the sheet's edge")
+    d.add_argument("--spacing", type=int, default=0, help="pixels between tiles")
+    d.add_argument("--size", type=int, default=16, help="sprite side after resizing (default 16)")
+    d.add_argument("--resize", default="nearest", help="nearest (pixel art) or area (averaging)")
+    d.add_argument("--background", default="#ffffff", help="colour under transparent pixels")
 
     t = sub.add_parser("train", help="train a ContextUnet (procedural sprites unless --data)")
     t.add_argument("--data", type=Path, help="dataset folder (ours or the course's .npy files)")
@@ -66,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--snapshot-epochs", type=_int_list, default=(), help="e.g. 1,4,16: keep fp16 weights after these")
     t.add_argument("--checkpoint-every", type=int, default=500, help="steps between mid-epoch checkpoints")
+    t.add_argument("--augment", action="store_true", help="random horizontal flips and palette jitter (small sets)")
     t.add_argument("--device", default="auto")
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.safetensors")
     t.add_argument("--no-progress", action="store_true")
@@ -112,18 +121,35 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _cmd_dataset(a) -> None:
     from .data import procedural_dataset, save_dataset
+    from .importing import from_images, from_sheet, parse_colour, parse_tile
 
     start = time.perf_counter()
-    data = procedural_dataset(a.n, a.seed)
+    if a.from_images and a.from_sheet:
+        raise BadInput("give --from-images or --from-sheet, not both")
+    if a.from_images or a.from_sheet:
+        background = parse_colour(a.background)
+        if a.from_images:
+            data, report = from_images(a.from_images, a.size, a.resize, background)
+        else:
+            data, report = from_sheet(a.from_sheet, parse_tile(a.tile), a.margin, a.spacing, a.size, a.resize,
+                                      background)
+        print(report.summary(), file=sys.stderr if report.skipped else sys.stdout)
+    else:
+        data = procedural_dataset(a.n, a.seed)
     seconds = time.perf_counter() - start
     save_dataset(a.out, data, course_names=a.course_names)
     if a.sheet:
-        from PIL import Image
-
+        from .plotting import save_grid
         from .sprites import sprite_sheet
 
-        Image.fromarray(sprite_sheet(data.sprites, data.labels, per_class=10, scale=4)).save(a.out / "sheet.png")
-    print(f"wrote {len(data)} sprites to {a.out} in {seconds:.1f} s")
+        if data.labels.shape[1]:
+            from PIL import Image
+
+            Image.fromarray(sprite_sheet(data.sprites, data.labels, per_class=10, scale=4)).save(a.out / "sheet.png")
+        else:
+            save_grid(data.sprites[:50], a.out / "sheet.png", nrow=10)
+    classes = ", ".join(data.class_names) or "none (unconditional)"
+    print(f"wrote {len(data)} sprites to {a.out} in {seconds:.1f} s; classes: {classes}")
 
 
 def _cmd_train(a, argv) -> None:
@@ -137,9 +163,9 @@ def _cmd_train(a, argv) -> None:
     data = load_dataset(a.data) if a.data else None
     config = TrainConfig(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, context_dropout=a.context_dropout,
                          ema_decay=a.ema_decay, seed=a.seed, n_sprites=a.n_sprites, data_seed=0,
-                         snapshot_epochs=a.snapshot_epochs, checkpoint_every=a.checkpoint_every)
+                         snapshot_epochs=a.snapshot_epochs, checkpoint_every=a.checkpoint_every, augment=a.augment)
     height = data.sprites.shape[1] if data else 16
-    n_classes = data.labels.shape[1] if data else 5
+    n_classes = data.labels.shape[1] if data else 5  # 0 classes: an unconditional model (n_cfeat=1, never used)
     model_config = ModelConfig(n_feat=a.n_feat, n_cfeat=max(n_classes, 1), height=height)
     command = "python -m diffusion_utilities " + shlex.join(argv)
     card = train(config, a.out, data, model_config, DiffusionConfig(timesteps=a.timesteps, schedule=a.schedule),

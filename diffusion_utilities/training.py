@@ -49,6 +49,7 @@ class TrainConfig:
     data_seed: int = 0
     snapshot_epochs: tuple[int, ...] = ()  # also keep half-precision EMA weights after these epochs
     checkpoint_every: int = 500  # steps between mid-epoch checkpoints (0: only at epoch ends)
+    augment: bool = False  # random horizontal flips and palette jitter, for small datasets
 
 
 class TrainingInterrupted(RuntimeError):
@@ -229,7 +230,10 @@ def train(
             idx = perm[k * config.batch_size:(k + 1) * config.batch_size]
             for g in opt.param_groups:
                 g["lr"] = config.lr * (1 - step / total_steps)
-            loss = _train_step(model, opt, schedule, x_all[idx], None if c_all is None else c_all[idx],
+            x0 = x_all[idx]
+            if config.augment:
+                x0 = _augment(x0, _rng(config.seed, 2, step))
+            loss = _train_step(model, opt, schedule, x0, None if c_all is None else c_all[idx],
                                _rng(config.seed, 1, step), config.context_dropout, T)
             value = loss.item()
             if not math.isfinite(value):
@@ -266,6 +270,15 @@ def train(
              "final_loss": losses[-1] if losses else None, "epoch_losses": [round(v, 5) for v in losses],
              "wall_time_s": round(wall, 1), "hardware": hardware_name(device), "torch": torch.__version__}
     return save_model(ema.model, out_dir / MODEL, final)
+
+
+def _augment(x0: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Flip half the sprites left-right and scale each one's colour channels by 0.85..1.15 (in [0, 1] terms)."""
+    b = x0.shape[0]
+    flip = (torch.rand(b, generator=gen) < 0.5).to(x0.device)[:, None, None, None]
+    x = torch.where(flip, x0.flip(-1), x0)
+    gain = (0.85 + 0.3 * torch.rand(b, 3, 1, 1, generator=gen)).to(x0.device)
+    return (((x + 1) / 2 * gain).clamp(0, 1) * 2 - 1)
 
 
 def _train_step(model, opt, schedule, x0, c, gen, context_dropout, T) -> torch.Tensor:

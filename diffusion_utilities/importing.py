@@ -1,0 +1,179 @@
+"""Bring your own sprites: a folder of images or a sprite sheet in, a dataset in the course's layout out.
+
+- ``from_images(DIR)``: PNG/JPEG/GIF files found recursively; each first-level subfolder is a class
+  (its name is kept), files directly in DIR are unlabelled (an all-zero label row: "no context").
+- ``from_sheet(FILE, tile)``: cut a sprite sheet into tiles, skipping empty (single-colour) ones.
+
+Every image is converted to RGB: alpha is composited on a background colour (default white),
+greyscale and palette images are expanded, and images that are not ``size``×``size`` are padded
+to a square with the background and resized, nearest-neighbour for pixel art or area averaging.
+A file that cannot be read is reported by name and skipped, never ending the whole import.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .data import SpriteData
+from .errors import BadInput
+
+__all__ = ["from_images", "from_sheet", "parse_tile", "parse_colour", "ImportReport", "IMAGE_SUFFIXES"]
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif"}
+RESIZE = ("nearest", "area")
+
+
+@dataclass
+class ImportReport:
+    """What an import used and what it skipped, with the reason for each skipped file."""
+
+    used: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def summary(self) -> str:
+        lines = [f"used {len(self.used)} images, skipped {len(self.skipped)}"]
+        lines += [f"  skipped {name}: {why}" for name, why in self.skipped]
+        return "\n".join(lines)
+
+
+def parse_tile(text: str) -> tuple[int, int]:
+    """'16' or '16x16' -> (width, height)."""
+    parts = str(text).lower().split("x")
+    try:
+        w, h = (int(parts[0]), int(parts[0])) if len(parts) == 1 else (int(parts[0]), int(parts[1]))
+    except ValueError:
+        raise BadInput(f"--tile takes N or WxH in pixels, e.g. 16 or 16x16; got {text!r}") from None
+    if len(parts) > 2 or w < 1 or h < 1:
+        raise BadInput(f"--tile takes N or WxH in pixels, e.g. 16 or 16x16; got {text!r}")
+    return w, h
+
+
+def parse_colour(text: str) -> tuple[int, int, int]:
+    """'#ffffff', 'ffffff' or '255,255,255' -> (r, g, b)."""
+    t = str(text).strip().lstrip("#")
+    try:
+        if "," in t:
+            rgb = tuple(int(v) for v in t.split(","))
+        else:
+            rgb = tuple(int(t[i:i + 2], 16) for i in (0, 2, 4)) if len(t) == 6 else ()
+    except ValueError:
+        rgb = ()
+    if len(rgb) != 3 or not all(0 <= v <= 255 for v in rgb):
+        raise BadInput(f"background colour must be #rrggbb or r,g,b with values 0-255; got {text!r}")
+    return rgb
+
+
+def _to_rgb(img, background: tuple[int, int, int]):
+    """Any PIL mode -> RGB, compositing transparency over ``background``."""
+    from PIL import Image
+
+    if img.mode == "P" and "transparency" in img.info or img.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        rgba = img.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (*background, 255))
+        return Image.alpha_composite(canvas, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def _fit(img, size: int, resize: str, background: tuple[int, int, int]) -> np.ndarray:
+    """Pad to a square with the background, then resize to size×size; returns (size, size, 3) uint8."""
+    from PIL import Image
+
+    w, h = img.size
+    if w != h:
+        side = max(w, h)
+        canvas = Image.new("RGB", (side, side), background)
+        canvas.paste(img, ((side - w) // 2, (side - h) // 2))
+        img = canvas
+    if img.size != (size, size):
+        img = img.resize((size, size), Image.NEAREST if resize == "nearest" else Image.BOX)
+    return np.asarray(img, dtype=np.uint8)
+
+
+def _check_options(size: int, resize: str) -> None:
+    if resize not in RESIZE:
+        raise BadInput(f"unknown --resize {resize!r}; choose nearest (pixel art) or area")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 4 or size % 4:
+        raise BadInput(f"size must be a multiple of 4 (the U-Net halves it twice), got {size!r}")
+
+
+def from_images(folder: Path, size: int = 16, resize: str = "nearest",
+                background: tuple[int, int, int] = (255, 255, 255)) -> tuple[SpriteData, ImportReport]:
+    """Import every image below ``folder``; first-level subfolders are the classes."""
+    from PIL import Image
+
+    _check_options(size, resize)
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise BadInput(f"image folder not found: {folder}")
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                   and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    report, sprites, label_idx = ImportReport(), [], []
+    for path in files:
+        name = str(path.relative_to(folder))
+        try:
+            with Image.open(path) as img:
+                img.seek(0)  # a GIF's first frame
+                sprites.append(_fit(_to_rgb(img, background), size, resize, background))
+        except Exception as e:  # noqa: BLE001 — any unreadable file is reported and skipped
+            report.skipped.append((name, (str(e).splitlines() or [type(e).__name__])[0][:120] or type(e).__name__))
+            continue
+        report.used.append(name)
+        top = path.relative_to(folder).parts
+        label_idx.append(classes.index(top[0]) if len(top) > 1 else -1)
+    if not sprites:
+        raise BadInput(f"no usable images in {folder} ({len(files)} image files found, {len(report.skipped)} "
+                       f"unreadable); add PNG, JPEG or GIF files")
+    labels = np.zeros((len(sprites), len(classes)), np.float32)
+    for i, k in enumerate(label_idx):
+        if k >= 0:
+            labels[i, k] = 1
+    counts = {c: int(labels[:, i].sum()) for i, c in enumerate(classes)}
+    counts["(unlabelled)"] = int((labels.sum(1) == 0).sum())
+    meta = {"source": "images", "folder": str(folder), "files": report.used, "counts": counts,
+            "skipped": [{"file": f, "reason": r} for f, r in report.skipped], "resize": resize,
+            "background": list(background)}
+    return SpriteData(np.stack(sprites), labels, classes, meta), report
+
+
+def from_sheet(path: Path, tile: tuple[int, int] = (16, 16), margin: int = 0, spacing: int = 0, size: int = 16,
+               resize: str = "nearest", background: tuple[int, int, int] = (255, 255, 255)
+               ) -> tuple[SpriteData, ImportReport]:
+    """Cut a sprite sheet into ``tile`` (w, h) tiles, ``margin`` px from the edges and ``spacing`` px apart."""
+    from PIL import Image
+
+    _check_options(size, resize)
+    if margin < 0 or spacing < 0:
+        raise BadInput(f"--margin and --spacing must be ≥ 0, got {margin} and {spacing}")
+    path = Path(path)
+    if not path.is_file():
+        raise BadInput(f"sprite sheet not found: {path}")
+    try:
+        with Image.open(path) as img:
+            sheet = _to_rgb(img, background)
+    except Exception as e:  # noqa: BLE001
+        raise BadInput(f"cannot read sprite sheet {path}: {(str(e).splitlines() or ['unreadable'])[0][:120]}") from None
+    tw, th = tile
+    cols = (sheet.width - 2 * margin + spacing) // (tw + spacing)
+    rows = (sheet.height - 2 * margin + spacing) // (th + spacing)
+    if cols < 1 or rows < 1:
+        raise BadInput(f"{path} is {sheet.width}×{sheet.height}: too small for {tw}×{th} tiles with margin {margin}")
+    report, sprites = ImportReport(), []
+    for r in range(rows):
+        for c in range(cols):
+            x, y = margin + c * (tw + spacing), margin + r * (th + spacing)
+            crop = sheet.crop((x, y, x + tw, y + th))
+            name = f"{path.name}[row {r}, col {c}]"
+            if len(crop.getcolors(maxcolors=2) or [0, 0]) == 1:  # one colour only: an empty tile
+                report.skipped.append((name, "empty (single colour)"))
+                continue
+            sprites.append(_fit(crop, size, resize, background))
+            report.used.append(name)
+    if not sprites:
+        raise BadInput(f"all {rows * cols} tiles of {path} are empty (single colour); check --tile, --margin, --spacing")
+    meta = {"source": "sheet", "sheet": str(path), "tile": list(tile), "margin": margin, "spacing": spacing,
+            "files": report.used, "counts": {"(unlabelled)": len(sprites)}, "skipped_empty": len(report.skipped)}
+    return SpriteData(np.stack(sprites), np.zeros((len(sprites), 0), np.float32), [], meta), report
