@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import signal
 import threading
@@ -29,7 +30,7 @@ from .model import ContextUnet, ModelConfig
 from .schedule import DiffusionConfig, make_schedule, perturb_input
 from .weights import read_tensors, save_model, save_tensors
 
-__all__ = ["TrainConfig", "train", "TrainingInterrupted", "TrainingDiverged", "pick_device", "hardware_name"]
+__all__ = ["TrainConfig", "train", "train_step", "TrainingInterrupted", "TrainingDiverged", "pick_device", "hardware_name"]
 
 CHECKPOINT = "checkpoint.safetensors"
 MODEL = "model.safetensors"
@@ -76,9 +77,18 @@ def pick_device(device: str | torch.device = "auto") -> torch.device:
 
 
 def hardware_name(device: torch.device) -> str:
+    """e.g. "NVIDIA A10G" or "AMD EPYC, 2 cores, 2 torch threads"."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{name}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
 
 
 def _rng(seed: int, *key: int) -> torch.Generator:
@@ -233,7 +243,7 @@ def train(
             x0 = x_all[idx]
             if config.augment:
                 x0 = _augment(x0, _rng(config.seed, 2, step))
-            loss = _train_step(model, opt, schedule, x0, None if c_all is None else c_all[idx],
+            loss = train_step(model, opt, schedule, x0, None if c_all is None else c_all[idx],
                                _rng(config.seed, 1, step), config.context_dropout, T)
             value = loss.item()
             if not math.isfinite(value):
@@ -281,8 +291,12 @@ def _augment(x0: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return (((x + 1) / 2 * gain).clamp(0, 1) * 2 - 1)
 
 
-def _train_step(model, opt, schedule, x0, c, gen, context_dropout, T) -> torch.Tensor:
-    """One step of DDPM Algorithm 1; returns the loss (a 0-dim tensor)."""
+def train_step(model, opt, schedule, x0, c, gen, context_dropout, T) -> torch.Tensor:
+    """One step of DDPM Algorithm 1; returns the loss (a 0-dim tensor).
+
+    x0: (B, C, H, W) clean sprites in [-1, 1]; c: (B, K) contexts or None; gen: a CPU generator
+    that draws, in this order, the noise ε, the times t ~ U{1..T} and the context dropout.
+    """
     b, device = x0.shape[0], x0.device
     noise = torch.randn(x0.shape, generator=gen).to(device)
     t = torch.randint(1, T + 1, (b,), generator=gen).to(device)
