@@ -247,8 +247,8 @@ def _cmd_demo(a) -> None:
     from PIL import Image
 
     a.out.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(sprite_sheet(*[getattr(procedural_dataset(50, 0), k) for k in ("sprites", "labels")])).save(
-        a.out / "training_sprites.png")
+    real = procedural_dataset(50, 0)
+    Image.fromarray(sprite_sheet(real.sprites, real.labels)).save(a.out / "training_sprites.png")
     args = ["sample", "--weights", str(weights), "--n", "40", "--context", "mixed", "--seed", str(a.seed),
             "--out", str(a.out)]
     _cmd_sample(build_parser().parse_args(args))

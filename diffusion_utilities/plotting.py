@@ -11,14 +11,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .data import tensor_to_sprites
+
 __all__ = ["to_uint8", "upscale", "make_grid", "save_grid", "animate", "save_gif", "show_gif"]
 
 
 def to_uint8(x) -> np.ndarray:
     """(B, 3, H, W) tensor in [-1, 1] or (B, H, W, 3) uint8 array -> (B, H, W, 3) uint8."""
     if torch.is_tensor(x):
-        x = ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-        return x.permute(0, 2, 3, 1).numpy()
+        return tensor_to_sprites(x)
     return np.asarray(x, dtype=np.uint8)
 
 

@@ -150,12 +150,6 @@ def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict, groups: list) -> 
     opt.load_state_dict({"state": state, "param_groups": groups})
 
 
-def _prepare(data: SpriteData | None, config: TrainConfig) -> SpriteData:
-    if data is None:
-        return procedural_dataset(config.n_sprites, config.data_seed)
-    return data
-
-
 def train(
     config: TrainConfig,
     out_dir: Path,
@@ -178,7 +172,7 @@ def train(
     _check_config(config)
     out_dir = Path(out_dir)
     device = pick_device(device)
-    data = _prepare(data, config)
+    data = data if data is not None else procedural_dataset(config.n_sprites, config.data_seed)
     n_classes = data.labels.shape[1]
     height = data.sprites.shape[1]
     model_config = model_config or ModelConfig(height=height, n_cfeat=max(n_classes, 1))

@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .errors import BadInput
@@ -86,10 +86,9 @@ def read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
         raise BadInput(f"weights file is empty: {path}; re-train or re-copy it")
     try:
         tensors = load_file(str(path))
-        with open(path, "rb") as f:  # the header: 8-byte length, then JSON with __metadata__
-            n = int.from_bytes(f.read(8), "little")
-            meta = json.loads(f.read(n)).get("__metadata__") or {}
-    except (SafetensorError, ValueError, OSError, json.JSONDecodeError) as e:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, ValueError, OSError) as e:
         raise BadInput(f"{path} is not a readable safetensors file (truncated or another format): {e}") from None
     card = json.loads(meta["card"]) if "card" in meta else {}
     return tensors, card
