@@ -1,4 +1,4 @@
-"""Command line: ``python -m diffusion_utilities {dataset,train,sample,evaluate} ...``.
+"""Command line: ``python -m diffusion_utilities {dataset,train,sample,evaluate,bench,...} ...``.
 
 Bad input prints one line to stderr and exits with code 2; an interrupted training run
 exits with 128 + the signal number after saving its checkpoint.
@@ -77,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--augment", action="store_true", help="random horizontal flips and palette jitter (small sets)")
     t.add_argument("--device", default="auto")
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.safetensors")
+    t.add_argument("--init-from", type=Path, help="start from these weights (fine-tune or train on), not random ones")
     t.add_argument("--no-progress", action="store_true")
 
     s = sub.add_parser("sample", help="sample sprites to a PNG grid and a denoising GIF")
@@ -116,6 +117,15 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--weights", type=Path, default=Path("weights/sprites_ddpm.safetensors"))
     m.add_argument("--out", type=Path, default=Path("outputs/demo"))
     m.add_argument("--seed", type=int, default=0)
+
+    b = sub.add_parser("bench", help="time the course's sampling and training loops against ours, same weights")
+    b.add_argument("--weights", type=Path, default=Path("weights/sprites_ddpm.safetensors"))
+    b.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    b.add_argument("--repeats", type=_positive_int, default=3, help="runs per row; the median is reported")
+    b.add_argument("--large-batch", type=_positive_int, help="batch of the throughput row (default 1024 on CUDA, 128 on CPU)")
+    b.add_argument("--train-steps", type=_positive_int, default=20, help="training steps of batch 100 per run")
+    b.add_argument("--rows", help="comma-separated: sample-ddpm500-b32,sample-ddim25-b32,sample-ddpm500-large,train")
+    b.add_argument("--json", action="store_true")
     return p
 
 
@@ -169,7 +179,8 @@ def _cmd_train(a, argv) -> None:
     model_config = ModelConfig(n_feat=a.n_feat, n_cfeat=max(n_classes, 1), height=height)
     command = "python -m diffusion_utilities " + shlex.join(argv)
     card = train(config, a.out, data, model_config, DiffusionConfig(timesteps=a.timesteps, schedule=a.schedule),
-                 resume=a.resume, device=a.device, progress=not a.no_progress, command=command)
+                 resume=a.resume, device=a.device, progress=not a.no_progress, command=command,
+                 init_from=a.init_from)
     print(f"trained {card['steps']} steps in {card['wall_time_s']} s, final loss {card['final_loss']:.4f}; "
           f"weights: {a.out / 'model.safetensors'}")
 
@@ -278,6 +289,10 @@ def main(argv: list[str] | None = None) -> int:
             _cmd_export(a)
         elif a.command == "demo":
             _cmd_demo(a)
+        elif a.command == "bench":
+            from .bench import cli_bench
+
+            cli_bench(a)
     except BadInput as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

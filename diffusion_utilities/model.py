@@ -22,6 +22,7 @@ What differs from the course's helper module, and why:
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 
@@ -30,7 +31,7 @@ import torch.nn as nn
 
 from .errors import BadInput
 
-__all__ = ["ModelConfig", "ResidualConvBlock", "UnetDown", "UnetUp", "EmbedFC", "ContextUnet"]
+__all__ = ["ModelConfig", "ResidualConvBlock", "UnetDown", "UnetUp", "EmbedFC", "ContextUnet", "inference_copy"]
 
 
 @dataclass(frozen=True)
@@ -191,3 +192,28 @@ class ContextUnet(nn.Module):
             raise BadInput(f"t has shape {shape}; pass a tensor of t/T with 1 or B={x.shape[0]} values")
         if c is not None and (c.dim() != 2 or c.shape != (x.shape[0], self.n_cfeat)):
             raise BadInput(f"context has shape {tuple(c.shape)}; this model takes (B={x.shape[0]}, n_cfeat={self.n_cfeat})")
+
+
+@torch.no_grad()
+def inference_copy(model: ContextUnet, channels_last: bool = True) -> ContextUnet:
+    """A copy of an eval-mode model for sampling, each BatchNorm folded into the conv before it.
+
+    In eval mode BatchNorm is a fixed affine map y = γ·(z − μ)/√(σ² + ε) + β of the conv's
+    output z = W∗x + b, so it folds into the conv: W' = s·W, b' = s·(b − μ) + β with
+    s = γ/√(σ² + ε). One pass over each activation fewer; the outputs agree to float rounding.
+    The model itself is not changed. A model in training mode (batch statistics) is returned as is.
+    """
+    if model.training:
+        return model
+    fused = copy.deepcopy(model)
+    for block in fused.modules():
+        if isinstance(block, ResidualConvBlock):
+            for layer in (block.conv1, block.conv2):
+                conv, bn = layer[0], layer[1]
+                s = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+                conv.weight.mul_(s[:, None, None, None])
+                conv.bias.copy_((conv.bias - bn.running_mean) * s + bn.bias)
+                layer[1] = nn.Identity()
+    if channels_last:
+        fused = fused.to(memory_format=torch.channels_last)
+    return fused.eval().requires_grad_(False)

@@ -160,12 +160,16 @@ def train(
     device: str = "auto",
     progress: bool = True,
     command: str = "",
+    init_from: Path | None = None,
 ) -> dict:
     """Train a ContextUnet and write ``out_dir/model.safetensors`` (EMA weights) and its card.
 
     ``out_dir/checkpoint.safetensors`` holds everything needed to resume (weights, EMA,
     Adam state, position); it is replaced atomically at every epoch end, every
     ``checkpoint_every`` steps and on SIGINT/SIGTERM. Returns the final card.
+
+    init_from: weights to start from instead of random ones (fine-tuning, or training on for
+    longer with a fresh learning-rate schedule); the card records them as ``init_from``.
     """
     from tqdm.auto import tqdm
 
@@ -203,6 +207,8 @@ def train(
         "class_names": data.class_names,
         "command": command,
     }
+    if init_from is not None:
+        card["init_from"] = _warm_start(Path(init_from), model, ema, card)
     card = json.loads(json.dumps(card))  # tuples become lists, as they will be when read back
     step, wall, losses = 0, 0.0, []
     ckpt = out_dir / CHECKPOINT
@@ -270,7 +276,9 @@ def train(
     bar.close()
     wall += time.perf_counter() - t_start
     save_checkpoint()
+    earlier = card.get("init_from", {}).get("images_seen_total", 0)
     final = {**card, "epochs_done": config.epochs, "steps": step, "images_seen": step * config.batch_size,
+             "images_seen_total": earlier + step * config.batch_size,
              "final_loss": losses[-1] if losses else None, "epoch_losses": [round(v, 5) for v in losses],
              "wall_time_s": round(wall, 1), "hardware": hardware_name(device), "torch": torch.__version__}
     return save_model(ema.model, out_dir / MODEL, final)
@@ -305,10 +313,29 @@ def train_step(model, opt, schedule, x0, c, gen, context_dropout, T) -> torch.Te
     return loss.detach()
 
 
+def _warm_start(path: Path, model, ema, card: dict) -> dict:
+    """Load ``path``'s weights into the model and its EMA; returns what the card records about them."""
+    from .weights import load_model, sha256_file
+
+    if not path.exists():
+        raise BadInput(f"--init-from weights not found: {path}")
+    start, start_card = load_model(path)
+    for key in ("model", "diffusion"):
+        if start_card.get(key) != card[key]:
+            raise BadInput(f"{path} has a different {key} config ({json.dumps(start_card.get(key))}) from this run's "
+                           f"({json.dumps(card[key])}); pass matching --n-feat/--timesteps/--schedule or drop --init-from")
+    state = start.state_dict()
+    model.load_state_dict(state)
+    ema.model.load_state_dict(state)
+    lineage = {k: start_card.get(k) for k in ("command", "steps", "images_seen", "wall_time_s", "hardware", "data")}
+    lineage["images_seen_total"] = start_card.get("images_seen_total", start_card.get("images_seen", 0))
+    return {"file": path.name, "sha256": sha256_file(path), **lineage}
+
+
 def _resume(ckpt: Path, model, ema, opt, card) -> tuple[int, float, list]:
     tensors, saved = read_tensors(ckpt)
-    for key in ("model", "diffusion", "training", "data"):
-        if saved.get(key) != card[key]:
+    for key in ("model", "diffusion", "training", "data", "init_from"):
+        if saved.get(key) != card.get(key):
             raise BadInput(f"{ckpt} was made with a different {key} config ({json.dumps(saved.get(key))[:200]}); "
                            f"use the same arguments or another --out folder")
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})

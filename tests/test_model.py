@@ -73,3 +73,36 @@ def test_bad_shapes_raise_one_line(x, c, message):
 def test_height_must_be_multiple_of_4():
     with pytest.raises(BadInput, match="multiple of 4"):
         ContextUnet(3, 16, 5, 18)
+
+
+def _with_trained_looking_batchnorm(model):
+    g = torch.Generator().manual_seed(1)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.5)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+    return model.eval()
+
+
+def test_inference_copy_folds_batchnorm_without_changing_outputs_or_the_model():
+    from diffusion_utilities.model import inference_copy
+
+    torch.manual_seed(0)
+    model = _with_trained_looking_batchnorm(ContextUnet(n_feat=16))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    fused = inference_copy(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    x, t, c = torch.randn(6, 3, 16, 16), torch.rand(6), torch.rand(6, 5)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x, t, c), model(x, t, c), atol=1e-5, rtol=1e-4)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+def test_inference_copy_leaves_a_training_mode_model_alone():
+    from diffusion_utilities.model import inference_copy
+
+    model = ContextUnet(n_feat=16).train()
+    assert inference_copy(model) is model

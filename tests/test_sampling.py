@@ -153,3 +153,17 @@ def test_sampler_entry_works_or_raises_badinput(n, steps, sampler, guidance, ctx
         assert "\n" not in str(e)
         return
     assert out.x.shape == (n, 3, 16, 16) and torch.isfinite(out.x).all()
+
+
+@pytest.mark.parametrize("sampler,steps", [("ddpm", 100), ("ddim", 25), ("dpm-solver++", 10)])
+def test_fast_path_gives_the_plain_models_samples(sampler, steps):
+    # BatchNorm folding and channels_last reorder float sums; over a whole run the difference stays tiny.
+    from test_model import _with_trained_looking_batchnorm
+
+    torch.manual_seed(0)
+    model = _with_trained_looking_batchnorm(ContextUnet(n_feat=16))
+    schedule = NoiseSchedule.linear(100, 1e-4, 0.02)
+    ctx = torch.eye(5)[torch.arange(6) % 5]
+    runs = [sample(model, schedule, 6, sampler=sampler, steps=steps, context=ctx, guidance=1.0,
+                   generator=torch.Generator().manual_seed(3), fast=fast).x for fast in (True, False)]
+    torch.testing.assert_close(runs[0], runs[1], atol=2e-3, rtol=0)

@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from diffusion_utilities import ModelConfig, TrainConfig, procedural_dataset, train
+from diffusion_utilities.errors import BadInput
 from diffusion_utilities.training import TrainingDiverged
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,3 +94,31 @@ def test_training_lowers_the_loss(tmp_path):
     losses = card["epoch_losses"]
     assert len(losses) == 4 and losses[-1] < losses[0] * 0.85
     assert card["data"]["generator_version"] and card["class_names"][0] == "hero"
+
+
+def test_init_from_starts_at_the_given_weights_and_records_them(tmp_path):
+    from diffusion_utilities.weights import load_model, sha256_file
+
+    data = procedural_dataset(100, 0)
+    first = train(TrainConfig(epochs=1, batch_size=50, n_sprites=100, checkpoint_every=0), tmp_path / "a", data,
+                  ModelConfig(n_feat=16), progress=False)
+    start = tmp_path / "a" / "model.safetensors"
+    # lr tiny: after one step the weights must still be the starting ones, not a fresh initialisation
+    card = train(TrainConfig(epochs=1, batch_size=100, n_sprites=100, lr=1e-9, seed=7, checkpoint_every=0),
+                 tmp_path / "b", data, ModelConfig(n_feat=16), progress=False, init_from=start)
+    a, _ = load_model(start)
+    b, _ = load_model(tmp_path / "b" / "model.safetensors")
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+        if va.is_floating_point() and "running" not in k:
+            torch.testing.assert_close(va, vb, atol=1e-5, rtol=0)
+    assert card["init_from"]["sha256"] == sha256_file(start) and card["init_from"]["steps"] == first["steps"]
+    assert card["images_seen_total"] == first["images_seen"] + card["images_seen"]
+
+
+def test_init_from_refuses_weights_of_another_shape(tmp_path):
+    data = procedural_dataset(100, 0)
+    train(TrainConfig(epochs=1, batch_size=50, n_sprites=100, checkpoint_every=0), tmp_path / "a", data,
+          ModelConfig(n_feat=16), progress=False)
+    with pytest.raises(BadInput, match="different model config"):
+        train(TrainConfig(epochs=1, n_sprites=100), tmp_path / "b", data, ModelConfig(n_feat=8), progress=False,
+              init_from=tmp_path / "a" / "model.safetensors")

@@ -1,0 +1,221 @@
+"""``bench``: the course's loops against this library's, on the same weights, in one process.
+
+baseline  the course's code, re-implemented faithfully: eager sampling under ``no_grad`` with a
+          print per step (to a null stream here) and a copy to NumPy every 20 steps (every step
+          for DDIM, as the lab keeps all its frames); training through a DataLoader that turns
+          each sprite into a tensor with ToTensor + Normalize, batch 100, fp32.
+ours      ``sample()`` and ``train_step()`` with their fast paths (BatchNorm folded into the
+          convolutions and channels_last for sampling; the data resident as one tensor and
+          channels_last for training).
+
+Every row runs the same work both ways, repeats, and reports the median; ``speedup`` is
+baseline_s / ours_s. For sampling rows, ``overhead`` is ours_s / (steps × one bare forward of
+the unmodified model at that batch): how much the loop costs beyond the network itself.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import statistics
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import BadInput
+from .model import ContextUnet
+from .schedule import NoiseSchedule
+
+__all__ = ["BenchRow", "course_sample_ddpm", "course_sample_ddim", "bare_forward_s", "run_bench"]
+
+
+@dataclass
+class BenchRow:
+    name: str
+    baseline_s: float
+    ours_s: float
+    speedup: float
+    overhead: float | None = None
+    images: int = 0  # images per run, for img/s
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _median_time(fn, device: torch.device, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+@torch.no_grad()
+def course_sample_ddpm(model, schedule: NoiseSchedule, n: int, device, save_rate: int = 20, out=None):
+    """The lab's ``sample_ddpm``, step for step (its globals made arguments)."""
+    out = out if out is not None else io.StringIO()
+    T, b_t, a_t, ab_t = schedule.T, schedule.b_t, schedule.a_t, schedule.ab_t
+    samples = torch.randn(n, 3, model.h, model.h).to(device)
+    intermediate = []
+    for i in range(T, 0, -1):
+        print(f"sampling timestep {i:3d}", end="\r", file=out)
+        t = torch.tensor([i / T])[:, None, None, None].to(device)
+        z = torch.randn_like(samples) if i > 1 else 0
+        eps = model(samples, t)
+        noise = b_t.sqrt()[i] * z
+        samples = (samples - eps * ((1 - a_t[i]) / (1 - ab_t[i]).sqrt())) / a_t[i].sqrt() + noise
+        if i % save_rate == 0 or i == T or i < 8:
+            intermediate.append(samples.detach().cpu().numpy())
+    return samples, np.stack(intermediate)
+
+
+@torch.no_grad()
+def course_sample_ddim(model, schedule: NoiseSchedule, n: int, device, steps: int = 25, out=None):
+    """The lab's ``sample_ddim``: stride T // steps, a NumPy copy of every step."""
+    out = out if out is not None else io.StringIO()
+    T, ab_t = schedule.T, schedule.ab_t
+    samples = torch.randn(n, 3, model.h, model.h).to(device)
+    intermediate = []
+    step_size = T // steps
+    for i in range(T, 0, -step_size):
+        print(f"sampling timestep {i:3d}", end="\r", file=out)
+        t = torch.tensor([i / T])[:, None, None, None].to(device)
+        eps = model(samples, t)
+        ab, ab_prev = ab_t[i], ab_t[i - step_size]
+        samples = ab_prev.sqrt() / ab.sqrt() * (samples - (1 - ab).sqrt() * eps) + (1 - ab_prev).sqrt() * eps
+        intermediate.append(samples.detach().cpu().numpy())
+    return samples, np.stack(intermediate)
+
+
+@torch.inference_mode()
+def bare_forward_s(model, batch: int, device, repeats: int = 20) -> float:
+    """Median seconds of one forward pass of ``model`` itself at ``batch``, after warm-up."""
+    x = torch.randn(batch, model.in_channels, model.h, model.h, device=device)
+    t = torch.full((1,), 0.5, device=device)
+    for _ in range(3):
+        model(x, t)
+    return _median_time(lambda: model(x, t), device, repeats)
+
+
+def _course_train(model, dataset, steps: int, schedule, device) -> None:
+    """The lab's training loop over a DataLoader of ToTensor + Normalize, for ``steps`` batches of 100."""
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader(dataset, batch_size=100, shuffle=True, num_workers=0)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model.train()
+    batches = iter(loader)
+    for _ in range(steps):
+        x, _ = next(batches)
+        opt.zero_grad()
+        x = x.to(device)
+        noise = torch.randn_like(x)
+        t = torch.randint(1, schedule.T + 1, (x.shape[0],)).to(device)
+        ab = schedule.ab_t[t, None, None, None]
+        x_pert = ab.sqrt() * x + (1 - ab).sqrt() * noise
+        loss = F.mse_loss(model(x_pert, t / schedule.T), noise)
+        loss.backward()
+        opt.step()
+
+
+def _course_dataset(data):
+    """The lab's CustomDataset, read from .npy files as the lab reads them."""
+    import contextlib
+    import tempfile
+    from pathlib import Path
+
+    from .course import CustomDataset, transform
+
+    with tempfile.TemporaryDirectory() as tmp:
+        np.save(Path(tmp) / "s.npy", data.sprites)
+        np.save(Path(tmp) / "l.npy", data.labels)
+        with contextlib.redirect_stdout(io.StringIO()):  # it prints the shapes
+            return CustomDataset(Path(tmp) / "s.npy", Path(tmp) / "l.npy", transform, null_context=False)
+
+
+def _our_train(model, sprites: np.ndarray, steps: int, schedule, device) -> None:
+    from .data import sprites_to_tensor
+    from .training import _rng, train_step
+
+    model = model.to(memory_format=torch.channels_last)
+    x_all = sprites_to_tensor(sprites).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model.train()
+    perm = torch.randperm(len(x_all), generator=_rng(0, 0, 0)).to(device)
+    for k in range(steps):
+        idx = perm[k * 100:(k + 1) * 100]
+        train_step(model, opt, schedule, x_all[idx], None, _rng(0, 1, k), 0.0, schedule.T)
+
+
+def run_bench(model: ContextUnet, schedule: NoiseSchedule, device: torch.device, repeats: int = 3,
+              large_batch: int | None = None, train_steps: int = 20, rows=None, log=print) -> list[BenchRow]:
+    """Time each row baseline and ours; returns the rows (see the module docstring)."""
+    from .data import procedural_dataset
+    from .sampling import sample
+
+    large_batch = large_batch or (1024 if device.type == "cuda" else 128)
+    schedule = schedule.to(device)
+    model = model.to(device).eval()
+    specs = {"sample-ddpm500-b32": ("ddpm", 500, 32), "sample-ddim25-b32": ("ddim", 25, 32),
+             "sample-ddpm500-large": ("ddpm", 500, large_batch)}
+    wanted = rows or (*specs, "train")
+    unknown = [r for r in wanted if r not in (*specs, "train")]
+    if unknown:
+        raise BadInput(f"unknown bench row {unknown[0]!r}; choose from {', '.join((*specs, 'train'))}")
+    out: list[BenchRow] = []
+    for name in wanted:
+        if name in specs:
+            sampler, steps, b = specs[name]
+            steps = schedule.T if sampler == "ddpm" else steps
+            course = course_sample_ddpm if sampler == "ddpm" else course_sample_ddim
+            kwargs = {} if sampler == "ddpm" else {"steps": steps}
+            course(model, schedule, b, device, **kwargs)  # warm-up: allocator, kernels, caches
+            base = _median_time(lambda: course(model, schedule, b, device, **kwargs), device, repeats)
+            ours = _median_time(lambda: sample(model, schedule, b, sampler=sampler, steps=steps), device, repeats)
+            row = BenchRow(name, base, ours, base / ours, ours / (steps * bare_forward_s(model, b, device)), b)
+        else:
+            data = procedural_dataset(100 * (train_steps + 1), 0)
+            sprites = data.sprites
+            dataset = _course_dataset(data)
+            fresh = lambda: ContextUnet(**asdict(model.config)).to(device)  # noqa: E731
+            _course_train(fresh(), dataset, 2, schedule, device)  # warm-up
+            base = _median_time(lambda: _course_train(fresh(), dataset, train_steps, schedule, device), device, repeats)
+            ours = _median_time(lambda: _our_train(fresh(), sprites, train_steps, schedule, device), device, repeats)
+            row = BenchRow(name, base, ours, base / ours, None, 100 * train_steps)
+        out.append(row)
+        log(format_row(row))
+    return out
+
+
+def format_row(r: BenchRow) -> str:
+    overhead = "" if r.overhead is None else f"  overhead {r.overhead:5.3f}"
+    return (f"{r.name:22s} baseline {r.baseline_s:8.3f} s  ours {r.ours_s:8.3f} s  speedup {r.speedup:5.2f}×"
+            f"  ({r.images / r.ours_s:8.1f} img/s){overhead}")
+
+
+def cli_bench(a) -> None:
+    from .training import hardware_name, pick_device
+    from .weights import load_model
+
+    device = pick_device(a.device)
+    model, card = load_model(a.weights, device)
+    from .schedule import DiffusionConfig, make_schedule
+
+    schedule = make_schedule(DiffusionConfig(**card["diffusion"]))
+    rows = tuple(r.strip() for r in a.rows.split(",")) if a.rows else None
+    hardware = hardware_name(device)
+    log = (lambda *_: None) if a.json else print
+    log(f"bench on {hardware}, torch {torch.__version__}, {a.repeats} repeats (median)")
+    result = run_bench(model, schedule, device, a.repeats, a.large_batch, a.train_steps, rows, log)
+    if a.json:
+        print(json.dumps({"device": hardware, "torch": torch.__version__,
+                          "rows": [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(r).items()}
+                                   for r in result]}, indent=1))

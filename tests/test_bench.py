@@ -1,0 +1,54 @@
+"""The benchmark's baseline must be the course's computation, so its ratios compare like with like."""
+
+import torch
+
+from diffusion_utilities import ContextUnet, NoiseSchedule
+from diffusion_utilities.bench import course_sample_ddim, course_sample_ddpm, run_bench
+from diffusion_utilities.errors import BadInput
+from diffusion_utilities.sampling import sample
+
+
+def _model():
+    torch.manual_seed(0)
+    return ContextUnet(n_feat=8, n_cfeat=5, height=16).eval()
+
+
+def test_course_ddpm_loop_is_the_same_computation_as_ours():
+    # Both draw x_T then one z per step before t = 1 from the global RNG, in the same order.
+    model, schedule = _model(), NoiseSchedule.linear(20, 1e-4, 0.02)
+    torch.manual_seed(5)
+    course, frames = course_sample_ddpm(model, schedule, 4, torch.device("cpu"), save_rate=5)
+    torch.manual_seed(5)
+    ours = sample(model, schedule, 4, sampler="ddpm").x
+    torch.testing.assert_close(course, ours, atol=1e-4, rtol=1e-4)
+    assert frames.shape == (10, 4, 3, 16, 16)  # i = 20, 15, 10 and every i < 8 (5 among them)
+
+
+def test_course_ddim_loop_is_the_same_computation_as_ours():
+    model, schedule = _model(), NoiseSchedule.linear(20, 1e-4, 0.02)
+    torch.manual_seed(6)
+    course, frames = course_sample_ddim(model, schedule, 4, torch.device("cpu"), steps=5)
+    torch.manual_seed(6)
+    ours = sample(model, schedule, 4, sampler="ddim", steps=5).x
+    torch.testing.assert_close(course, ours, atol=1e-4, rtol=1e-4)
+    assert len(frames) == 5
+
+
+def test_run_bench_reports_every_row_with_consistent_ratios():
+    model, schedule = _model(), NoiseSchedule.linear(500, 1e-4, 0.02)
+    rows = run_bench(model, schedule, torch.device("cpu"), repeats=1, large_batch=2, train_steps=1,
+                     rows=("sample-ddim25-b32", "train"), log=lambda *_: None)
+    assert [r.name for r in rows] == ["sample-ddim25-b32", "train"]
+    for r in rows:
+        assert r.baseline_s > 0 and r.ours_s > 0
+        assert abs(r.speedup - r.baseline_s / r.ours_s) < 1e-9
+    assert rows[0].overhead > 0 and rows[1].overhead is None
+
+
+def test_unknown_row_is_one_clear_error():
+    try:
+        run_bench(_model(), NoiseSchedule.linear(20, 1e-4, 0.02), torch.device("cpu"), rows=("fast",))
+    except BadInput as e:
+        assert "unknown bench row 'fast'" in str(e)
+    else:
+        raise AssertionError("expected BadInput")
