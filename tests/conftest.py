@@ -28,3 +28,12 @@ class OracleModel(torch.nn.Module):
         step = int(round(float(t.flatten()[0]) * self.schedule.T))
         ab = self.schedule.ab_t[step]
         return (x - ab.sqrt() * self.x0) / (1 - ab).sqrt()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):  # noqa: ARG001
+    """Keep each test's call report on the item, so a fixture's teardown can tell it failed (browser screenshots)."""
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.when == "call":
+        item.rep_call = rep
