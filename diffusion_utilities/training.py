@@ -320,14 +320,21 @@ def _warm_start(path: Path, model, ema, card: dict) -> dict:
     if not path.exists():
         raise BadInput(f"--init-from weights not found: {path}")
     start, start_card = load_model(path)
-    for key in ("model", "diffusion"):
-        if start_card.get(key) != card[key]:
+    ignore_classes = lambda m: {k: v for k, v in (m or {}).items() if k != "n_cfeat"}  # noqa: E731
+    for key, same in (("model", ignore_classes), ("diffusion", lambda d: d)):
+        if same(start_card.get(key)) != same(card[key]):
             raise BadInput(f"{path} has a different {key} config ({json.dumps(start_card.get(key))}) from this run's "
                            f"({json.dumps(card[key])}); pass matching --n-feat/--timesteps/--schedule or drop --init-from")
-    state = start.state_dict()
+    # Another number of classes: the context embeddings' input weights start fresh; their biases are
+    # kept, so "no context" (all zeros) still means what it meant to the starting model.
+    state = model.state_dict()
+    fresh = [k for k, v in start.state_dict().items() if v.shape != state[k].shape]
+    state.update({k: v for k, v in start.state_dict().items() if k not in fresh})
     model.load_state_dict(state)
     ema.model.load_state_dict(state)
     lineage = {k: start_card.get(k) for k in ("command", "steps", "images_seen", "wall_time_s", "hardware", "data")}
+    lineage["class_names"] = start_card.get("class_names")
+    lineage["reinitialised"] = fresh
     lineage["images_seen_total"] = start_card.get("images_seen_total", start_card.get("images_seen", 0))
     return {"file": path.name, "sha256": sha256_file(path), **lineage}
 

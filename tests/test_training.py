@@ -5,6 +5,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -122,3 +123,22 @@ def test_init_from_refuses_weights_of_another_shape(tmp_path):
     with pytest.raises(BadInput, match="different model config"):
         train(TrainConfig(epochs=1, n_sprites=100), tmp_path / "b", data, ModelConfig(n_feat=8), progress=False,
               init_from=tmp_path / "a" / "model.safetensors")
+
+
+def test_init_from_adapts_to_another_number_of_classes_and_keeps_the_no_context_prediction(tmp_path):
+    from diffusion_utilities.weights import load_model
+
+    data = procedural_dataset(100, 0)  # 5 classes
+    train(TrainConfig(epochs=1, batch_size=50, n_sprites=100, checkpoint_every=0), tmp_path / "a", data,
+          ModelConfig(n_feat=16), progress=False)
+    start = tmp_path / "a" / "model.safetensors"
+    unlabelled = type(data)(data.sprites, np.zeros((100, 0), np.float32), [], {**data.meta, "source": "images"})
+    card = train(TrainConfig(epochs=1, batch_size=100, n_sprites=100, lr=1e-9, checkpoint_every=0), tmp_path / "b",
+                 unlabelled, ModelConfig(n_feat=16, n_cfeat=1), progress=False, init_from=start)
+    assert card["init_from"]["reinitialised"] == ["contextembed1.model.0.weight", "contextembed2.model.0.weight"]
+    a, _ = load_model(start)
+    b, _ = load_model(tmp_path / "b" / "model.safetensors")
+    b.load_state_dict({k: v for k, v in a.state_dict().items() if "running" in k}, strict=False)  # one step moved them
+    x, t = torch.randn(4, 3, 16, 16), torch.rand(4)
+    with torch.no_grad():
+        torch.testing.assert_close(b(x, t), a(x, t), atol=1e-4, rtol=1e-3)
