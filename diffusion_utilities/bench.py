@@ -177,10 +177,10 @@ def run_bench(model: ContextUnet, schedule: NoiseSchedule, device: torch.device,
             steps = schedule.T if sampler == "ddpm" else steps
             course = course_sample_ddpm if sampler == "ddpm" else course_sample_ddim
             kwargs = {} if sampler == "ddpm" else {"steps": steps}
-            course(model, schedule, b, device, **kwargs)  # warm-up: allocator, kernels, caches
+            bare = bare_forward_s(model, b, device)  # also the warm-up: allocator, kernels, caches
             base = _median_time(lambda: course(model, schedule, b, device, **kwargs), device, repeats)
             ours = _median_time(lambda: sample(model, schedule, b, sampler=sampler, steps=steps), device, repeats)
-            row = BenchRow(name, base, ours, base / ours, ours / (steps * bare_forward_s(model, b, device)), b)
+            row = BenchRow(name, base, ours, base / ours, ours / (steps * bare), b)
         else:
             data = procedural_dataset(100 * (train_steps + 1), 0)
             sprites = data.sprites

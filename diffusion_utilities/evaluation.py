@@ -169,19 +169,21 @@ class EvalRow:
     novelty_rms: float
     near_copies: float
     n: int
+    eta: float = 0.0
 
 
-# name: (sampler, steps, guidance). "real" is held-out real sprites: the floor.
+# name: (sampler, steps, guidance w, DDIM η). "real" is held-out real sprites: the floor.
 ROWS = {
-    "real": ("real", 0, 0.0),
-    "ddpm": ("ddpm", 500, 0.0),
-    "ddpm-no-noise": ("ddpm-no-noise", 500, 0.0),
-    "ddim": ("ddim", 25, 0.0),
-    "ddim-10": ("ddim", 10, 0.0),
-    "ddim-50": ("ddim", 50, 0.0),
-    "dpm-solver++-10": ("dpm-solver++", 10, 0.0),
-    "dpm-solver++-20": ("dpm-solver++", 20, 0.0),
-    "cfg-w2": ("ddim", 25, 2.0),
+    "real": ("real", 0, 0.0, 0.0),
+    "ddpm": ("ddpm", 500, 0.0, 0.0),
+    "ddpm-no-noise": ("ddpm-no-noise", 500, 0.0, 0.0),
+    "ddim": ("ddim", 25, 0.0, 0.0),
+    "ddim-10": ("ddim", 10, 0.0, 0.0),
+    "ddim-50": ("ddim", 50, 0.0, 0.0),
+    "ddim-eta1": ("ddim", 25, 0.0, 1.0),  # stochastic DDIM: fresh noise, as DDPM, but 25 steps
+    "dpm-solver++-10": ("dpm-solver++", 10, 0.0, 0.0),
+    "dpm-solver++-20": ("dpm-solver++", 20, 0.0, 0.0),
+    "cfg-w2": ("ddim", 25, 2.0, 0.0),
 }
 DEFAULT_ROWS = ("real", "ddpm", "ddpm-no-noise", "ddim")
 
@@ -209,7 +211,7 @@ class Evaluator:
         acc = None if labels is None else class_accuracy(self.classifier, x.float().clamp(-1, 1), labels)
         return EvalRow(name, spec[0], spec[1], spec[2], round(sprite_fid(self.classifier, x, self.ref_features), 3),
                        None if acc is None else round(acc, 4), round(seconds / len(x), 5), round(float(rms.mean()), 4),
-                       round(near, 4), len(x))
+                       round(near, 4), len(x), spec[3])
 
 
 def evaluate(model, card: dict, classifier: SpriteClassifier, n: int = 200, rows=DEFAULT_ROWS, seed: int = 0,
@@ -238,7 +240,7 @@ def evaluate(model, card: dict, classifier: SpriteClassifier, n: int = 200, rows
             x, real_labels = sprites_to_tensor(real.sprites), torch.from_numpy(real.labels).argmax(1)
             out.append(ev.row(name, x, real_labels, time.perf_counter() - start, spec))
         else:
-            x = sample(model, schedule, n, sampler=spec[0], steps=spec[1], context=context, guidance=spec[2],
+            x = sample(model, schedule, n, sampler=spec[0], steps=spec[1], context=context, guidance=spec[2], eta=spec[3],
                        generator=torch.Generator().manual_seed(seed), progress=progress).x.cpu()
             out.append(ev.row(name, x, labels, time.perf_counter() - start, spec))
         r = out[-1]
@@ -247,12 +249,12 @@ def evaluate(model, card: dict, classifier: SpriteClassifier, n: int = 200, rows
 
 
 def format_table(rows: list[EvalRow], n_reference: int = 2000) -> str:
-    head = f"{'row':16s} {'sampler':14s} {'steps':>5s} {'w':>4s} {'sprite-FID':>10s} {'class acc':>9s} " \
+    head = f"{'row':16s} {'sampler':14s} {'steps':>5s} {'w':>4s} {'η':>4s} {'sprite-FID':>10s} {'class acc':>9s} " \
            f"{'s/sample':>9s} {'NN dist':>8s} {'near-copy':>9s}"
     lines = [head, "-" * len(head)]
     for r in rows:
         acc = "-" if r.class_accuracy is None else f"{r.class_accuracy:.3f}"
-        lines.append(f"{r.name:16s} {r.sampler:14s} {r.steps:5d} {r.guidance:4.1f} {r.fid:10.3f} {acc:>9s} "
+        lines.append(f"{r.name:16s} {r.sampler:14s} {r.steps:5d} {r.guidance:4.1f} {r.eta:4.1f} {r.fid:10.3f} {acc:>9s} "
                      f"{r.seconds_per_sample:9.4f} {r.novelty_rms:8.4f} {r.near_copies:9.3f}")
     lines.append(f"sprite-FID: {FEATURES}-d classifier features, {rows[0].n if rows else 0} sprites per row vs "
                  f"{n_reference} held-out reference sprites; NN dist: RMS pixel distance to the nearest training "
