@@ -273,11 +273,16 @@ def _record(weights: Path, rows: list[EvalRow], a, seconds: float) -> None:
 
     card_path = weights.with_suffix(".json")
     card = json.loads(card_path.read_text())
-    card.setdefault("evaluation", {})[f"n{a.n}_seed{a.seed}"] = {
-        "command": "python -m diffusion_utilities " + shlex.join(sys.argv[1:]),
+    key = f"n{a.n}_seed{a.seed}"
+    earlier = card.setdefault("evaluation", {}).get(key, {})
+    # Rows measured before under the same n and seed stay, unless this run measured them again.
+    merged = {r["name"]: r for r in earlier.get("rows", [])} | {r.name: asdict(r) for r in rows}
+    command = "python -m diffusion_utilities " + shlex.join(sys.argv[1:])
+    card["evaluation"][key] = {
+        "command": command, "commands": [*earlier.get("commands", [earlier["command"]] if earlier else []), command],
         "n": a.n, "seed": a.seed, "reference_sprites": 2000, "feature_width": FEATURES, "near_copy_rms": NEAR_COPY,
-        "hardware": hardware_name(pick_device(a.device)), "wall_time_s": round(seconds, 1),
-        "rows": [asdict(r) for r in rows],
+        "hardware": hardware_name(pick_device(a.device)), "wall_time_s": round(seconds + earlier.get("wall_time_s", 0), 1),
+        "rows": sorted(merged.values(), key=lambda r: list(ROWS).index(r["name"])),
     }
     atomic_write(card_path, lambda tmp: tmp.write_text(json.dumps(card, indent=2) + "\n"))
 

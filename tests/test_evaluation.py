@@ -40,3 +40,23 @@ def test_unknown_row_is_refused():
     with pytest.raises(BadInput, match="unknown evaluation row"):
         evaluate(ContextUnet(n_feat=8).eval(), CARD, load_classifier(CLASSIFIER), n=4,
                  rows=("ddim-eta2",))
+
+
+def test_update_card_merges_rows_measured_at_different_times(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from diffusion_utilities import save_model
+
+    torch.manual_seed(0)
+    weights = tmp_path / "tiny.safetensors"
+    save_model(ContextUnet(n_feat=8).eval(), weights, {**CARD, "model": {"in_channels": 3, "n_feat": 8, "n_cfeat": 5, "height": 16}})
+    root = Path(__file__).resolve().parents[1]
+    base = [sys.executable, "-m", "diffusion_utilities", "evaluate", "--weights", str(weights), "--n", "6",
+            "--classifier", str(CLASSIFIER), "--update-card", "--json"]
+    for rows in ("real,ddim", "ddim-10,ddim"):
+        subprocess.run([*base, "--rows", rows], cwd=root, check=True, capture_output=True)
+    entry = json.loads(weights.with_suffix(".json").read_text())["evaluation"]["n6_seed0"]
+    assert [r["name"] for r in entry["rows"]] == ["real", "ddim", "ddim-10"]
+    assert len(entry["commands"]) == 2

@@ -7,6 +7,7 @@ The model stays in float32: in half precision, DDIM's deterministic trajectories
 re-measuring quality for. The training-progress snapshots are only looked at, so they stay float16.
 """
 
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -19,10 +20,14 @@ from diffusion_utilities.training import hardware_name
 
 def main(run: Path, target: Path, note: str = "") -> None:
     model, card = load_model(run / "model.safetensors")
+    measured = json.loads((run / "model.json").read_text()).get("evaluation")
     card["hardware"] = hardware_name(torch.device("cpu")) if "CPU" in card.get("hardware", "") else card["hardware"]
     if note:
         card["note"] = note
     shipped = save_model(model, target, card)
+    if measured:  # `evaluate --update-card` on the run: keep its table with the shipped copy (same tensors)
+        sidecar = target.with_suffix(".json")
+        sidecar.write_text(json.dumps({**json.loads(sidecar.read_text()), "evaluation": measured}, indent=2) + "\n")
     print(f"{target}: {target.stat().st_size / 1e6:.1f} MB, sha256 {shipped['sha256'][:12]}…")
     snap_dir = target.parent / "snapshots"
     snap_dir.mkdir(exist_ok=True)
