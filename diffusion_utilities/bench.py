@@ -206,13 +206,12 @@ def format_row(r: BenchRow) -> str:
 
 
 def cli_bench(a) -> None:
+    from .schedule import DiffusionConfig, make_schedule
     from .training import hardware_name, pick_device
     from .weights import load_model
 
     device = pick_device(a.device)
     model, card = load_model(a.weights, device)
-    from .schedule import DiffusionConfig, make_schedule
-
     schedule = make_schedule(DiffusionConfig(**card["diffusion"]))
     rows = tuple(r.strip() for r in a.rows.split(",")) if a.rows else None
     hardware = hardware_name(device)

@@ -278,8 +278,9 @@ def _record(weights: Path, rows: list[EvalRow], a, seconds: float) -> None:
     # Rows measured before under the same n and seed stay, unless this run measured them again.
     merged = {r["name"]: r for r in earlier.get("rows", [])} | {r.name: asdict(r) for r in rows}
     command = "python -m diffusion_utilities " + shlex.join(sys.argv[1:])
+    commands = earlier.get("commands") or ([earlier["command"]] if earlier else [])
     card["evaluation"][key] = {
-        "command": command, "commands": [*earlier.get("commands", [earlier["command"]] if earlier else []), command],
+        "command": command, "commands": [*commands, command],
         "n": a.n, "seed": a.seed, "reference_sprites": 2000, "feature_width": FEATURES, "near_copy_rms": NEAR_COPY,
         "hardware": hardware_name(pick_device(a.device)), "wall_time_s": round(seconds + earlier.get("wall_time_s", 0), 1),
         "rows": sorted(merged.values(), key=lambda r: list(ROWS).index(r["name"])),

@@ -320,9 +320,9 @@ def _warm_start(path: Path, model, ema, card: dict) -> dict:
     if not path.exists():
         raise BadInput(f"--init-from weights not found: {path}")
     start, start_card = load_model(path)
-    ignore_classes = lambda m: {k: v for k, v in (m or {}).items() if k != "n_cfeat"}  # noqa: E731
-    for key, same in (("model", ignore_classes), ("diffusion", lambda d: d)):
-        if same(start_card.get(key)) != same(card[key]):
+    for key, ignored in (("model", "n_cfeat"), ("diffusion", None)):  # the number of classes may differ
+        theirs = {k: v for k, v in (start_card.get(key) or {}).items() if k != ignored}
+        if theirs != {k: v for k, v in card[key].items() if k != ignored}:
             raise BadInput(f"{path} has a different {key} config ({json.dumps(start_card.get(key))}) from this run's "
                            f"({json.dumps(card[key])}); pass matching --n-feat/--timesteps/--schedule or drop --init-from")
     # Another number of classes: the context embeddings' input weights start fresh; their biases are

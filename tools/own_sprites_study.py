@@ -16,6 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from diffusion_utilities import (DiffusionConfig, ModelConfig, TrainConfig, load_model, make_schedule,
@@ -30,7 +31,7 @@ SHIPPED = ROOT / "weights" / "sprites_ddpm.safetensors"
 def food_set(n: int) -> SpriteData:
     pool = procedural_dataset(5 * n, seed=4242)  # class = index % 5, so exactly n foods
     food = pool.sprites[pool.labels[:, 2] == 1][:n]
-    return SpriteData(food, pool.labels[:n, :0], [], {"source": "study"})
+    return SpriteData(food, np.zeros((n, 0), np.float32), [], {"source": "study"})  # no classes: unconditional
 
 
 def run(n: int, init_from, out: Path, classifier, schedule) -> tuple[float, float, float, torch.Tensor]:
