@@ -23,7 +23,9 @@ What differs from the course's helper module, and why:
 from __future__ import annotations
 
 import copy
+import itertools
 import math
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -31,7 +33,7 @@ import torch.nn as nn
 
 from .errors import BadInput
 
-__all__ = ["ModelConfig", "ResidualConvBlock", "UnetDown", "UnetUp", "EmbedFC", "ContextUnet", "inference_copy"]
+__all__ = ["ModelConfig", "ResidualConvBlock", "UnetDown", "UnetUp", "EmbedFC", "ContextUnet", "inference_copy", "cached_inference_copy"]
 
 
 @dataclass(frozen=True)
@@ -217,3 +219,30 @@ def inference_copy(model: ContextUnet, channels_last: bool = True) -> ContextUne
     if channels_last:
         fused = fused.to(memory_format=torch.channels_last)
     return fused.eval().requires_grad_(False)
+
+
+# One folded copy per live model, dropped with the model. Keyed by each weight's storage, device,
+# dtype and version counter (bumped by every in-place change: optimiser steps, load_state_dict),
+# so a model that was trained on, reloaded or moved gets a fresh copy.
+_FOLDED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _weights_key(model: torch.nn.Module) -> tuple:
+    return tuple((w.data_ptr(), w._version, w.device, w.dtype) for w in itertools.chain(model.parameters(), model.buffers()))
+
+
+def cached_inference_copy(model: ContextUnet) -> ContextUnet:
+    """``inference_copy(model)``, made once and reused until the model's weights change.
+
+    Folding costs about 20 ms on a 2-core CPU; a DDIM-25 run of 32 sprites is 1.8 s, so folding
+    again on every call was 1% of it, plus the first forward through freshly allocated weights.
+    """
+    if model.training:
+        return model
+    key = _weights_key(model)
+    hit = _FOLDED.get(model)
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    folded = inference_copy(model)
+    _FOLDED[model] = (key, folded)
+    return folded

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from .errors import BadInput
-from .model import ContextUnet, inference_copy
+from .model import ContextUnet, cached_inference_copy
 from .schedule import NoiseSchedule
 
 __all__ = [
@@ -209,8 +209,9 @@ def sample(
     context: (n, n_cfeat) weights or None; guidance: the classifier-free guidance weight w;
     x_T: (n, C, H, W) starting noise (default: drawn from ``generator``);
     save_every: keep a frame every that many steps, for animations;
-    fast: sample with ``inference_copy(model)`` (BatchNorm folded, channels_last), which agrees
-    with the model itself to float rounding; False runs the model as given.
+    fast: sample with ``inference_copy(model)`` (BatchNorm folded, channels_last; made once per
+    set of weights and reused), which agrees with the model itself to float rounding; False runs
+    the model as given.
     """
     from tqdm.auto import tqdm
 
@@ -222,7 +223,7 @@ def sample(
     device = next(model.parameters()).device
     schedule = schedule.to(device)
     rule = _step_rule(sampler, schedule, eta)
-    net = inference_copy(model) if fast and isinstance(model, ContextUnet) else model
+    net = cached_inference_copy(model) if fast and isinstance(model, ContextUnet) else model
     context = None if context is None else context.to(device)
 
     def noise(shape):

@@ -106,3 +106,27 @@ def test_inference_copy_leaves_a_training_mode_model_alone():
 
     model = ContextUnet(n_feat=16).train()
     assert inference_copy(model) is model
+
+
+def test_cached_inference_copy_is_reused_until_the_weights_change():
+    from diffusion_utilities.model import cached_inference_copy
+
+    torch.manual_seed(0)
+    model = _with_trained_looking_batchnorm(ContextUnet(n_feat=16))
+    x, t = torch.randn(4, 3, 16, 16), torch.rand(4)
+    first = cached_inference_copy(model)
+    assert cached_inference_copy(model) is first
+    # An in-place change (what an optimiser step or load_state_dict does) must not be served stale.
+    with torch.no_grad():
+        model.out[-1].bias.add_(1.0)
+    second = cached_inference_copy(model)
+    assert second is not first
+    with torch.no_grad():
+        torch.testing.assert_close(second(x, t), model(x, t), atol=1e-5, rtol=1e-4)
+    model.load_state_dict(_with_trained_looking_batchnorm(ContextUnet(n_feat=16)).state_dict())
+    third = cached_inference_copy(model)
+    assert third is not second
+    with torch.no_grad():
+        torch.testing.assert_close(third(x, t), model(x, t), atol=1e-5, rtol=1e-4)
+    model.train()
+    assert cached_inference_copy(model) is model
