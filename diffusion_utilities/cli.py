@@ -64,7 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", type=Path, required=True, help="folder for checkpoint and model.safetensors")
     t.add_argument("--epochs", type=_positive_int, default=32)
     t.add_argument("--batch-size", type=_positive_int, default=100)
-    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--lr", type=float,
+                   help="peak learning rate (default 1e-3 at batch 100, scaled by √(batch/100) for other batches)")
+    t.add_argument("--precision", default="fp32", help="fp32, or bf16 (autocast; for GPUs with bfloat16 units)")
     t.add_argument("--n-sprites", type=_positive_int, default=90_000, help="procedural sprites when no --data")
     t.add_argument("--n-feat", type=_positive_int, default=64)
     t.add_argument("--timesteps", type=_positive_int, default=500)
@@ -166,14 +168,16 @@ def _cmd_train(a, argv) -> None:
     from .data import load_dataset
     from .model import ModelConfig
     from .schedule import SCHEDULES, DiffusionConfig
-    from .training import TrainConfig, train
+    from .training import TrainConfig, scaled_lr, train
 
     if a.schedule not in SCHEDULES:
         raise BadInput(f"unknown schedule {a.schedule!r}; choose one of {', '.join(SCHEDULES)}")
     data = load_dataset(a.data) if a.data else None
-    config = TrainConfig(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, context_dropout=a.context_dropout,
+    lr = a.lr if a.lr is not None else scaled_lr(a.batch_size)
+    config = TrainConfig(epochs=a.epochs, batch_size=a.batch_size, lr=lr, context_dropout=a.context_dropout,
                          ema_decay=a.ema_decay, seed=a.seed, n_sprites=a.n_sprites, data_seed=0,
-                         snapshot_epochs=a.snapshot_epochs, checkpoint_every=a.checkpoint_every, augment=a.augment)
+                         snapshot_epochs=a.snapshot_epochs, checkpoint_every=a.checkpoint_every, augment=a.augment,
+                         precision=a.precision)
     height = data.sprites.shape[1] if data else 16
     n_classes = data.labels.shape[1] if data else 5  # 0 classes: an unconditional model (n_cfeat=1, never used)
     model_config = ModelConfig(n_feat=a.n_feat, n_cfeat=max(n_classes, 1), height=height)

@@ -97,6 +97,46 @@ def test_training_lowers_the_loss(tmp_path):
     assert card["data"]["generator_version"] and card["class_names"][0] == "hero"
 
 
+def test_bf16_autocast_training_lowers_the_loss_and_is_recorded(tmp_path):
+    data = procedural_dataset(300, 0)
+    card = train(TrainConfig(epochs=4, batch_size=50, n_sprites=300, checkpoint_every=0, precision="bf16"), tmp_path,
+                 data, ModelConfig(n_feat=16), progress=False)
+    losses = card["epoch_losses"]
+    assert len(losses) == 4 and losses[-1] < losses[0] * 0.85
+    assert card["training"]["precision"] == "bf16"
+    from diffusion_utilities.weights import read_tensors
+
+    tensors, _ = read_tensors(tmp_path / "model.safetensors")
+    assert all(v.dtype == torch.float32 for k, v in tensors.items() if v.is_floating_point()), "weights stay fp32"
+
+
+def test_unknown_precision_is_one_clear_error(tmp_path):
+    with pytest.raises(BadInput, match="precision must be one of fp32, bf16"):
+        train(TrainConfig(precision="fp16"), tmp_path, procedural_dataset(20, 0), ModelConfig(n_feat=16), progress=False)
+
+
+def test_a_checkpoint_from_before_a_recipe_field_existed_still_resumes(tmp_path):
+    from diffusion_utilities.weights import read_tensors, save_tensors
+
+    data = procedural_dataset(40, 0)
+    cfg = TrainConfig(epochs=1, batch_size=10, n_sprites=40, checkpoint_every=0)
+    train(cfg, tmp_path, data, ModelConfig(n_feat=16), progress=False)
+    ckpt = tmp_path / "checkpoint.safetensors"
+    tensors, card = read_tensors(ckpt)
+    del card["training"]["precision"]  # as written by the version before bf16 training
+    save_tensors(ckpt, tensors, card)
+    resumed = train(cfg, tmp_path, data, ModelConfig(n_feat=16), progress=False, resume=True)
+    assert resumed["steps"] == 4
+
+
+def test_cli_scales_the_default_learning_rate_with_the_batch(tmp_path):
+    from diffusion_utilities.weights import read_card
+
+    run = _train_cli(tmp_path, "--epochs", "1", "--batch-size", "40")
+    assert run.wait(timeout=300) == 0, run.stderr.read()
+    assert read_card(tmp_path / "model.safetensors")["training"]["lr"] == pytest.approx(1e-3 * (40 / 100) ** 0.5)
+
+
 def test_init_from_starts_at_the_given_weights_and_records_them(tmp_path):
     from diffusion_utilities.weights import load_model, sha256_file
 
