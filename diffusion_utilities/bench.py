@@ -9,7 +9,14 @@ ours      ``sample()`` and ``train_step()`` with their fast paths (BatchNorm fol
           channels_last for training).
 
 Every row runs the same work both ways, repeats, and reports the median; ``speedup`` is
-baseline_s / ours_s. For sampling rows, ``overhead`` is ours_s / (steps × one bare forward of
+baseline_s / ours_s.
+
+Rows with a ``+variant`` suffix measure one candidate fast path on top of ours, so one run tells
+which of them win: ``+graph`` replays the network from a CUDA graph, ``+bf16`` runs it (or the
+training forward) under bfloat16 autocast. ``train-large+bf16`` trains at batch ``large_batch``;
+its baseline_s is the course loop's measured seconds per image (at its batch of 100) times the
+same number of images. By default a CUDA run adds every variant row; a CPU run adds none (no CUDA
+graphs, and no bf16 units on most CPUs), though ``--rows`` can ask for the bf16 ones. For sampling rows, ``overhead`` is ours_s / (steps × one bare forward of
 the unmodified model at that batch), below 1 where the fast path beats the model itself, and
 ``loop_overhead`` the same against one forward of the network ours runs (``inference_copy``):
 what the sampling loop costs beyond the network.
@@ -144,18 +151,20 @@ def _course_dataset(data):
             return CustomDataset(Path(tmp) / "s.npy", Path(tmp) / "l.npy", transform, null_context=False)
 
 
-def _our_train(model, sprites: np.ndarray, steps: int, schedule, device) -> None:
+def _our_train(model, sprites: np.ndarray, steps: int, schedule, device, batch: int = 100,
+               precision: str = "fp32") -> None:
     from .data import sprites_to_tensor
-    from .training import _rng, train_step
+    from .training import _rng, make_optimizer, noise_device, train_step
 
     model = model.to(memory_format=torch.channels_last)
     x_all = sprites_to_tensor(sprites).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    opt = make_optimizer(model, 1e-3, device)
     model.train()
     perm = torch.randperm(len(x_all), generator=_rng(0, 0, 0)).to(device)
     for k in range(steps):
-        idx = perm[k * 100:(k + 1) * 100]
-        train_step(model, opt, schedule, x_all[idx], None, _rng(0, 1, k), 0.0, schedule.T)
+        idx = perm[k * batch:(k + 1) * batch]
+        train_step(model, opt, schedule, x_all[idx], None, _rng(0, 1, k, device=noise_device(device)), 0.0,
+                   schedule.T, precision)
 
 
 def run_bench(model: ContextUnet, schedule: NoiseSchedule, device: torch.device, repeats: int = 3,
@@ -169,31 +178,43 @@ def run_bench(model: ContextUnet, schedule: NoiseSchedule, device: torch.device,
     model = model.to(device).eval()
     specs = {"sample-ddpm500-b32": ("ddpm", 500, 32), "sample-ddim25-b32": ("ddim", 25, 32),
              "sample-ddpm500-large": ("ddpm", 500, large_batch)}
-    wanted = rows or (*specs, "train")
-    unknown = [r for r in wanted if r not in (*specs, "train")]
+    variants = [f"{r}+graph" for r in specs] + [f"{r}+bf16" for r in specs] + ["train+bf16", "train-large+bf16"]
+    wanted = rows or (*specs, "train", *(variants if device.type == "cuda" else ()))
+    unknown = [r for r in wanted if r not in (*specs, "train", *variants)]
     if unknown:
-        raise BadInput(f"unknown bench row {unknown[0]!r}; choose from {', '.join((*specs, 'train'))}")
+        raise BadInput(f"unknown bench row {unknown[0]!r}; choose from {', '.join((*specs, 'train', *variants))}")
+    if device.type != "cuda" and any(r.endswith("+graph") for r in wanted):
+        raise BadInput("the +graph rows need CUDA; pass --device cuda or leave them out")
     out: list[BenchRow] = []
+    course_train_s = {}  # train_steps batches of 100 through the course's loop: measured once, shared by the train rows
     for name in wanted:
-        if name in specs:
-            sampler, steps, b = specs[name]
+        base_name, _, variant = name.partition("+")
+        extra = {"graph": {"cuda_graph": True}, "bf16": {"precision": "bf16"}, "": {}}[variant]
+        if base_name in specs:
+            sampler, steps, b = specs[base_name]
             steps = schedule.T if sampler == "ddpm" else steps
             course = course_sample_ddpm if sampler == "ddpm" else course_sample_ddim
             kwargs = {} if sampler == "ddpm" else {"steps": steps}
             bare = bare_forward_s(model, b, device)  # also the warm-up: allocator, kernels, caches
             bare_ours = bare_forward_s(inference_copy(model), b, device)
             base = _median_time(lambda: course(model, schedule, b, device, **kwargs), device, repeats)
-            ours = _median_time(lambda: sample(model, schedule, b, sampler=sampler, steps=steps), device, repeats)
+            ours = _median_time(lambda: sample(model, schedule, b, sampler=sampler, steps=steps, **extra), device,
+                                repeats)
             row = BenchRow(name, base, ours, base / ours, ours / (steps * bare), ours / (steps * bare_ours), b)
         else:
-            data = procedural_dataset(100 * (train_steps + 1), 0)
-            sprites = data.sprites
-            dataset = _course_dataset(data)
+            batch = large_batch if base_name == "train-large" else 100
+            data = procedural_dataset(batch * (train_steps + 1), 0)
             fresh = lambda: ContextUnet(**asdict(model.config)).to(device)  # noqa: E731
-            _course_train(fresh(), dataset, 2, schedule, device)  # warm-up
-            base = _median_time(lambda: _course_train(fresh(), dataset, train_steps, schedule, device), device, repeats)
-            ours = _median_time(lambda: _our_train(fresh(), sprites, train_steps, schedule, device), device, repeats)
-            row = BenchRow(name, base, ours, base / ours, None, 100 * train_steps)
+            if "s" not in course_train_s:
+                dataset = _course_dataset(procedural_dataset(100 * (train_steps + 1), 0))
+                _course_train(fresh(), dataset, 2, schedule, device)  # warm-up
+                course_train_s["s"] = _median_time(lambda: _course_train(fresh(), dataset, train_steps, schedule, device),
+                                                   device, repeats)
+            base = course_train_s["s"] * batch / 100  # the same number of images at the course loop's measured rate
+            _our_train(fresh(), data.sprites, 2, schedule, device, batch, **extra)  # warm-up at this batch and precision
+            ours = _median_time(lambda: _our_train(fresh(), data.sprites, train_steps, schedule, device, batch, **extra),
+                                device, repeats)
+            row = BenchRow(name, base, ours, base / ours, None, None, batch * train_steps)
         out.append(row)
         log(format_row(row))
     return out

@@ -126,7 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--repeats", type=_positive_int, default=3, help="runs per row; the median is reported")
     b.add_argument("--large-batch", type=_positive_int, help="batch of the throughput row (default 1024 on CUDA, 128 on CPU)")
     b.add_argument("--train-steps", type=_positive_int, default=20, help="training steps of batch 100 per run")
-    b.add_argument("--rows", help="comma-separated: sample-ddpm500-b32,sample-ddim25-b32,sample-ddpm500-large,train")
+    b.add_argument("--rows", help="comma-separated: sample-ddpm500-b32,sample-ddim25-b32,sample-ddpm500-large,train; "
+                   "a sample row + '+graph' or '+bf16', train+bf16 or train-large+bf16 for one fast path each "
+                   "(default: the four, and on CUDA every variant)")
     b.add_argument("--json", action="store_true")
     return p
 

@@ -104,6 +104,16 @@ def scaled_lr(batch_size: int, base_lr: float = 1e-3, base_batch: int = 100) -> 
     return base_lr * math.sqrt(batch_size / base_batch)
 
 
+def make_optimizer(model: torch.nn.Module, lr: float, device: torch.device) -> torch.optim.Adam:
+    """Adam; fused (one kernel for the whole update, PyTorch's fastest) on a GPU, where it exists."""
+    return torch.optim.Adam(model.parameters(), lr=lr, fused=device.type == "cuda")
+
+
+def noise_device(device: torch.device) -> torch.device:
+    """Where training draws its noise: on a GPU itself (no host work, no copies), else the CPU."""
+    return device if device.type == "cuda" else torch.device("cpu")
+
+
 def _rng(seed: int, *key: int, device: torch.device | str = "cpu") -> torch.Generator:
     """An independent generator for each (seed, key): no state to save for resume.
 
@@ -203,7 +213,7 @@ def train(
         raise BadInput(f"the data has {n_classes} classes but the model has n_cfeat={model_config.n_cfeat}")
     schedule = make_schedule(diffusion).to(device)
     T = schedule.T
-    gen_device = device if device.type == "cuda" else torch.device("cpu")  # where each step's noise is drawn
+    gen_device = noise_device(device)
 
     x_all = sprites_to_tensor(data.sprites).to(device)  # (N, 3, H, W), the whole set stays in memory
     c_all = torch.from_numpy(data.labels).to(device) if n_classes else None
@@ -214,8 +224,7 @@ def train(
     torch.manual_seed(config.seed)  # initial weights
     # channels_last: about 15% faster convolutions on CPU (measured: 153 vs 131 img/s on 2 cores)
     model = ContextUnet(**asdict(model_config)).to(device, memory_format=torch.channels_last)
-    # fused: one kernel for the whole update on a GPU (PyTorch's fastest Adam); not available on CPU
-    opt = torch.optim.Adam(model.parameters(), lr=config.lr, fused=device.type == "cuda")
+    opt = make_optimizer(model, config.lr, device)
     ema = _EMA(model, config.ema_decay)
     card = {
         "format": "diffusion_utilities/1",

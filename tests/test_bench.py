@@ -52,3 +52,22 @@ def test_unknown_row_is_one_clear_error():
         assert "unknown bench row 'fast'" in str(e)
     else:
         raise AssertionError("expected BadInput")
+
+
+def test_bf16_variant_rows_run_on_cpu_and_count_their_images():
+    model, schedule = _model(), NoiseSchedule.linear(500, 1e-4, 0.02)
+    rows = run_bench(model, schedule, torch.device("cpu"), repeats=1, large_batch=8, train_steps=1,
+                     rows=("sample-ddim25-b32+bf16", "train", "train-large+bf16"), log=lambda *_: None)
+    assert [r.name for r in rows] == ["sample-ddim25-b32+bf16", "train", "train-large+bf16"]
+    assert [r.images for r in rows] == [32, 100, 8]
+    # The large-batch row's baseline is the course loop's seconds per image times its images.
+    assert abs(rows[2].baseline_s - rows[1].baseline_s * 8 / 100) < 1e-9
+
+
+def test_graph_rows_need_cuda():
+    try:
+        run_bench(_model(), NoiseSchedule.linear(20, 1e-4, 0.02), torch.device("cpu"), rows=("sample-ddim25-b32+graph",))
+    except BadInput as e:
+        assert "need CUDA" in str(e)
+    else:
+        raise AssertionError("expected BadInput")

@@ -167,3 +167,25 @@ def test_fast_path_gives_the_plain_models_samples(sampler, steps):
     runs = [sample(model, schedule, 6, sampler=sampler, steps=steps, context=ctx, guidance=1.0,
                    generator=torch.Generator().manual_seed(3), fast=fast).x for fast in (True, False)]
     torch.testing.assert_close(runs[0], runs[1], atol=2e-3, rtol=0)
+
+
+def test_bf16_sampling_stays_close_to_fp32_but_is_not_the_same():
+    # Why bf16 is opt-in: it is close on average, but it is not float rounding (the shipped model
+    # moves single pixels by up to 100 of 255 grey levels in DDIM-25).
+    from test_model import _with_trained_looking_batchnorm
+
+    torch.manual_seed(0)
+    model = _with_trained_looking_batchnorm(ContextUnet(n_feat=16))
+    schedule = NoiseSchedule.linear(100, 1e-4, 0.02)
+    runs = [sample(model, schedule, 4, sampler="ddim", steps=10, generator=torch.Generator().manual_seed(3),
+                   precision=p).x for p in ("fp32", "bf16")]
+    assert runs[1].dtype == torch.float32 and torch.isfinite(runs[1]).all()
+    diff = (runs[0] - runs[1]).abs().mean().item()
+    assert 0 < diff < 0.05, diff
+
+
+@pytest.mark.parametrize("kwargs,message", [({"cuda_graph": True}, "cuda_graph needs the model on a CUDA device"),
+                                            ({"precision": "fp16"}, "precision must be fp32 or bf16")])
+def test_gpu_options_refuse_what_they_cannot_do(kwargs, message):
+    with pytest.raises(BadInput, match=message):
+        sample(ContextUnet(n_feat=8).eval(), NoiseSchedule.linear(10, 1e-4, 0.02), 2, **kwargs)

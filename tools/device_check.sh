@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Everything the GPU parts of the course need measured, in one call to a GPU machine (~8 min on an H100).
+#
+#   here, once:   bash tools/device_wheels.sh          (the Jupyter stack, for the notebook timings)
+#   then:         the device tool's run with command "bash tools/device_check.sh", carry [".whl"], timeout_s 590
+#
+# In order of importance, each step bounded by `timeout` and writing to $OUT as it goes, so a
+# step that fails or runs long still leaves the earlier results:
+#   1. tests/test_cuda.py: fast path and CUDA graph give the plain samples; no per-step syncs
+#   2. bench --device cuda --json: the four rows and every +graph / +bf16 variant
+#   3. the full course recipe (90,000 sprites × 32 epochs) at batch 1024 in bf16, timed, then
+#      evaluated (FID and class accuracy for real, ddpm, ddim-eta1 at n = 200); its weights come back
+#   4. each notebook's wall time, executed from a clean kernel as a learner would
+#
+# A dry run here, on the CPU and on tiny sizes, checks the script itself: QUICK=1 DEVICE=cpu bash tools/device_check.sh
+set -u
+OUT=${OUT:-/tmp/device_out}
+DEVICE=${DEVICE:-cuda}
+if [ -n "${QUICK:-}" ]; then  # sizes for a dry run of the script, not for measuring
+  BENCH="--repeats 1 --rows sample-ddim25-b32,train --train-steps 2"; RECIPE="--n-sprites 2000 --epochs 1 --n-feat 16"
+  EVAL_N=20; NOTEBOOKS=notebooks/01_noise_schedule.ipynb
+else
+  BENCH="--repeats 3"; RECIPE=""; EVAL_N=200; NOTEBOOKS="notebooks/0*.ipynb"
+fi
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD" MPLBACKEND=Agg
+exec > >(tee "$OUT/log.txt") 2>&1
+step() { echo; echo "== $(date +%T) $*"; }
+DEADLINE=$((SECONDS + ${BUDGET_S:-570}))  # the whole script ends inside the call's limit
+cap() { local left=$((DEADLINE - SECONDS)); if ((left < $1)); then echo $((left > 5 ? left : 5)); else echo "$1"; fi; }
+
+step setup
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH="/tmp/site:$PWD"
+fi
+nvidia-smi -L
+python3 -c "import torch; print('torch', torch.__version__, '|', torch.cuda.get_device_name())"
+nproc
+
+step tests
+timeout $(cap 150) python3 -m pytest -q -s -p no:cacheprovider -rs tests/test_cuda.py
+
+step bench
+timeout $(cap 240) python3 -m diffusion_utilities bench --device "$DEVICE" $BENCH --json > "$OUT/bench_cuda.json"
+cat "$OUT/bench_cuda.json"
+
+step "train: the course recipe at batch 1024, bf16"
+rm -rf /tmp/recipe
+timeout $(cap 150) python3 -m diffusion_utilities train --out /tmp/recipe --device "$DEVICE" --batch-size 1024 --precision bf16 \
+  --no-progress $RECIPE
+cp /tmp/recipe/model.safetensors "$OUT/recipe_model.safetensors" && cp /tmp/recipe/model.json "$OUT/recipe_model.json"
+
+step evaluate
+timeout $(cap 120) python3 -m diffusion_utilities evaluate --weights /tmp/recipe/model.safetensors --n $EVAL_N \
+  --rows real,ddpm,ddim-eta1 --device "$DEVICE" --json > "$OUT/recipe_eval.json"
+cat "$OUT/recipe_eval.json"
+
+step notebooks
+# on copies (run_notebooks.py saves what it executes); the notebooks read only ../weights
+rm -rf /tmp/nbrun && mkdir -p /tmp/nbrun/notebooks && cp $NOTEBOOKS /tmp/nbrun/notebooks/ && ln -s "$PWD/weights" /tmp/nbrun/weights
+timeout $(cap 300) python3 tools/run_notebooks.py /tmp/nbrun/notebooks/*.ipynb | tee "$OUT/notebooks_gpu.txt"
+step done
