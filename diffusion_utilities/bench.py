@@ -151,13 +151,12 @@ def _course_dataset(data):
             return CustomDataset(Path(tmp) / "s.npy", Path(tmp) / "l.npy", transform, null_context=False)
 
 
-def _our_train(model, sprites: np.ndarray, steps: int, schedule, device, batch: int = 100,
+def _our_train(model, x_all: torch.Tensor, steps: int, schedule, device, batch: int = 100,
                precision: str = "fp32") -> None:
-    from .data import sprites_to_tensor
+    """Our training steps on ``x_all``, the sprites already on the device as one tensor (as ``train`` holds them)."""
     from .training import _rng, make_optimizer, noise_device, train_step
 
     model = model.to(memory_format=torch.channels_last)
-    x_all = sprites_to_tensor(sprites).to(device)
     opt = make_optimizer(model, 1e-3, device)
     model.train()
     perm = torch.randperm(len(x_all), generator=_rng(0, 0, 0)).to(device)
@@ -170,7 +169,7 @@ def _our_train(model, sprites: np.ndarray, steps: int, schedule, device, batch: 
 def run_bench(model: ContextUnet, schedule: NoiseSchedule, device: torch.device, repeats: int = 3,
               large_batch: int | None = None, train_steps: int = 20, rows=None, log=print) -> list[BenchRow]:
     """Time each row baseline and ours; returns the rows (see the module docstring)."""
-    from .data import procedural_dataset
+    from .data import procedural_dataset, sprites_to_tensor
     from .sampling import sample
 
     large_batch = large_batch or (1024 if device.type == "cuda" else 128)
@@ -203,7 +202,7 @@ def run_bench(model: ContextUnet, schedule: NoiseSchedule, device: torch.device,
             row = BenchRow(name, base, ours, base / ours, ours / (steps * bare), ours / (steps * bare_ours), b)
         else:
             batch = large_batch if base_name == "train-large" else 100
-            data = procedural_dataset(batch * (train_steps + 1), 0)
+            x_all = sprites_to_tensor(procedural_dataset(batch * (train_steps + 1), 0).sprites).to(device)
             fresh = lambda: ContextUnet(**asdict(model.config)).to(device)  # noqa: E731
             if "s" not in course_train_s:
                 dataset = _course_dataset(procedural_dataset(100 * (train_steps + 1), 0))
@@ -211,8 +210,8 @@ def run_bench(model: ContextUnet, schedule: NoiseSchedule, device: torch.device,
                 course_train_s["s"] = _median_time(lambda: _course_train(fresh(), dataset, train_steps, schedule, device),
                                                    device, repeats)
             base = course_train_s["s"] * batch / 100  # the same number of images at the course loop's measured rate
-            _our_train(fresh(), data.sprites, 2, schedule, device, batch, **extra)  # warm-up at this batch and precision
-            ours = _median_time(lambda: _our_train(fresh(), data.sprites, train_steps, schedule, device, batch, **extra),
+            _our_train(fresh(), x_all, 2, schedule, device, batch, **extra)  # warm-up at this batch and precision
+            ours = _median_time(lambda: _our_train(fresh(), x_all, train_steps, schedule, device, batch, **extra),
                                 device, repeats)
             row = BenchRow(name, base, ours, base / ours, None, None, batch * train_steps)
         out.append(row)

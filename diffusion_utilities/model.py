@@ -222,13 +222,19 @@ def inference_copy(model: ContextUnet, channels_last: bool = True) -> ContextUne
 
 
 # One folded copy per live model, dropped with the model. Keyed by each weight's storage, device,
-# dtype and version counter (bumped by every in-place change: optimiser steps, load_state_dict),
-# so a model that was trained on, reloaded or moved gets a fresh copy.
+# dtype and version counter (bumped by in-place changes such as load_state_dict and most optimiser
+# steps) and by each weight's sum, because PyTorch's fused Adam updates weights without bumping it.
 _FOLDED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _weights_key(model: torch.nn.Module) -> tuple:
-    return tuple((w.data_ptr(), w._version, w.device, w.dtype) for w in itertools.chain(model.parameters(), model.buffers()))
+def _weights_key(model: torch.nn.Module) -> tuple | None:
+    weights = [w.detach() for w in itertools.chain(model.parameters(), model.buffers())]
+    try:
+        versions = tuple((w.data_ptr(), w._version, w.device, w.dtype) for w in weights)
+    except RuntimeError:  # inference tensors (made under torch.inference_mode) keep no version: never cache
+        return None
+    sums = torch.stack([w.sum(dtype=torch.float64) for w in weights]).tolist()  # one read-back per call
+    return versions, tuple(sums)
 
 
 def cached_inference_copy(model: ContextUnet) -> ContextUnet:
@@ -241,8 +247,9 @@ def cached_inference_copy(model: ContextUnet) -> ContextUnet:
         return model
     key = _weights_key(model)
     hit = _FOLDED.get(model)
-    if hit is not None and hit[0] == key:
+    if key is not None and hit is not None and hit[0] == key:
         return hit[1]
     folded = inference_copy(model)
-    _FOLDED[model] = (key, folded)
+    if key is not None:
+        _FOLDED[model] = (key, folded)
     return folded

@@ -271,7 +271,10 @@ def sample(
 
     def noise(shape):
         g_dev = generator.device if generator is not None else device
-        return torch.randn(shape, generator=generator, device=g_dev).to(device)
+        z = torch.randn(shape, generator=generator, device=g_dev)
+        if g_dev.type == "cpu" and device.type == "cuda":  # CPU-drawn noise (reproducible across devices):
+            return z.pin_memory().to(device, non_blocking=True)  # a pinned copy does not wait for the GPU
+        return z.to(device)
 
     shape = (n, model.in_channels, model.h, model.h)
     x = noise(shape) if x_T is None else x_T.to(device).clone()

@@ -151,7 +151,9 @@ class _EMA:
 
     def __init__(self, model: torch.nn.Module, decay: float):
         self.decay = decay
-        self.model = ContextUnet(**asdict(model.config)).to(next(model.parameters()).device)
+        # the live model's memory layout too, so the foreach updates below take their fused path
+        self.model = ContextUnet(**asdict(model.config)).to(next(model.parameters()).device,
+                                                            memory_format=torch.channels_last)
         self.model.load_state_dict(model.state_dict())
         self.model.eval().requires_grad_(False)
 
@@ -159,7 +161,11 @@ class _EMA:
     def update(self, model: torch.nn.Module, step: int) -> None:
         d = min(self.decay, (1 + step) / (10 + step))
         torch._foreach_lerp_(list(self.model.parameters()), list(model.parameters()), 1 - d)
-        torch._foreach_copy_(list(self.model.buffers()), list(model.buffers()))  # BatchNorm statistics follow the live model
+        pairs = list(zip(self.model.buffers(), model.buffers()))  # BatchNorm statistics follow the live model
+        for floats in (True, False):  # one dtype per call keeps the copy one fused kernel on a GPU
+            group = [(e, b) for e, b in pairs if e.is_floating_point() == floats]
+            if group:
+                torch._foreach_copy_([e for e, _ in group], [b for _, b in group])
 
 
 def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list]:
@@ -169,12 +175,25 @@ def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tens
 
 
 def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict, groups: list) -> None:
+    """Load saved Adam state into ``opt``, keeping ``opt``'s own implementation flags and memory layout.
+
+    A checkpoint may come from another device: a GPU run's groups say fused=True, which must not
+    switch a CPU resume to the fused kernel (or a GPU one off it). And safetensors stores every
+    tensor contiguous, while the moments of a channels_last weight must be channels_last too:
+    the fused kernel refuses mixed layouts on a GPU and misreads them on a CPU.
+    """
     state: dict[int, dict] = {}
     for key, v in tensors.items():
         if key.startswith("optim."):
             _, i, name = key.split(".", 2)
             state.setdefault(int(i), {})[name] = v
+    flags = ("fused", "foreach", "capturable", "differentiable")
+    groups = [{**g, **{f: mine[f] for f in flags if f in mine}} for g, mine in zip(groups, opt.param_groups)]
     opt.load_state_dict({"state": state, "param_groups": groups})
+    for p, st in opt.state.items():
+        for name, v in st.items():
+            if torch.is_tensor(v) and v.shape == p.shape and v.stride() != p.stride():
+                st[name] = torch.empty_like(p).copy_(v)
 
 
 def train(
@@ -246,7 +265,7 @@ def train(
         print(f"no checkpoint in {out_dir}; starting from scratch")
 
     def save_checkpoint():
-        if not all(torch.isfinite(p).all() for p in model.parameters()):
+        if not torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all():  # one read-back, not one per tensor
             raise TrainingDiverged(f"weights became NaN or infinite by step {step}; kept the last good "
                                    f"checkpoint {ckpt} — try a lower --lr")
         tensors = {**{f"model.{k}": v for k, v in model.state_dict().items()},

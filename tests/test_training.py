@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from diffusion_utilities import ModelConfig, TrainConfig, procedural_dataset, train
+from diffusion_utilities import ContextUnet, ModelConfig, TrainConfig, procedural_dataset, train
 from diffusion_utilities.errors import BadInput
 from diffusion_utilities.training import TrainingDiverged
 
@@ -182,3 +182,28 @@ def test_init_from_adapts_to_another_number_of_classes_and_keeps_the_no_context_
     x, t = torch.randn(4, 3, 16, 16), torch.rand(4)
     with torch.no_grad():
         torch.testing.assert_close(b(x, t), a(x, t), atol=1e-4, rtol=1e-3)
+
+
+def test_optimizer_state_resumes_in_the_weights_layout_and_keeps_this_devices_adam(tmp_path):
+    # Safetensors stores tensors contiguous and a GPU checkpoint's groups say fused=True; a resume
+    # must give the moments the channels_last layout of their weights and keep this optimiser's kind.
+    from diffusion_utilities.training import _load_optimizer, _optimizer_tensors
+    from diffusion_utilities.weights import read_tensors, save_tensors
+
+    torch.manual_seed(0)
+    model = ContextUnet(n_feat=16).to(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model(torch.randn(4, 3, 16, 16), torch.rand(4)).square().mean().backward()
+    opt.step()
+    tensors, groups = _optimizer_tensors(opt)
+    save_tensors(tmp_path / "opt.safetensors", tensors, {})
+    loaded, _ = read_tensors(tmp_path / "opt.safetensors")
+    groups = [{**g, "fused": True} for g in groups]  # as written by a run on a GPU
+    fresh = torch.optim.Adam(model.parameters(), lr=1e-3)
+    _load_optimizer(fresh, loaded, groups)
+    assert not fresh.param_groups[0]["fused"]
+    conv = model.init_conv.conv1[0].weight
+    assert conv.is_contiguous(memory_format=torch.channels_last)
+    for name in ("exp_avg", "exp_avg_sq"):
+        assert fresh.state[conv][name].stride() == conv.stride()
+        torch.testing.assert_close(fresh.state[conv][name], opt.state[conv][name], rtol=0, atol=0)

@@ -3,7 +3,8 @@
     python tools/run_notebooks.py notebooks/*.ipynb
 
 Each notebook runs with its own folder as the working directory, like JupyterLab does,
-and its wall time is printed so docs can quote it.
+and its wall time is printed so docs can quote it. A notebook that fails is reported (with the
+error's last line) and the others still run; the exit code is 1 if any failed.
 """
 
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
 
 
 def run(path: Path, timeout: int = 1200) -> float:
@@ -26,5 +28,11 @@ def run(path: Path, timeout: int = 1200) -> float:
 
 
 if __name__ == "__main__":
+    failed = []
     for name in sys.argv[1:]:
-        print(f"{name}: {run(Path(name)):.1f} s", flush=True)
+        try:
+            print(f"{name}: {run(Path(name)):.1f} s", flush=True)
+        except CellExecutionError as e:  # keep timing the others; say which cell broke
+            failed.append(name)
+            print(f"{name}: FAILED: {str(e).strip().splitlines()[-1]}", flush=True)
+    sys.exit(1 if failed else 0)
