@@ -33,6 +33,7 @@ __all__ = [
     "train_classifier",
     "load_classifier",
     "frechet_distance",
+    "classifier_features",
     "sprite_fid",
     "novelty",
     "EvalRow",
@@ -119,6 +120,12 @@ def _batched(fn, x: torch.Tensor, batch: int = 1000) -> torch.Tensor:
     return torch.cat([fn(x[i:i + batch]) for i in range(0, len(x), batch)])
 
 
+def classifier_features(classifier, x: torch.Tensor) -> np.ndarray:
+    """The classifier's feature vectors of images x (N, 3, H, W) in [-1, 1], as an (N, D) array:
+    what sprite-FID compares (pass a reference set's features to ``sprite_fid``)."""
+    return _batched(classifier.features, x.float().clamp(-1, 1)).numpy()
+
+
 def class_accuracy(classifier, x: torch.Tensor, labels: torch.Tensor) -> float:
     """Fraction of images x (B, 3, H, W) whose top class is ``labels`` (B,)."""
     return (_batched(classifier, x).argmax(1) == labels).float().mean().item()
@@ -142,7 +149,7 @@ def frechet_distance(f1: np.ndarray, f2: np.ndarray) -> float:
 
 def sprite_fid(classifier, x: torch.Tensor, reference_features: np.ndarray) -> float:
     """sprite-FID of images x (B, 3, H, W) in [-1, 1] against precomputed reference features."""
-    return frechet_distance(_batched(classifier.features, x.float().clamp(-1, 1)).numpy(), reference_features)
+    return frechet_distance(classifier_features(classifier, x), reference_features)
 
 
 def novelty(x: torch.Tensor, train_x: torch.Tensor) -> tuple[np.ndarray, float]:
@@ -203,7 +210,7 @@ class Evaluator:
                            f"this is v{GENERATOR_VERSION}; retrain or check out the matching version")
         self.train_x = sprites_to_tensor(procedural_dataset(data["count"], data["seed"]).sprites)
         ref = procedural_dataset(n_reference, REFERENCE_SEED)
-        self.ref_features = _batched(classifier.features, sprites_to_tensor(ref.sprites)).numpy()
+        self.ref_features = classifier_features(classifier, sprites_to_tensor(ref.sprites))
         self.n_reference = n_reference
 
     def row(self, name: str, x: torch.Tensor, labels: torch.Tensor | None, seconds: float, spec) -> EvalRow:
