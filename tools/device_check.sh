@@ -13,9 +13,12 @@
 #   4. each notebook's wall time, executed from a clean kernel as a learner would
 #
 # A dry run here, on the CPU and on tiny sizes, checks the script itself: QUICK=1 DEVICE=cpu bash tools/device_check.sh
-set -u
+set -u -o pipefail
 OUT=${OUT:-/tmp/device_out}
+WORK=${WORK:-/tmp}  # scratch: the recipe's run folder and the notebooks' copies
+FAILED=""
 DEVICE=${DEVICE:-cuda}
+PY=${PYTHON:-python3}  # the GPU image's python3 holds PyTorch
 if [ -n "${QUICK:-}" ]; then  # sizes for a dry run of the script, not for measuring
   BENCH="--repeats 1 --rows sample-ddim25-b32,train --train-steps 2"; RECIPE="--n-sprites 2000 --epochs 1 --n-feat 16"
   EVAL_N=20; NOTEBOOKS=notebooks/01_noise_schedule.ipynb
@@ -31,33 +34,35 @@ cap() { local left=$((DEADLINE - SECONDS)); if ((left < $1)); then echo $((left 
 
 step setup
 if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     && export PYTHONPATH="/tmp/site:$PWD"
 fi
 nvidia-smi -L
-python3 -c "import torch; print('torch', torch.__version__, '|', torch.cuda.get_device_name())"
+"$PY" -c "import torch; print('torch', torch.__version__, '|', torch.cuda.get_device_name())"
 nproc
 
 step tests
-timeout $(cap 150) python3 -m pytest -q -s -p no:cacheprovider -rs tests/test_cuda.py
+timeout $(cap 150) "$PY" -m pytest -q -s -p no:cacheprovider -rs tests/test_cuda.py || FAILED+=" tests"
 
 step bench
-timeout $(cap 240) python3 -m diffusion_utilities bench --device "$DEVICE" $BENCH --json > "$OUT/bench_cuda.json"
+timeout $(cap 240) "$PY" -m diffusion_utilities bench --device "$DEVICE" $BENCH --json > "$OUT/bench_cuda.json" || FAILED+=" bench"
 cat "$OUT/bench_cuda.json"
 
 step "train: the course recipe at batch 1024, bf16"
-rm -rf /tmp/recipe
-timeout $(cap 150) python3 -m diffusion_utilities train --out /tmp/recipe --device "$DEVICE" --batch-size 1024 --precision bf16 \
-  --no-progress $RECIPE
-cp /tmp/recipe/model.safetensors "$OUT/recipe_model.safetensors" && cp /tmp/recipe/model.json "$OUT/recipe_model.json"
+rm -rf "$WORK/recipe"
+timeout $(cap 150) "$PY" -m diffusion_utilities train --out "$WORK/recipe" --device "$DEVICE" --batch-size 1024 \
+  --precision bf16 --no-progress $RECIPE || FAILED+=" train"
+cp "$WORK/recipe/model.safetensors" "$OUT/recipe_model.safetensors" && cp "$WORK/recipe/model.json" "$OUT/recipe_model.json"
 
 step evaluate
-timeout $(cap 120) python3 -m diffusion_utilities evaluate --weights /tmp/recipe/model.safetensors --n $EVAL_N \
-  --rows real,ddpm,ddim-eta1 --device "$DEVICE" --json > "$OUT/recipe_eval.json"
+timeout $(cap 120) "$PY" -m diffusion_utilities evaluate --weights "$WORK/recipe/model.safetensors" --n $EVAL_N \
+  --rows real,ddpm,ddim-eta1 --device "$DEVICE" --json > "$OUT/recipe_eval.json" || FAILED+=" evaluate"
 cat "$OUT/recipe_eval.json"
 
 step notebooks
 # on copies (run_notebooks.py saves what it executes); the notebooks read only ../weights
-rm -rf /tmp/nbrun && mkdir -p /tmp/nbrun/notebooks && cp $NOTEBOOKS /tmp/nbrun/notebooks/ && ln -s "$PWD/weights" /tmp/nbrun/weights
-timeout $(cap 300) python3 tools/run_notebooks.py /tmp/nbrun/notebooks/*.ipynb | tee "$OUT/notebooks_gpu.txt"
-step done
+rm -rf "$WORK/nbrun" && mkdir -p "$WORK/nbrun/notebooks" && cp $NOTEBOOKS "$WORK/nbrun/notebooks/" \
+  && ln -s "$PWD/weights" "$WORK/nbrun/weights"
+timeout $(cap 300) "$PY" tools/run_notebooks.py "$WORK"/nbrun/notebooks/*.ipynb | tee "$OUT/notebooks_gpu.txt" || FAILED+=" notebooks"
+step "done; failed:${FAILED:- nothing}"
+[ -z "$FAILED" ]
