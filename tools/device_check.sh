@@ -27,7 +27,7 @@ else
   BENCH="--repeats 3"; RECIPE=""; EVAL_N=200; NOTEBOOKS="notebooks/0*.ipynb"
 fi
 mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD" MPLBACKEND=Agg
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD"
 exec > >(tee "$OUT/log.txt") 2>&1
 step() { echo; echo "== $(date +%T) $*"; }
 DEADLINE=$((SECONDS + ${BUDGET_S:-570}))  # the whole script ends inside the call's limit
