@@ -94,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, default=Path("outputs"))
     s.add_argument("--device", default="auto")
     s.add_argument("--no-gif", action="store_true")
+    s.add_argument("--precision", default="fp32", help="fp32, or bf16 (GPU autocast; moves samples beyond float rounding)")
+    s.add_argument("--cuda-graph", action="store_true", help="replay the network from a CUDA graph (CUDA only)")
 
     e = sub.add_parser("evaluate", help="sprite-FID, class accuracy and novelty for several samplers")
     e.add_argument("--weights", type=Path, default=Path("weights/sprites_ddpm.safetensors"))
@@ -228,7 +230,8 @@ def _cmd_sample(a) -> None:
     gen = torch.Generator().manual_seed(a.seed)
     start = time.perf_counter()
     out = sample(model, schedule, a.n, sampler=a.sampler, steps=steps, context=context, guidance=a.guidance,
-                 eta=a.eta, generator=gen, save_every=None if a.no_gif else max(1, steps // 25), progress=True)
+                 eta=a.eta, generator=gen, save_every=None if a.no_gif else max(1, steps // 25), progress=True,
+                 precision=a.precision, cuda_graph=a.cuda_graph)
     seconds = time.perf_counter() - start
     png = save_grid(out.x, a.out / "samples.png", nrow=8)
     print(f"sampled {a.n} sprites with {a.sampler} in {steps} steps: {seconds:.1f} s")

@@ -45,6 +45,8 @@ def test_dataset_train_sample_end_to_end(tmp_path):
     (["sample", "--steps", "501"], "steps must be an integer from 1 to T=500"),
     (["sample", "--guidance", "nan", "--context", "hero"], "guidance must be a finite number"),
     (["sample", "--context", "dragon"], "unknown context 'dragon'"),
+    (["sample", "--precision", "fp16"], "precision must be fp32 or bf16"),
+    (["sample", "--cuda-graph", "--device", "cpu"], "cuda_graph needs the model on a CUDA device"),
     (["sample", "--weights", "nowhere.safetensors"], "weights file not found: nowhere.safetensors"),
     (["train", "--out", "x", "--data", "no/such/folder"], "dataset folder not found"),
     (["train", "--out", "x", "--schedule", "quadratic"], "unknown schedule 'quadratic'"),
