@@ -259,13 +259,13 @@ def sample(
         raise BadInput("guidance needs a context to guide towards; pass --context or set guidance to 0")
     if precision not in ("fp32", "bf16"):
         raise BadInput(f"precision must be fp32 or bf16, got {precision!r}")
-    device = next(model.parameters()).device
+    device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
     if cuda_graph and device.type != "cuda":
         raise BadInput(f"cuda_graph needs the model on a CUDA device; it is on {device.type}")
     schedule = schedule.to("cpu")  # coefficients are 0-dim CPU tensors: no kernel launches for scalar math
     rule = _step_rule(sampler, schedule, eta)
     net = cached_inference_copy(model) if fast and isinstance(model, ContextUnet) else model
-    context = None if context is None else context.to(device)
+    context = None if context is None else context.to(device, dtype)  # e.g. float64 weights for a float32 model
     if precision == "bf16":
         net = _autocast_bf16(net, device)
 
@@ -277,7 +277,7 @@ def sample(
         return z.to(device)
 
     shape = (n, model.in_channels, model.h, model.h)
-    x = noise(shape) if x_T is None else x_T.to(device).clone()
+    x = noise(shape) if x_T is None else x_T.to(device, dtype).clone()
     frames, frame_t = ([x.half().cpu()], [schedule.T]) if save_every else ([], [])
     ts = timesteps_for(schedule.T, steps)
     t_norms = torch.tensor([t / schedule.T for t in ts], device=device)  # one copy to the device, not one per step

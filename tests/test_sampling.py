@@ -189,3 +189,13 @@ def test_bf16_sampling_stays_close_to_fp32_but_is_not_the_same():
 def test_gpu_options_refuse_what_they_cannot_do(kwargs, message):
     with pytest.raises(BadInput, match=message):
         sample(ContextUnet(n_feat=8).eval(), NoiseSchedule.linear(10, 1e-4, 0.02), 2, **kwargs)
+
+
+def test_float64_context_and_start_are_taken_in_the_models_precision(tiny_model, schedule):
+    # Found by the property test above: a float64 context passed the checks, then broke the float32 network.
+    ctx = torch.eye(5, dtype=torch.float64)[:2]
+    x_T = torch.randn(2, 3, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    out = sample(tiny_model, schedule, sampler="ddim", steps=3, context=ctx, guidance=1.0, x_T=x_T)
+    ref = sample(tiny_model, schedule, sampler="ddim", steps=3, context=ctx.float(), guidance=1.0, x_T=x_T.float())
+    assert out.x.dtype == torch.float32
+    torch.testing.assert_close(out.x, ref.x, rtol=0, atol=0)
