@@ -118,8 +118,9 @@ def _rng(seed: int, *key: int, device: torch.device | str = "cpu") -> torch.Gene
     """An independent generator for each (seed, key): no state to save for resume.
 
     On a GPU the generator lives there too, so drawing the noise costs no host work and no
-    copy; a GPU run is still exactly repeatable and resumable, though its numbers differ from
-    a CPU run's with the same seed.
+    copy. The noise is still keyed by (seed, step), so a resumed GPU run draws what an unbroken
+    one would (its numbers differ from a CPU run's with the same seed, and cuDNN's backward
+    kernels may differ in the last bits from run to run).
     """
     state = np.random.SeedSequence([seed, *key]).generate_state(2, dtype=np.uint32)
     return torch.Generator(device=device).manual_seed(int(state[0]) << 32 | int(state[1]))
