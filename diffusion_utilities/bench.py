@@ -16,7 +16,9 @@ which of them win: ``+graph`` replays the network from a CUDA graph, ``+bf16`` r
 training forward) under bfloat16 autocast. ``train-large+bf16`` trains at batch ``large_batch``;
 its baseline_s is the course loop's measured seconds per image (at its batch of 100) times the
 same number of images. By default a CUDA run adds every variant row; a CPU run adds none (no CUDA
-graphs, and no bf16 units on most CPUs), though ``--rows`` can ask for the bf16 ones. For sampling rows, ``overhead`` is ours_s / (steps × one bare forward of
+graphs, and no bf16 units on most CPUs), though ``--rows`` can ask for the bf16 ones.
+
+For sampling rows, ``overhead`` is ours_s / (steps × one bare forward of
 the unmodified model at that batch), below 1 where the fast path beats the model itself, and
 ``loop_overhead`` the same against one forward of the network ours runs (``inference_copy``):
 what the sampling loop costs beyond the network.
@@ -185,7 +187,7 @@ def run_bench(model: ContextUnet, schedule: NoiseSchedule, device: torch.device,
     if device.type != "cuda" and any(r.endswith("+graph") for r in wanted):
         raise BadInput("the +graph rows need CUDA; pass --device cuda or leave them out")
     out: list[BenchRow] = []
-    course_train_s = {}  # train_steps batches of 100 through the course's loop: measured once, shared by the train rows
+    course_train_s = None  # train_steps batches of 100 through the course's loop: measured once, shared by the train rows
     for name in wanted:
         base_name, _, variant = name.partition("+")
         extra = {"graph": {"cuda_graph": True}, "bf16": {"precision": "bf16"}, "": {}}[variant]
@@ -204,12 +206,12 @@ def run_bench(model: ContextUnet, schedule: NoiseSchedule, device: torch.device,
             batch = large_batch if base_name == "train-large" else 100
             x_all = sprites_to_tensor(procedural_dataset(batch * (train_steps + 1), 0).sprites).to(device)
             fresh = lambda: ContextUnet(**asdict(model.config)).to(device)  # noqa: E731
-            if "s" not in course_train_s:
+            if course_train_s is None:
                 dataset = _course_dataset(procedural_dataset(100 * (train_steps + 1), 0))
                 _course_train(fresh(), dataset, 2, schedule, device)  # warm-up
-                course_train_s["s"] = _median_time(lambda: _course_train(fresh(), dataset, train_steps, schedule, device),
-                                                   device, repeats)
-            base = course_train_s["s"] * batch / 100  # the same number of images at the course loop's measured rate
+                course_train_s = _median_time(lambda: _course_train(fresh(), dataset, train_steps, schedule, device),
+                                              device, repeats)
+            base = course_train_s * batch / 100  # the same number of images at the course loop's measured rate
             _our_train(fresh(), x_all, 2, schedule, device, batch, **extra)  # warm-up at this batch and precision
             ours = _median_time(lambda: _our_train(fresh(), x_all, train_steps, schedule, device, batch, **extra),
                                 device, repeats)

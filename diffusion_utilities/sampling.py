@@ -22,6 +22,7 @@ import torch
 from .errors import BadInput
 from .model import ContextUnet, cached_inference_copy
 from .schedule import NoiseSchedule
+from .training import PRECISIONS
 
 __all__ = [
     "SAMPLERS",
@@ -257,8 +258,8 @@ def sample(
     check_context(context, n, model.n_cfeat)
     if guidance and context is None:
         raise BadInput("guidance needs a context to guide towards; pass --context or set guidance to 0")
-    if precision not in ("fp32", "bf16"):
-        raise BadInput(f"precision must be fp32 or bf16, got {precision!r}")
+    if precision not in PRECISIONS:
+        raise BadInput(f"precision must be {' or '.join(PRECISIONS)}, got {precision!r}")
     device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
     if cuda_graph and device.type != "cuda":
         raise BadInput(f"cuda_graph needs the model on a CUDA device; it is on {device.type}")
