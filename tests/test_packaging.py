@@ -25,3 +25,19 @@ def test_readme_names_the_make_targets_ci_calls():
     readme = (ROOT / "README.md").read_text()
     assert "make test" in readme and "make demo" in readme
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_make_installs_setuptools_before_the_editable_install():
+    # `--no-build-isolation` builds with the venv's own setuptools, and Python 3.12+ venvs have none.
+    recipe = (ROOT / "Makefile").read_text().split("$(STAMP):", 1)[1].split("\n\n", 1)[0]
+    editable = recipe.index("--no-build-isolation")
+    needs = re.search(r'setuptools>=(\d+)', recipe[:editable])
+    assert needs, "the Makefile must pip-install setuptools before the --no-build-isolation step"
+    build = re.search(r'requires = \["setuptools>=(\d+)"\]', (ROOT / "pyproject.toml").read_text())
+    assert int(needs.group(1)) >= int(build.group(1)), "the venv's setuptools must satisfy [build-system]"
+
+
+def test_the_licence_pyproject_declares_ships_with_the_repo():
+    text = (ROOT / "pyproject.toml").read_text()
+    assert re.search(r'^license = "MIT"$', text, flags=re.M)
+    assert "MIT License" in (ROOT / "LICENSE").read_text()
