@@ -184,6 +184,8 @@ def run_bench(model: ContextUnet, schedule: NoiseSchedule, device: torch.device,
     unknown = [r for r in wanted if r not in (*specs, "train", *variants)]
     if unknown:
         raise BadInput(f"unknown bench row {unknown[0]!r}; choose from {', '.join((*specs, 'train', *variants))}")
+    if schedule.T < 25 and any(r.partition("+")[0] in specs for r in wanted):
+        raise BadInput(f"the sampling rows need a model with T ≥ 25 (DDIM-25); these weights have T={schedule.T}")
     if device.type != "cuda" and any(r.endswith("+graph") for r in wanted):
         raise BadInput("the +graph rows need CUDA; pass --device cuda or leave them out")
     out: list[BenchRow] = []

@@ -1,7 +1,9 @@
 """Command line: ``python -m diffusion_utilities {dataset,train,sample,evaluate,bench,...} ...``.
 
-Bad input prints one line to stderr and exits with code 2; an interrupted training run
-exits with 128 + the signal number after saving its checkpoint.
+Bad input prints one line to stderr and exits with code 2, checked before the work where it can
+be (output folders first); running out of memory is one line and code 2 too; a file that cannot
+be read or written later is one line and code 1; a diverged training run exits with 3, and an
+interrupted one with 128 + the signal number after saving its checkpoint.
 """
 
 from __future__ import annotations
@@ -12,9 +14,12 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import BadInput
+from .errors import BadInput, out_folder
 
 __all__ = ["main"]
+
+SHIPPED = Path("weights/sprites_ddpm.safetensors")
+OUT_OF_MEMORY = "error: out of memory; ask for fewer sprites or steps, or a smaller --batch-size"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -22,13 +27,28 @@ class _Parser(argparse.ArgumentParser):
         raise BadInput(f"{self.prog}: {message} (see --help)")
 
 
-def _positive_int(text: str) -> int:
+def _whole_number(text: str, minimum: int) -> int:
     try:
         v = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a number ≥ 1, got {v}")
+    if v < minimum:
+        raise argparse.ArgumentTypeError(f"expected a number ≥ {minimum}, got {v}")
+    return v
+
+
+def _positive_int(text: str) -> int:
+    return _whole_number(text, 1)
+
+
+def _non_negative_int(text: str) -> int:
+    return _whole_number(text, 0)
+
+
+def _seed(text: str) -> int:
+    v = _non_negative_int(text)
+    if v >= 2**63:
+        raise argparse.ArgumentTypeError(f"expected a seed below 2**63, got {v}")
     return v
 
 
@@ -45,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("dataset", help="write a dataset in the course's .npy layout: procedural, or from your images")
     d.add_argument("--n", type=_positive_int, default=90_000, help="number of sprites (default 90000)")
-    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--seed", type=_seed, default=0)
     d.add_argument("--out", type=Path, required=True, help="folder for sprites.npy, labels.npy, dataset.json")
     d.add_argument("--course-names", action="store_true",
                    help="name the files sprites_1788_16x16.npy / sprite_labels_nc_1788_16x16.npy as the labs do")
@@ -73,21 +93,23 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--schedule", default="linear", help="linear (course) or cosine")
     t.add_argument("--context-dropout", type=float, default=0.1)
     t.add_argument("--ema-decay", type=float, default=0.999)
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=_seed, default=0)
     t.add_argument("--snapshot-epochs", type=_int_list, default=(), help="e.g. 1,4,16: keep fp16 weights after these")
-    t.add_argument("--checkpoint-every", type=int, default=500, help="steps between mid-epoch checkpoints")
+    t.add_argument("--checkpoint-every", type=_non_negative_int, default=500,
+                   help="steps between mid-epoch checkpoints (0: only at epoch ends)")
     t.add_argument("--augment", action="store_true", help="random horizontal flips and palette jitter (small sets)")
     t.add_argument("--device", default="auto")
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.safetensors")
+    t.add_argument("--overwrite", action="store_true", help="start a new run in an OUT that holds one, replacing it")
     t.add_argument("--init-from", type=Path, help="start from these weights (fine-tune or train on), not random ones")
     t.add_argument("--no-progress", action="store_true")
 
     s = sub.add_parser("sample", help="sample sprites to a PNG grid and a denoising GIF")
     s.add_argument("--weights", type=Path, default=Path("weights/sprites_ddpm.safetensors"))
     s.add_argument("--sampler", default="ddpm", help="ddpm, ddpm-no-noise, ddim or dpm-solver++")
-    s.add_argument("--steps", type=int, help="time steps (default: T for ddpm, 25 for ddim, 20 for dpm-solver++)")
+    s.add_argument("--steps", type=int, help="time steps (default: T for ddpm, 25 for ddim, 20 for dpm-solver++, at most T)")
     s.add_argument("--n", type=_positive_int, default=32)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=_seed, default=0)
     s.add_argument("--context", help="a class name or index, or 'mixed' for all classes in turn")
     s.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance weight w")
     s.add_argument("--eta", type=float, default=0.0, help="DDIM η")
@@ -102,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--classifier", type=Path, default=Path("weights/sprite_classifier.safetensors"))
     e.add_argument("--n", type=_positive_int, default=200, help="sprites per row")
     e.add_argument("--rows", help="comma-separated rows (default: real,ddpm,ddpm-no-noise,ddim)")
-    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--seed", type=_seed, default=0)
     e.add_argument("--device", default="auto")
     e.add_argument("--json", action="store_true")
     e.add_argument("--update-card", action="store_true", help="record the table in the weights' JSON card")
@@ -111,16 +133,16 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", type=Path, default=Path("weights/sprite_classifier.safetensors"))
     c.add_argument("--n", type=_positive_int, default=20_000)
     c.add_argument("--epochs", type=_positive_int, default=4)
-    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--seed", type=_seed, default=0)
 
     x = sub.add_parser("export-course-weights", help="write our weights under the labs' .pth names (git-ignored)")
     x.add_argument("--weights", type=Path, default=Path("weights/sprites_ddpm.safetensors"))
     x.add_argument("--out", type=Path, default=Path("weights"))
 
     m = sub.add_parser("demo", help="sample from the shipped weights: a sprite sheet PNG and a denoising GIF")
-    m.add_argument("--weights", type=Path, default=Path("weights/sprites_ddpm.safetensors"))
+    m.add_argument("--weights", type=Path, help=f"default {SHIPPED}; if that is missing, a quick model is trained")
     m.add_argument("--out", type=Path, default=Path("outputs/demo"))
-    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--seed", type=_seed, default=0)
 
     b = sub.add_parser("bench", help="time the course's sampling and training loops against ours, same weights")
     b.add_argument("--weights", type=Path, default=Path("weights/sprites_ddpm.safetensors"))
@@ -142,6 +164,7 @@ def _cmd_dataset(a) -> None:
     start = time.perf_counter()
     if a.from_images and a.from_sheet:
         raise BadInput("give --from-images or --from-sheet, not both")
+    out_folder(a.out, "dataset.json", *(["sheet.png"] if a.sheet else []))
     if a.from_images or a.from_sheet:
         background = parse_colour(a.background)
         if a.from_images:
@@ -188,7 +211,7 @@ def _cmd_train(a, argv) -> None:
     command = "python -m diffusion_utilities " + shlex.join(argv)
     card = train(config, a.out, data, model_config, DiffusionConfig(timesteps=a.timesteps, schedule=a.schedule),
                  resume=a.resume, device=a.device, progress=not a.no_progress, command=command,
-                 init_from=a.init_from)
+                 init_from=a.init_from, overwrite=a.overwrite)
     print(f"trained {card['steps']} steps in {card['wall_time_s']} s, final loss {card['final_loss']:.4f}; "
           f"weights: {a.out / 'model.safetensors'}")
 
@@ -222,10 +245,11 @@ def _cmd_sample(a) -> None:
     from .training import pick_device
     from .weights import load_model
 
+    out_folder(a.out, "samples.png", *([] if a.no_gif else ["samples.gif"]))
     device = pick_device(a.device)
     model, card = load_model(a.weights, device)
     schedule = make_schedule(DiffusionConfig(**card.get("diffusion", {})))
-    steps = a.steps if a.steps is not None else {"ddim": 25, "dpm-solver++": 20}.get(a.sampler, schedule.T)
+    steps = a.steps if a.steps is not None else min({"ddim": 25, "dpm-solver++": 20}.get(a.sampler, schedule.T), schedule.T)
     context = parse_context(a.context, a.n, card.get("class_names", []))
     gen = torch.Generator().manual_seed(a.seed)
     start = time.perf_counter()
@@ -245,28 +269,38 @@ def _cmd_export(a) -> None:
 
     from .weights import export_course_weights
 
+    out_folder(a.out)
     snapshot_dir = a.weights.parent / "snapshots"
-    snapshots = {int(re.search(r"(\d+)", p.stem).group(1)): p for p in sorted(snapshot_dir.glob("epoch_*.safetensors"))}
+    numbered = ((re.fullmatch(r"epoch_(\d+)", p.stem), p) for p in sorted(snapshot_dir.glob("epoch_*.safetensors")))
+    snapshots = {int(m.group(1)): p for m, p in numbered if m}  # training names them epoch_NN; skip any other
     for path in export_course_weights(a.weights, a.out, snapshots):
         print(f"wrote {path}")
 
 
 def _cmd_demo(a) -> None:
     """Sample 40 sprites (8 per class) with DDPM from the shipped weights, or from a quick model."""
-    weights = a.weights
+    out_folder(a.out, "training_sprites.png", "samples.png", "samples.gif")
+    weights = a.weights or SHIPPED
+    if a.weights is not None and not a.weights.exists():
+        raise BadInput(f"weights file not found: {a.weights}; check the path, or leave out --weights for the shipped ones")
     if not weights.exists():
         from .training import TrainConfig, train
 
         weights = a.out / "quick-model" / "model.safetensors"
-        print(f"no shipped weights at {a.weights}: training a quick 2-epoch model on 6,000 sprites first "
-              f"(a few minutes on a laptop CPU; its sprites will be rough)")
-        train(TrainConfig(epochs=2, n_sprites=6000, ema_decay=0.99), weights.parent, command="demo")
+        if weights.exists():
+            print(f"no shipped weights at {SHIPPED}: using the quick model trained earlier, {weights}")
+        else:
+            print(f"no shipped weights at {SHIPPED}: training a quick 2-epoch model on 6,000 sprites first "
+                  f"(a few minutes on a laptop CPU; its sprites will be rough)")
+            train(TrainConfig(epochs=2, n_sprites=6000, ema_decay=0.99), weights.parent, command="demo",
+                  resume=True)  # an interrupted quick run continues
     from .data import procedural_dataset
     from .sprites import sprite_sheet
+    from .weights import load_model
 
     from PIL import Image
 
-    a.out.mkdir(parents=True, exist_ok=True)
+    load_model(weights)  # a bad weights file fails here, before anything is written
     real = procedural_dataset(50, 0)
     Image.fromarray(sprite_sheet(real.sprites, real.labels)).save(a.out / "training_sprites.png")
     args = ["sample", "--weights", str(weights), "--n", "40", "--context", "mixed", "--seed", str(a.seed),
@@ -305,6 +339,12 @@ def main(argv: list[str] | None = None) -> int:
     except BadInput as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except MemoryError:
+        print(OUT_OF_MEMORY, file=sys.stderr)
+        return 2
+    except OSError as e:  # a file that could not be read or written, after the up-front checks passed
+        print(f"error: {e.strerror or e}: {e.filename or ''}".rstrip(": "), file=sys.stderr)
+        return 1
     except Exception as e:  # noqa: BLE001 — turn the training stops into exit codes, re-raise the rest
         from .training import TrainingDiverged, TrainingInterrupted
 
@@ -314,5 +354,8 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(e, TrainingDiverged):
             print(f"error: {e}", file=sys.stderr)
             return 3
+        if isinstance(e, RuntimeError) and ("can't allocate memory" in str(e) or "out of memory" in str(e)):
+            print(OUT_OF_MEMORY, file=sys.stderr)  # torch's CPU allocator and CUDA say it this way
+            return 2
         raise
     return 0

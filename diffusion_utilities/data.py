@@ -2,7 +2,8 @@
 
 A dataset folder holds ``sprites.npy`` (N, H, W, 3) uint8 and ``labels.npy`` (N, K) one-hot
 (or the course's own names, ``sprites_1788_16x16.npy`` and ``sprite_labels_nc_1788_16x16.npy``),
-and optionally ``dataset.json`` with class names. ``np.load`` runs with ``allow_pickle=False``.
+and optionally ``dataset.json`` with class names, the count and which two files hold the set.
+``np.load`` runs with ``allow_pickle=False``.
 """
 
 from __future__ import annotations
@@ -77,26 +78,60 @@ def check_sprite_arrays(sprites, labels=None) -> tuple[np.ndarray, np.ndarray]:
 
 
 def load_dataset(folder: Path) -> SpriteData:
-    """Load a dataset folder (our names or the course's names)."""
+    """Load a dataset folder: the files its ``dataset.json`` names, else our names or the course's."""
     folder = Path(folder)
     if not folder.is_dir():
         raise BadInput(f"dataset folder not found: {folder}")
-    for s_name, l_name in (PLAIN_FILES, COURSE_FILES):
-        if (folder / s_name).exists():
-            break
+    meta = _read_meta(folder)
+    if "files" in meta:  # a folder may also hold an older set under the other names; the card says which is current
+        s_name, l_name = _recorded_files(folder, meta["files"])
     else:
-        raise BadInput(f"{folder} has neither {PLAIN_FILES[0]} nor {COURSE_FILES[0]}; make one with `dataset --out`")
+        for s_name, l_name in (PLAIN_FILES, COURSE_FILES):
+            if (folder / s_name).exists():
+                break
+        else:
+            raise BadInput(f"{folder} has neither {PLAIN_FILES[0]} nor {COURSE_FILES[0]}; "
+                           f"make one with `dataset --out`")
     sprites = _load_npy(folder / s_name)
     labels = _load_npy(folder / l_name) if (folder / l_name).exists() else None
     sprites, labels = check_sprite_arrays(sprites, labels)
-    meta_path = folder / "dataset.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    if meta.get("count", len(sprites)) != len(sprites):
+        raise BadInput(f"{folder / 'dataset.json'} says {meta['count']} sprites but {s_name} holds {len(sprites)}; "
+                       f"re-create the dataset with `python -m diffusion_utilities dataset --out {folder}`")
     names = list(meta.get("class_names") or [])
     if labels.shape[1] and len(names) != labels.shape[1]:
         from .sprites import CLASS_NAMES
 
         names = list(CLASS_NAMES) if labels.shape[1] == len(CLASS_NAMES) else [f"class{i}" for i in range(labels.shape[1])]
     return SpriteData(sprites, labels, names, meta)
+
+
+def _read_meta(folder: Path) -> dict:
+    """``folder/dataset.json`` as a dict ({} when there is none), or one BadInput line."""
+    path = folder / "dataset.json"
+    if not path.exists():
+        return {}
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BadInput(f"{path} is not valid JSON ({e}); re-create the dataset with "
+                       f"`python -m diffusion_utilities dataset --out {folder}`") from None
+    if not isinstance(meta, dict):
+        raise BadInput(f"{path} is not a JSON object; re-create the dataset with "
+                       f"`python -m diffusion_utilities dataset --out {folder}`")
+    return meta
+
+
+def _recorded_files(folder: Path, files) -> tuple[str, str]:
+    """The (sprites, labels) file names that dataset.json records, checked to be files in ``folder``."""
+    fix = f"re-create the dataset with `python -m diffusion_utilities dataset --out {folder}`"
+    names_ok = isinstance(files, list) and all(isinstance(f, str) and Path(f).name == f for f in files)
+    if not (names_ok and len(files) == 2):
+        raise BadInput(f"{folder / 'dataset.json'} has a bad \"files\" entry {files!r}; {fix}")
+    for name in files:
+        if not (folder / name).is_file():
+            raise BadInput(f"{folder / 'dataset.json'} names {name}, which is missing from {folder}; {fix}")
+    return files[0], files[1]
 
 
 def _load_npy(path: Path) -> np.ndarray:
@@ -107,14 +142,25 @@ def _load_npy(path: Path) -> np.ndarray:
 
 
 def save_dataset(folder: Path, data: SpriteData, course_names: bool = False) -> None:
-    """Write ``sprites.npy``/``labels.npy`` (or the course's file names) and ``dataset.json``."""
+    """Write ``sprites.npy``/``labels.npy`` (or the course's file names) and ``dataset.json``.
+
+    Files an earlier ``save_dataset`` wrote here under the other names are removed, so the folder
+    holds one dataset; files it did not write (say, the course's own download) are left alone.
+    """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    try:
+        earlier = _read_meta(folder).get("files")
+    except BadInput:
+        earlier = None  # an unreadable card owns nothing
     s_name, l_name = COURSE_FILES if course_names else PLAIN_FILES
     np.save(folder / s_name, data.sprites)
     np.save(folder / l_name, data.labels)
     meta = {**data.meta, "class_names": data.class_names, "count": len(data), "files": [s_name, l_name]}
     (folder / "dataset.json").write_text(json.dumps(meta, indent=2) + "\n")
+    for name in earlier if isinstance(earlier, list) else []:
+        if name in PLAIN_FILES + COURSE_FILES and name not in (s_name, l_name):
+            (folder / name).unlink(missing_ok=True)
 
 
 def procedural_dataset(n: int, seed: int = 0) -> SpriteData:

@@ -13,6 +13,7 @@ own small sprite classifier on procedural sprites and use it three ways:
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ import torch.nn.functional as F
 
 from .data import procedural_dataset, sprites_to_tensor
 from .errors import BadInput
-from .weights import read_tensors, save_tensors, sha256_file
+from .weights import atomic_write, read_card_file, read_tensors, save_tensors, sha256_file
 
 __all__ = [
     "FEATURES",
@@ -75,12 +76,17 @@ def train_classifier(out: Path, n_train: int = 20_000, n_test: int = 5_000, epoc
     """
     from tqdm.auto import tqdm
 
+    out = Path(out)
+    _check_out(out)
     start = time.perf_counter()
     train_set = procedural_dataset(n_train, seed=seed + 7)
+    if not train_set.labels.sum(0).all():  # a class never seen would leave the classifier short of outputs
+        raise BadInput(f"{n_train} training sprites do not cover all {train_set.labels.shape[1]} classes; "
+                       f"use --n 100 or more")
     test_set = procedural_dataset(n_test, seed=HELD_OUT_SEED + 1)
     x, y = sprites_to_tensor(train_set.sprites), torch.from_numpy(train_set.labels).argmax(1)
     torch.manual_seed(seed)
-    model = SpriteClassifier(y.max().item() + 1)
+    model = SpriteClassifier(train_set.labels.shape[1])
     opt = torch.optim.Adam(model.parameters(), 1e-3)
     gen = torch.Generator().manual_seed(seed)
     for _ in tqdm(range(epochs), disable=not progress, desc="classifier"):
@@ -101,12 +107,31 @@ def train_classifier(out: Path, n_train: int = 20_000, n_test: int = 5_000, epoc
             "held_out": {"seed": HELD_OUT_SEED + 1, "count": n_test, "accuracy": round(acc, 5)},
             "wall_time_s": round(time.perf_counter() - start, 1)}
     save_tensors(out, model.state_dict(), card)
-    card = {**card, "file": Path(out).name, "sha256": sha256_file(out)}
-    Path(out).with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
+    card = {**card, "file": out.name, "sha256": sha256_file(out)}
+    atomic_write(out.with_suffix(".json"), lambda tmp: tmp.write_text(json.dumps(card, indent=2) + "\n"))
     return card
 
 
+def _check_out(out: Path) -> None:
+    """One BadInput line, before any training, unless ``out`` and the ``.json`` card beside it can be written."""
+    if out.suffix != ".safetensors":
+        raise BadInput(f"--out {out} must name a .safetensors file (its card goes beside it as .json)")
+    for path in (out, out.with_suffix(".json")):
+        if path.is_dir():
+            raise BadInput(f"{path} is a folder; pass --out a file name such as weights/sprite_classifier.safetensors")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise BadInput(f"cannot create the folder {out.parent} for --out ({e.strerror}); pass another --out") from None
+    if not os.access(out.parent, os.W_OK):
+        raise BadInput(f"cannot write to {out.parent}; pass another --out")
+
+
 def load_classifier(path: Path) -> SpriteClassifier:
+    path = Path(path)
+    if not path.exists():
+        raise BadInput(f"classifier weights not found: {path}; pass --classifier FILE, or create them with "
+                       f"`python -m diffusion_utilities train-classifier --out {path}`")
     tensors, card = read_tensors(path)
     if card.get("kind") != "sprite-classifier":
         raise BadInput(f"{path} is not a sprite classifier (train one with `train-classifier`)")
@@ -232,8 +257,13 @@ def evaluate(model, card: dict, classifier: SpriteClassifier, n: int = 200, rows
         raise BadInput(f"unknown evaluation row {unknown[0]!r}; choose from {', '.join(ROWS)}")
     if isinstance(n, bool) or not isinstance(n, int) or n < 2:
         raise BadInput(f"n must be an integer ≥ 2 (FID needs a covariance), got {n!r}")
-    ev = Evaluator(classifier, card)
     schedule = make_schedule(DiffusionConfig(**card["diffusion"]))
+    too_many = [r for r in rows if ROWS[r][1] > schedule.T]
+    if too_many:  # before any row is measured, not after minutes of them
+        fit = ", ".join(r for r in ROWS if ROWS[r][1] <= schedule.T)
+        raise BadInput(f"row {too_many[0]!r} takes {ROWS[too_many[0]][1]} sampler steps but the model has "
+                       f"T={schedule.T}; choose --rows from {fit}")
+    ev = Evaluator(classifier, card)
     k = classifier.n_classes
     labels = torch.arange(n) % k
     context = F.one_hot(labels, k).float()
@@ -276,10 +306,9 @@ def _record(weights: Path, rows: list[EvalRow], a, seconds: float) -> None:
     from dataclasses import asdict
 
     from .training import hardware_name, pick_device
-    from .weights import atomic_write
 
     card_path = weights.with_suffix(".json")
-    card = json.loads(card_path.read_text())
+    card = read_card_file(card_path)
     key = f"n{a.n}_seed{a.seed}"
     earlier = card.setdefault("evaluation", {}).get(key, {})
     # Rows measured before under the same n and seed stay, unless this run measured them again.
@@ -302,6 +331,12 @@ def cli_evaluate(a) -> None:
     from .weights import load_model
 
     model, card = load_model(a.weights, pick_device(a.device))
+    if a.update_card:  # checked now, not after the evaluation has run
+        card_path = Path(a.weights).with_suffix(".json")
+        if not card_path.is_file():
+            raise BadInput(f"--update-card needs the card {card_path} beside the weights; "
+                           f"restore it or drop --update-card")
+        read_card_file(card_path)
     classifier = load_classifier(a.classifier)
     rows = tuple(r.strip() for r in a.rows.split(",")) if a.rows else DEFAULT_ROWS
     log = (lambda *_: None) if a.json else print

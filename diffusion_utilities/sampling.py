@@ -160,10 +160,14 @@ def check_context(context, n: int, n_cfeat: int) -> None:
 
 
 def predict_noise(model, x, t_norm: torch.Tensor, context=None, guidance: float = 0.0):
-    """ε(x, t, c), or with guidance w: (1 + w)·ε(x, c) − w·ε(x, ∅), both halves in one batch."""
+    """ε(x, t, c), or with guidance w: (1 + w)·ε(x, c) − w·ε(x, ∅), both halves in one batch.
+
+    t_norm is one t/T for the whole batch or one per sprite, as for the model.
+    """
     if context is None or guidance == 0:
         return model(x, t_norm, context)
-    eps = model(torch.cat([x, x]), t_norm, torch.cat([context, torch.zeros_like(context)]))
+    t_both = t_norm if t_norm.numel() == 1 else torch.cat([t_norm, t_norm])
+    eps = model(torch.cat([x, x]), t_both, torch.cat([context, torch.zeros_like(context)]))
     eps_c, eps_u = eps.chunk(2)
     return (1 + guidance) * eps_c - guidance * eps_u
 
@@ -206,6 +210,8 @@ def _check_args(model, schedule, n, sampler, steps, guidance, eta, x_T) -> int:
         raise BadInput(f"guidance must be a finite number ≥ 0, got {guidance!r}")
     if not isinstance(eta, (int, float)) or not math.isfinite(eta) or eta < 0:
         raise BadInput(f"eta must be a finite number ≥ 0, got {eta!r}")
+    if eta and sampler != "ddim":
+        raise BadInput(f"eta is the ddim sampler's noise level; {sampler} ignores it, so drop it or use sampler ddim")
     if x_T is not None:
         shape = (model.in_channels, model.h, model.h)
         if not torch.is_tensor(x_T) or x_T.dim() != 4 or tuple(x_T.shape[1:]) != shape:

@@ -18,6 +18,7 @@ from .errors import BadInput
 __all__ = ["NoiseSchedule", "DiffusionConfig", "make_schedule", "perturb_input", "SCHEDULES"]
 
 SCHEDULES = ("linear", "cosine")
+MAX_TIMESTEPS = 100_000  # far past any use (DDPM used 1,000); keeps a typo from filling the memory
 
 
 @dataclass(frozen=True)
@@ -101,8 +102,8 @@ class NoiseSchedule:
 
 
 def _check_timesteps(timesteps) -> None:
-    if isinstance(timesteps, bool) or not isinstance(timesteps, int) or timesteps < 1:
-        raise BadInput(f"timesteps must be a positive integer, got {timesteps!r}")
+    if isinstance(timesteps, bool) or not isinstance(timesteps, int) or not 1 <= timesteps <= MAX_TIMESTEPS:
+        raise BadInput(f"timesteps must be a whole number from 1 to {MAX_TIMESTEPS:,} (the course's is 500), got {timesteps!r}")
 
 
 def make_schedule(config: DiffusionConfig | str = "linear", timesteps: int | None = None) -> NoiseSchedule:

@@ -17,7 +17,7 @@ import platform
 import signal
 import threading
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from .data import SpriteData, procedural_dataset, sprites_to_tensor
-from .errors import BadInput
+from .errors import BadInput, out_folder
 from .model import ContextUnet, ModelConfig
 from .schedule import DiffusionConfig, make_schedule, perturb_input
 from .weights import read_tensors, save_model, save_tensors
@@ -70,14 +70,22 @@ class TrainingDiverged(RuntimeError):
 
 
 def pick_device(device: str | torch.device = "auto") -> torch.device:
+    """"auto" is CUDA when present, else the CPU; "cpu", "cuda", "cuda:N" and (on Apple silicon) "mps" as asked."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise BadInput("device cuda was asked for but no CUDA GPU is available; use --device cpu")
     try:
-        return torch.device(device)
+        device = torch.device(device)
     except RuntimeError:
-        raise BadInput(f"unknown device {device!r}; use auto, cpu or cuda") from None
+        raise BadInput(f"unknown device {str(device)!r}; use auto, cpu or cuda") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise BadInput("device cuda was asked for but no CUDA GPU is available; use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise BadInput(f"there is no {device}: this machine has {torch.cuda.device_count()} CUDA GPU(s); use cuda:0")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise BadInput("device mps (Apple silicon) is not available here; use --device cpu")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise BadInput(f"device {device.type} is not supported; use auto, cpu or cuda")
+    return device
 
 
 def hardware_name(device: torch.device) -> str:
@@ -208,6 +216,7 @@ def train(
     progress: bool = True,
     command: str = "",
     init_from: Path | None = None,
+    overwrite: bool = False,
 ) -> dict:
     """Train a ContextUnet and write ``out_dir/model.safetensors`` (EMA weights) and its card.
 
@@ -217,12 +226,17 @@ def train(
 
     init_from: weights to start from instead of random ones (fine-tuning, or training on for
     longer with a fresh learning-rate schedule); the card records them as ``init_from``.
+
+    A folder that already holds a run is refused unless ``resume`` (continue it) or
+    ``overwrite`` (start a new run there; its checkpoint and snapshots are replaced).
     """
     from tqdm.auto import tqdm
 
     _check_config(config)
     out_dir = Path(out_dir)
+    schedule = make_schedule(diffusion)  # bad arguments fail here, before a folder or the sprites are made
     device = pick_device(device)
+    _prepare_out_dir(out_dir, resume, overwrite)
     data = data if data is not None else procedural_dataset(config.n_sprites, config.data_seed)
     n_classes = data.labels.shape[1]
     height = data.sprites.shape[1]
@@ -231,7 +245,7 @@ def train(
         raise BadInput(f"sprites are {height}×{height} but the model is built for height={model_config.height}")
     if n_classes and model_config.n_cfeat != n_classes:
         raise BadInput(f"the data has {n_classes} classes but the model has n_cfeat={model_config.n_cfeat}")
-    schedule = make_schedule(diffusion).to(device)
+    schedule = schedule.to(device)
     T = schedule.T
     gen_device = noise_device(device)
 
@@ -265,10 +279,12 @@ def train(
     elif resume:
         print(f"no checkpoint in {out_dir}; starting from scratch")
 
+    def kept():
+        return f"kept the last good checkpoint {ckpt}" if ckpt.exists() else "no checkpoint had been written yet"
+
     def save_checkpoint():
         if not torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all():  # one read-back, not one per tensor
-            raise TrainingDiverged(f"weights became NaN or infinite by step {step}; kept the last good "
-                                   f"checkpoint {ckpt} — try a lower --lr")
+            raise TrainingDiverged(f"weights became NaN or infinite by step {step}; {kept()} — try a lower --lr")
         tensors = {**{f"model.{k}": v for k, v in model.state_dict().items()},
                    **{f"ema.{k}": v for k, v in ema.model.state_dict().items()}}
         opt_tensors, groups = _optimizer_tensors(opt)
@@ -285,8 +301,8 @@ def train(
         for j, value in enumerate(values):
             if not math.isfinite(value):
                 bar.close()
-                raise TrainingDiverged(f"loss became {value} at step {step - len(values) + j}; kept the last good "
-                                       f"checkpoint {ckpt} — try a lower --lr")
+                raise TrainingDiverged(f"loss became {value} at step {step - len(values) + j}; {kept()} "
+                                       f"— try a lower --lr")
         running.extend(values)
     model.train()
     perm, perm_epoch = None, -1
@@ -339,6 +355,18 @@ def train(
              "final_loss": losses[-1] if losses else None, "epoch_losses": [round(v, 5) for v in losses],
              "wall_time_s": round(wall, 1), "hardware": hardware_name(device), "torch": torch.__version__}
     return save_model(ema.model, out_dir / MODEL, final)
+
+
+def _prepare_out_dir(out_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Create out_dir before any work, and refuse to start a new run over an earlier one."""
+    out_folder(out_dir, CHECKPOINT, MODEL)
+    earlier = [name for name in (CHECKPOINT, MODEL) if (out_dir / name).exists()]
+    if earlier and not resume and not overwrite:
+        raise BadInput(f"{out_dir} already holds a training run ({earlier[0]}); continue it with --resume, "
+                       f"replace it with --overwrite, or choose another --out")
+    if overwrite and not resume:
+        for old in [out_dir / CHECKPOINT, *(out_dir / "snapshots").glob("epoch_*.safetensors")]:
+            old.unlink(missing_ok=True)  # model.safetensors stays until the new run replaces it
 
 
 def _augment(x0: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -404,9 +432,11 @@ def _resume(ckpt: Path, model, ema, opt, card) -> tuple[int, float, list]:
     if isinstance(saved.get("training"), dict):  # fields added since the checkpoint was written take their defaults
         defaults = json.loads(json.dumps(asdict(TrainConfig())))
         saved["training"] = {**{k: v for k, v in defaults.items() if k not in saved["training"]}, **saved["training"]}
+    if not isinstance(saved.get("state"), dict) or not any(k.startswith("ema.") for k in tensors):
+        raise BadInput(f"{ckpt} is not a training checkpoint (model weights?); move it away, or train into another --out")
     for key in ("model", "diffusion", "training", "data", "init_from"):
         if saved.get(key) != card.get(key):
-            raise BadInput(f"{ckpt} was made with a different {key} config ({json.dumps(saved.get(key))[:200]}); "
+            raise BadInput(f"{ckpt} was made with a different {key} config ({_differences(saved.get(key), card.get(key))}); "
                            f"use the same arguments or another --out folder")
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     ema.model.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
@@ -416,13 +446,28 @@ def _resume(ckpt: Path, model, ema, opt, card) -> tuple[int, float, list]:
     return state["step"], state["wall_time_s"], state["losses"]
 
 
+def _differences(saved, now) -> str:
+    """e.g. "epochs: checkpoint 2, now 1; lr: checkpoint 0.001, now 0.002" (whole values if not both dicts)."""
+    if not (isinstance(saved, dict) and isinstance(now, dict)):
+        return f"checkpoint {json.dumps(saved)[:80]}, now {json.dumps(now)[:80]}"
+    keys = [k for k in {**saved, **now} if saved.get(k) != now.get(k)]
+    return "; ".join(f"{k}: checkpoint {json.dumps(saved.get(k))[:60]}, now {json.dumps(now.get(k))[:60]}" for k in keys)
+
+
 def _check_config(config: TrainConfig) -> None:
     for f in fields(config):
         v = getattr(config, f.name)
         if f.name in ("epochs", "batch_size", "n_sprites") and (not isinstance(v, int) or v < 1):
             raise BadInput(f"{f.name} must be a positive integer, got {v!r}")
-    if not (config.lr > 0 and math.isfinite(config.lr)):
-        raise BadInput(f"lr must be a positive number, got {config.lr}")
+    if not 0 < config.lr < 1:  # Adam with a step of 1 or more diverges at once (and 1e300 overflows float32)
+        raise BadInput(f"lr must be a number between 0 and 1 (the course's is 1e-3), got {config.lr}")
+    if isinstance(config.seed, bool) or not isinstance(config.seed, int) or not 0 <= config.seed < 2**63:
+        raise BadInput(f"seed must be a whole number from 0 to 2**63 - 1, got {config.seed!r}")
+    if not isinstance(config.checkpoint_every, int) or config.checkpoint_every < 0:
+        raise BadInput(f"checkpoint_every must be a whole number ≥ 0 (0: only at epoch ends), got {config.checkpoint_every!r}")
+    outside = [e for e in config.snapshot_epochs if not 1 <= e <= config.epochs]
+    if outside:
+        raise BadInput(f"snapshot_epochs {outside} are outside this run's epochs 1..{config.epochs}")
     if not 0 <= config.context_dropout < 1:
         raise BadInput(f"context_dropout must be in [0, 1), got {config.context_dropout}")
     if config.precision not in PRECISIONS:

@@ -12,7 +12,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -21,6 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from .errors import BadInput
 from .model import ContextUnet, ModelConfig
+from .schedule import DiffusionConfig
 
 __all__ = [
     "atomic_write",
@@ -30,6 +33,7 @@ __all__ = [
     "save_model",
     "load_model",
     "read_card",
+    "read_card_file",
     "load_legacy_pth",
     "check_state_dict",
     "export_course_weights",
@@ -90,7 +94,13 @@ def read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
             meta = f.metadata() or {}
     except (SafetensorError, ValueError, OSError) as e:
         raise BadInput(f"{path} is not a readable safetensors file (truncated or another format): {e}") from None
-    card = json.loads(meta["card"]) if "card" in meta else {}
+    try:
+        card = json.loads(meta["card"]) if "card" in meta else {}
+    except json.JSONDecodeError as e:
+        raise BadInput(f"{path}'s header holds a card that is not valid JSON ({e}); "
+                       f"re-train or re-copy the file") from None
+    if not isinstance(card, dict):
+        raise BadInput(f"{path}'s header card is not a JSON object; re-train or re-copy the file")
     return tensors, card
 
 
@@ -101,6 +111,20 @@ def _card_path(path: Path) -> Path:
 def read_card(path: Path) -> dict:
     """The card stored in a weights file's header."""
     return read_tensors(path)[1]
+
+
+def read_card_file(path: Path) -> dict:
+    """A ``NAME.json`` card beside a weights file, as a dict, or one BadInput line."""
+    path = Path(path)
+    try:
+        card = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BadInput(f"card {path} is not valid JSON ({e}); restore it, or delete it "
+                       f"(the .safetensors file carries the same card, less the SHA-256)") from None
+    if not isinstance(card, dict):
+        raise BadInput(f"card {path} is not a JSON object; restore it, or delete it "
+                       f"(the .safetensors file carries the same card, less the SHA-256)")
+    return card
 
 
 def save_model(model: ContextUnet, path: Path, card: dict, half: bool = False) -> dict:
@@ -154,17 +178,33 @@ def load_model(path: Path, device="cpu", verify_hash: bool = True) -> tuple[Cont
     """
     path = Path(path)
     tensors, card = read_tensors(path)
+    _refuse_other_kinds(path, tensors, card)
     sidecar = _card_path(path)
     if verify_hash and sidecar.exists():
-        expected = json.loads(sidecar.read_text()).get("sha256")
+        expected = read_card_file(sidecar).get("sha256")
         if expected and sha256_file(path) != expected:
             raise BadInput(f"{path} does not match the SHA-256 in {sidecar.name}; the file is damaged or was replaced")
     if "model" not in card:
         raise BadInput(f"{path} has no model card; it was not written by diffusion_utilities")
-    model = ContextUnet(**ModelConfig(**card["model"]).__dict__)
+    try:  # a card from another version may name fields this one does not know
+        model = ContextUnet(**asdict(ModelConfig(**card["model"])))
+        DiffusionConfig(**card.get("diffusion", {}))
+    except TypeError as e:
+        raise BadInput(f"{path} has a card this version cannot use ({e}); "
+                       f"update diffusion_utilities or re-train") from None
     check_state_dict(tensors, model)
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in tensors.items()})
     return model.to(device).eval(), card
+
+
+def _refuse_other_kinds(path: Path, tensors: dict, card: dict) -> None:
+    """One BadInput line when ``path`` is one of our other safetensors files, not a ContextUnet's weights."""
+    if card.get("kind") == "sprite-classifier":
+        raise BadInput(f"{path} is the evaluation classifier, not a ContextUnet; pass a model's weights "
+                       f"(e.g. weights/sprites_ddpm.safetensors) and give the classifier as --classifier")
+    if "state" in card or any(k.startswith(("ema.", "optim.")) for k in tensors):  # training.py's checkpoint layout
+        raise BadInput(f"{path} is a training checkpoint, not model weights; use {path.parent / 'model.safetensors'} "
+                       f"from the same folder, or continue training with `train --out {path.parent} --resume`")
 
 
 def load_legacy_pth(path: Path) -> dict[str, torch.Tensor]:
@@ -187,22 +227,43 @@ def export_course_weights(model_path: Path, out_dir: Path, snapshots: dict[int, 
 
     The labs load ``model_trained.pth`` / ``context_model_trained.pth`` (and ``*_31.pth``, the last of
     their 32 epochs) with ``torch.load``; our one model samples with and without context, so every
-    name gets the same tensors. A snapshot taken after epoch e becomes ``model_{e-1}.pth``, the
-    labs' 0-based epoch numbering. Load them with ``torch.load(path, weights_only=True)``.
+    name gets the same tensors. A snapshot taken after epoch e (training counts from 1) becomes
+    ``model_{e-1}.pth``, the labs' 0-based epoch numbering: epochs 1, 2, 4 give model_0, model_1,
+    model_3. Every input is loaded and checked before anything is written. Load the results with
+    ``torch.load(path, weights_only=True)``.
     """
-    out_dir = Path(out_dir)
+    model_path, out_dir = Path(model_path), Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise BadInput(f"{out_dir} is a file; pass a folder to write the .pth files into")
+    snaps = {}
+    for epoch, path in (snapshots or {}).items():
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 1:
+            raise BadInput(f"snapshot {path} has epoch {epoch!r}; the labs' model_N.pth is the weights after "
+                           f"epoch N+1, so snapshot epochs count from 1 (epoch_01.safetensors) — rename or remove it")
+        snaps[epoch] = Path(path)
+    jobs = [("model_trained", model_path), ("model_31", model_path)]
+    jobs += [(f"model_{e - 1}", p) for e, p in sorted(snaps.items()) if e != 32]  # model_31 is the final weights
+    states = {}
+    for _, path in jobs:
+        if path not in states:
+            model, card = load_model(path)
+            if path == model_path:  # its snapshots come from the same run, with the same config
+                _warn_if_labs_differ(path, card)
+            states[path] = {k: v.contiguous() for k, v in model.state_dict().items()}
     written = []
-
-    def write(path: Path, name: str) -> None:
-        model, _ = load_model(path)
-        state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    for name, path in jobs:
         for prefix in ("", "context_"):
             target = out_dir / f"{prefix}{name}.pth"
-            atomic_write(target, lambda tmp: torch.save(state, tmp))
+            atomic_write(target, lambda tmp: torch.save(states[path], tmp))
             written.append(target)
-
-    write(model_path, "model_trained")
-    write(model_path, "model_31")
-    for epoch, path in sorted((snapshots or {}).items()):
-        write(path, f"model_{epoch - 1}")
     return written
+
+
+def _warn_if_labs_differ(path: Path, card: dict) -> None:
+    """Print one line to stderr when the labs' code, which hard-codes the course's settings, cannot use ``card``."""
+    course = {"model": asdict(ModelConfig()), "diffusion": asdict(DiffusionConfig())}  # the defaults are the course's
+    diffs = [f"{k}={card.get(key, {}).get(k, v)} (the labs use {v})"
+             for key, values in course.items() for k, v in values.items() if card.get(key, {}).get(k, v) != v]
+    if diffs:
+        print(f"warning: {path} has {', '.join(diffs)}; the labs' code will not load or sample it unchanged",
+              file=sys.stderr)

@@ -46,11 +46,12 @@ def test_run_bench_reports_every_row_with_consistent_ratios():
     assert rows[0].overhead > 0 and rows[0].loop_overhead > 0 and rows[1].overhead is None
 
 
-@pytest.mark.parametrize("row,message", [("fast", "unknown bench row 'fast'"),
-                                         ("sample-ddim25-b32+graph", "the \\+graph rows need CUDA")])
-def test_bad_rows_are_one_clear_error(row, message):
+@pytest.mark.parametrize("row,T,message", [("fast", 500, "unknown bench row 'fast'"),
+                                           ("sample-ddim25-b32+graph", 500, "the \\+graph rows need CUDA"),
+                                           ("sample-ddim25-b32", 20, "need a model with T ≥ 25.*T=20")])
+def test_bad_rows_are_one_clear_error(row, T, message):
     with pytest.raises(BadInput, match=message):
-        run_bench(_model(), NoiseSchedule.linear(20, 1e-4, 0.02), torch.device("cpu"), rows=(row,))
+        run_bench(_model(), NoiseSchedule.linear(T, 1e-4, 0.02), torch.device("cpu"), rows=(row,))
 
 
 def test_bf16_variant_rows_run_on_cpu_and_count_their_images():

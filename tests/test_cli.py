@@ -51,18 +51,33 @@ def test_dataset_train_sample_end_to_end(tmp_path):
     (["train", "--out", "x", "--data", "no/such/folder"], "dataset folder not found"),
     (["train", "--out", "x", "--schedule", "quadratic"], "unknown schedule 'quadratic'"),
     (["train", "--out", "x", "--epochs", "0"], "expected a number ≥ 1"),
+    (["train", "--out", "x", "--seed", "-1"], "argument --seed: expected a number ≥ 0"),
+    (["sample", "--seed", "99999999999999999999999"], "expected a seed below 2**63"),
+    (["train", "--out", "x", "--lr", "1e300"], "lr must be a number between 0 and 1"),
+    (["train", "--out", "x", "--checkpoint-every", "-1"], "argument --checkpoint-every: expected a number ≥ 0"),
+    (["train", "--out", "x", "--epochs", "2", "--snapshot-epochs", "0,99"], "snapshot_epochs [0, 99] are outside"),
+    (["train", "--out", "x", "--timesteps", "1000000000000"], "timesteps must be a whole number from 1 to 100,000"),
+    (["train", "--out", "x", "--device", "meta"], "device meta is not supported"),
+    (["train", "--out", "FILE"], "is a file; give a folder"),
+    (["sample", "--eta", "1"], "eta is the ddim sampler's noise level; ddpm ignores it"),
+    (["sample", "--n", "100000000000"], "out of memory"),
+    (["sample", "--weights", "W", "--out", "FILE"], "is a file; give a folder"),
+    (["demo", "--weights", "typo.safetensors", "--out", "x"], "weights file not found: typo.safetensors"),
+    (["dataset", "--out", "FILE"], "is a file; give a folder"),
     (["dataset"], "the following arguments are required: --out"),
     (["frobnicate"], "invalid choice"),
 ])
 def test_bad_arguments_one_line_exit_2(tmp_path, args, message):
     weights_needed = args[0] == "sample" and "--weights" not in args
-    if weights_needed:
+    if weights_needed or "W" in args:
         from diffusion_utilities import ContextUnet, save_model
 
-        save_model(ContextUnet(3, 16, 5, 16), tmp_path / "w.safetensors",
+        save_model(ContextUnet(3, 16, 5, 16), tmp_path / "W",
                    {"diffusion": {}, "class_names": ["hero", "non-hero", "food", "spell", "side-facing"]})
-        args = [*args, "--weights", tmp_path / "w.safetensors", "--out", tmp_path / "o"]
-    args = [tmp_path / "x" if a == "x" else a for a in args]
+    if weights_needed:
+        args = [*args, "--weights", "W", "--out", "x"]
+    (tmp_path / "FILE").write_text("a file where a folder is expected")
+    args = [tmp_path / a if a in ("x", "FILE", "W") else a for a in args]
     r = cli(*args)
     assert r.returncode == 2, (r.stdout, r.stderr)
     err = r.stderr.strip()

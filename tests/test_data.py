@@ -82,3 +82,43 @@ def test_loader_either_works_or_raises_badinput(sprites, labels):
         return
     assert s.dtype == np.uint8 and s.ndim == 4 and s.shape[-1] == 3 and l.shape[0] == s.shape[0]
     sprites_to_tensor(s)  # and what passed converts
+
+
+def test_a_new_set_under_the_other_names_replaces_the_old_one(tmp_path):
+    old, new = procedural_dataset(10, seed=0), procedural_dataset(12, seed=1)
+    save_dataset(tmp_path, old)
+    save_dataset(tmp_path, new, course_names=True)
+    assert not (tmp_path / "sprites.npy").exists()  # written by the first save, so removed by the second
+    back = load_dataset(tmp_path)
+    assert np.array_equal(back.sprites, new.sprites) and back.meta["count"] == 12
+
+
+def test_dataset_json_decides_which_files_load(tmp_path):
+    old, new = procedural_dataset(10, seed=0), procedural_dataset(12, seed=1)
+    np.save(tmp_path / "sprites.npy", old.sprites)  # plain files save_dataset did not write: kept, not loaded
+    np.save(tmp_path / "labels.npy", old.labels)
+    save_dataset(tmp_path, new, course_names=True)
+    assert (tmp_path / "sprites.npy").exists()
+    assert np.array_equal(load_dataset(tmp_path).sprites, new.sprites)
+    (tmp_path / "sprite_labels_nc_1788_16x16.npy").unlink()
+    with pytest.raises(BadInput, match="names sprite_labels_nc_1788_16x16.npy, which is missing"):
+        load_dataset(tmp_path)
+
+
+def test_dataset_json_that_disagrees_with_the_arrays(tmp_path):
+    save_dataset(tmp_path, procedural_dataset(10, seed=0))
+    fewer = procedural_dataset(7, seed=0)
+    np.save(tmp_path / "sprites.npy", fewer.sprites)
+    np.save(tmp_path / "labels.npy", fewer.labels)
+    with pytest.raises(BadInput, match="says 10 sprites but sprites.npy holds 7"):
+        load_dataset(tmp_path)
+
+
+@pytest.mark.parametrize("text", ['{"class_names": ["a", "b"', "[1, 2]", '{"files": ["../x.npy", "y.npy"]}'])
+def test_bad_dataset_json_is_one_line(tmp_path, text):
+    save_dataset(tmp_path, procedural_dataset(10, seed=0))
+    (tmp_path / "dataset.json").write_text(text)
+    fix = r"re-create the dataset with `python -m diffusion_utilities dataset --out"
+    with pytest.raises(BadInput, match=rf"dataset\.json .*{fix}") as e:
+        load_dataset(tmp_path)
+    assert "\n" not in str(e.value)

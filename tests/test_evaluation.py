@@ -60,3 +60,63 @@ def test_update_card_merges_rows_measured_at_different_times(tmp_path):
     entry = json.loads(weights.with_suffix(".json").read_text())["evaluation"]["n6_seed0"]
     assert [r["name"] for r in entry["rows"]] == ["real", "ddim", "ddim-10"]
     assert len(entry["commands"]) == 2
+
+
+def _args(weights, **kw):
+    from argparse import Namespace
+
+    return Namespace(**{"weights": weights, "classifier": CLASSIFIER, "n": 6, "rows": "real,ddim", "seed": 0,
+                        "device": "cpu", "json": True, "update_card": True, **kw})
+
+
+def test_update_card_without_a_card_fails_before_sampling(tmp_path, monkeypatch):
+    from diffusion_utilities import evaluation, save_model
+
+    weights = tmp_path / "tiny.safetensors"
+    save_model(ContextUnet(n_feat=8).eval(), weights, CARD)
+    monkeypatch.setattr(evaluation, "evaluate", lambda *a, **k: pytest.fail("evaluated before checking the card"))
+    weights.with_suffix(".json").unlink()
+    with pytest.raises(BadInput, match=r"--update-card needs the card .*tiny\.json"):
+        evaluation.cli_evaluate(_args(weights))
+    weights.with_suffix(".json").write_text("{")
+    with pytest.raises(BadInput, match=r"tiny\.json is not valid JSON"):
+        evaluation.cli_evaluate(_args(weights))
+
+
+def test_rows_longer_than_T_fail_before_any_row():
+    card = {**CARD, "diffusion": {**CARD["diffusion"], "timesteps": 10}}
+    logged = []
+    with pytest.raises(BadInput, match="row 'ddim' takes 25 sampler steps but the model has T=10; choose --rows from "
+                                       "real, ddim-10, dpm-solver"):
+        evaluate(ContextUnet(n_feat=8).eval(), card, load_classifier(CLASSIFIER), n=4, rows=("real", "ddim"),
+                 log=logged.append)
+    assert logged == []  # not even the real row was measured
+
+
+def test_missing_classifier_says_how_to_make_one(tmp_path):
+    with pytest.raises(BadInput, match=r"not found: .*c\.safetensors; pass --classifier FILE, or create them with "
+                                       r"`python -m diffusion_utilities train-classifier --out"):
+        load_classifier(tmp_path / "c.safetensors")
+
+
+def test_train_classifier_refuses_too_few_sprites(tmp_path):
+    from diffusion_utilities.evaluation import train_classifier
+
+    with pytest.raises(BadInput, match="2 training sprites do not cover all 5 classes"):
+        train_classifier(tmp_path / "c.safetensors", n_train=2, n_test=10, epochs=1, progress=False)
+    assert not (tmp_path / "c.safetensors").exists()
+
+
+@pytest.mark.parametrize("setup, out, message", [
+    (lambda d: (d / "c.safetensors").mkdir(), "c.safetensors", "is a folder"),
+    (lambda d: (d / "c.json").mkdir(), "c.safetensors", r"c\.json is a folder"),
+    (lambda d: (d / "f").write_text(""), "f/c.safetensors", "cannot create the folder"),
+    (lambda d: None, "c.json", "must name a .safetensors file"),
+])
+def test_train_classifier_checks_its_out_path_before_training(tmp_path, setup, out, message):
+    from diffusion_utilities.evaluation import train_classifier
+
+    setup(tmp_path)
+    with pytest.raises(BadInput, match=message):
+        train_classifier(tmp_path / out, n_train=100, n_test=10, epochs=1, progress=False)
+    assert [p for p in tmp_path.rglob("c.*") if p.is_file()] == []  # neither the weights nor their card

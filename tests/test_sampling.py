@@ -2,7 +2,6 @@ import pytest
 import torch
 
 from diffusion_utilities import BadInput, ContextUnet, NoiseSchedule, ddim_step, ddpm_step, denoise_add_noise, sample, timesteps_for
-from diffusion_utilities.sampling import DPMSolverPP2M
 
 from conftest import OracleModel
 
@@ -99,10 +98,12 @@ def test_same_seed_same_bits_every_sampler(tiny_model, schedule, sampler):
 def test_guidance_formula(tiny_model, schedule):
     from diffusion_utilities import predict_noise
 
-    x, t, c = torch.randn(2, 3, 16, 16), torch.tensor([0.5]), torch.eye(5)[:2]
-    with torch.no_grad():
-        want = 3 * tiny_model(x, t, c) - 2 * tiny_model(x, t, torch.zeros_like(c))
-        torch.testing.assert_close(predict_noise(tiny_model, x, t, c, 2.0), want, rtol=1e-5, atol=1e-5)
+    x, c = torch.randn(2, 3, 16, 16), torch.eye(5)[:2]
+    # one t/T for the batch, or one per sprite (the two halves of the guided batch each get theirs)
+    for t in (torch.tensor([0.5]), torch.tensor([0.9, 0.1]), torch.tensor([0.9, 0.1])[:, None, None, None]):
+        with torch.no_grad():
+            want = 3 * tiny_model(x, t, c) - 2 * tiny_model(x, t, torch.zeros_like(c))
+            torch.testing.assert_close(predict_noise(tiny_model, x, t, c, 2.0), want, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize(

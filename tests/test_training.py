@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 from diffusion_utilities import ContextUnet, ModelConfig, TrainConfig, procedural_dataset, train
 from diffusion_utilities.errors import BadInput
 from diffusion_utilities.training import TrainingDiverged
+from diffusion_utilities.weights import read_tensors
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--n-sprites", "200", "--n-feat", "16", "--batch-size", "10", "--epochs", "3", "--ema-decay", "0.9",
@@ -56,21 +57,81 @@ def test_resume_refuses_a_different_recipe(tmp_path):
     assert other.wait(timeout=120) == 2
     err = other.stderr.read().strip()
     assert err.startswith("error:") and "different training config" in err and "\n" not in err
+    assert "(lr: checkpoint 0.000316" in err and ", now 0.01)" in err  # names the field that differs
 
 
-def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+def test_a_new_run_never_replaces_an_earlier_one_unasked(tmp_path):
+    data, tiny = procedural_dataset(40, 0), ModelConfig(n_feat=8)
+    cfg = TrainConfig(epochs=2, batch_size=20, n_sprites=40, checkpoint_every=0, snapshot_epochs=(1,))
+    train(cfg, tmp_path, data, tiny, progress=False)
+    before = (tmp_path / "checkpoint.safetensors").read_bytes()
+    with pytest.raises(BadInput, match="already holds a training run.*--resume.*--overwrite"):
+        train(TrainConfig(epochs=1, batch_size=20, n_sprites=40, seed=1), tmp_path, data, tiny, progress=False)
+    assert (tmp_path / "checkpoint.safetensors").read_bytes() == before
+    # --overwrite starts afresh: the old checkpoint and snapshots go, the new run's card is what is left
+    card = train(TrainConfig(epochs=1, batch_size=20, n_sprites=40, seed=1), tmp_path, data, tiny, progress=False,
+                 overwrite=True)
+    assert card["training"]["seed"] == 1 and card["steps"] == 2
+    assert not list((tmp_path / "snapshots").glob("*.safetensors"))
+    assert read_tensors(tmp_path / "checkpoint.safetensors")[1]["state"]["step"] == 2
+
+
+def test_bad_out_folders_fail_before_training(tmp_path):
+    data, cfg = procedural_dataset(20, 0), TrainConfig(epochs=1, batch_size=20, n_sprites=20)
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(BadInput, match="is a file; give a folder"):
+        train(cfg, tmp_path / "a_file", data, ModelConfig(n_feat=8), progress=False)
+    with pytest.raises(BadInput, match="cannot create the --out folder"):
+        train(cfg, tmp_path / "a_file" / "run", data, ModelConfig(n_feat=8), progress=False)
+
+
+def test_resume_refuses_model_weights_in_place_of_a_checkpoint(tmp_path):
+    data, tiny = procedural_dataset(20, 0), ModelConfig(n_feat=8)
+    cfg = TrainConfig(epochs=1, batch_size=20, n_sprites=20)
+    train(cfg, tmp_path / "a", data, tiny, progress=False)
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "checkpoint.safetensors").write_bytes((tmp_path / "a" / "model.safetensors").read_bytes())
+    with pytest.raises(BadInput, match="is not a training checkpoint"):
+        train(cfg, tmp_path / "b", data, tiny, progress=False, resume=True)
+
+
+def _fails_from(monkeypatch, first_bad_step: int, what: str):
+    """Make training go bad from a step on: a NaN loss, or NaN weights behind a finite loss."""
+    from diffusion_utilities import training
+
+    real, calls = training.train_step, []
+
+    def step(model, *args, **kwargs):
+        loss = real(model, *args, **kwargs)
+        calls.append(1)
+        if len(calls) > first_bad_step:
+            if what == "loss":
+                return loss * float("nan")
+            with torch.no_grad():
+                next(model.parameters()).fill_(float("nan"))
+        return loss
+
+    monkeypatch.setattr(training, "train_step", step)
+
+
+@pytest.mark.parametrize("what", ["loss", "weights"])
+def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, what):
     data = procedural_dataset(40, 0)
-    cfg = TrainConfig(epochs=2, batch_size=10, n_sprites=40, checkpoint_every=0)
-    train(cfg, tmp_path, data, ModelConfig(n_feat=16), progress=False)
-    good = (tmp_path / "checkpoint.safetensors").read_bytes()
-    bad = TrainConfig(epochs=50, batch_size=10, n_sprites=40, lr=1e30, checkpoint_every=1)
+    _fails_from(monkeypatch, 5, what)  # steps 1..5 are good; checkpoints every 2 steps
+    cfg = TrainConfig(epochs=50, batch_size=10, n_sprites=40, checkpoint_every=2)
     with pytest.raises(TrainingDiverged, match="kept the last good checkpoint"):
-        train(bad, tmp_path / "bad", data, ModelConfig(n_feat=16), progress=False)
-    # the diverged run never wrote NaN weights over a checkpoint
-    ckpt = tmp_path / "bad" / "checkpoint.safetensors"
-    if ckpt.exists():
-        assert all(torch.isfinite(v).all() for v in load_file(ckpt).values())
-    assert (tmp_path / "checkpoint.safetensors").read_bytes() == good
+        train(cfg, tmp_path, data, ModelConfig(n_feat=16), progress=False)
+    tensors, card = read_tensors(tmp_path / "checkpoint.safetensors")
+    assert card["state"]["step"] == 4  # the last checkpoint before the bad step 6
+    assert all(torch.isfinite(v).all() for v in tensors.values())
+
+
+def test_divergence_before_any_checkpoint_says_so(tmp_path, monkeypatch):
+    _fails_from(monkeypatch, 0, "loss")
+    cfg = TrainConfig(epochs=1, batch_size=10, n_sprites=40, checkpoint_every=0)
+    with pytest.raises(TrainingDiverged, match="no checkpoint had been written yet"):
+        train(cfg, tmp_path, procedural_dataset(40, 0), ModelConfig(n_feat=16), progress=False)
+    assert not (tmp_path / "checkpoint.safetensors").exists()
 
 
 def test_atomic_write_keeps_old_file_when_writer_dies(tmp_path):

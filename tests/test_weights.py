@@ -100,3 +100,73 @@ def test_legacy_pth_state_dict_loads(tmp_path):
     torch.save(sd, tmp_path / "ok.pth")
     back = load_legacy_pth(tmp_path / "ok.pth")
     assert back.keys() == sd.keys()
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda p: p.with_suffix(".json").write_text('{"sha256": "ab'), r"card .*m\.json is not valid JSON"),
+    (lambda p: p.with_suffix(".json").write_text("[]"), r"card .*m\.json is not a JSON object"),
+])
+def test_damaged_json_card_is_one_line(tmp_path, damage, message):
+    _, path, _ = _save(tmp_path)
+    damage(path)
+    with pytest.raises(BadInput, match=message) as e:
+        load_model(path)
+    assert "\n" not in str(e.value)
+
+
+def test_header_card_that_is_not_json(tmp_path):
+    from safetensors.torch import save_file
+
+    save_file(ContextUnet(3, 16, 5, 16).state_dict(), str(tmp_path / "h.safetensors"), metadata={"card": "{oops"})
+    with pytest.raises(BadInput, match=r"h\.safetensors's header holds a card that is not valid JSON"):
+        load_model(tmp_path / "h.safetensors")
+
+
+def test_card_with_an_unknown_model_field_names_the_file(tmp_path):
+    from diffusion_utilities.weights import save_tensors
+
+    card = {"model": {"in_channels": 3, "n_feat": 16, "n_cfeat": 5, "height": 16, "depth": 3}}
+    save_tensors(tmp_path / "new.safetensors", ContextUnet(3, 16, 5, 16).state_dict(), card)
+    with pytest.raises(BadInput, match=r"new\.safetensors has a card this version cannot use .*'depth'"):
+        load_model(tmp_path / "new.safetensors")
+
+
+def test_training_checkpoint_and_classifier_are_named_as_such(tmp_path):
+    from diffusion_utilities.evaluation import SpriteClassifier
+    from diffusion_utilities.model import ModelConfig
+    from diffusion_utilities.training import TrainConfig, train
+    from diffusion_utilities.weights import save_tensors
+
+    train(TrainConfig(epochs=1, n_sprites=10, batch_size=10), tmp_path / "run", model_config=ModelConfig(n_feat=8),
+          device="cpu", progress=False)
+    with pytest.raises(BadInput, match=r"is a training checkpoint, not model weights; use .*run/model\.safetensors"):
+        load_model(tmp_path / "run" / "checkpoint.safetensors")
+    save_tensors(tmp_path / "c.safetensors", SpriteClassifier().state_dict(), {"kind": "sprite-classifier"})
+    with pytest.raises(BadInput, match="is the evaluation classifier, not a ContextUnet"):
+        load_model(tmp_path / "c.safetensors")
+
+
+def test_export_checks_every_input_before_writing(tmp_path):
+    from diffusion_utilities.weights import export_course_weights
+
+    _, path, _ = _save(tmp_path)
+    snap = tmp_path / "epoch_01.safetensors"
+    snap.write_bytes(path.read_bytes()[:1000])  # a truncated snapshot
+    with pytest.raises(BadInput, match="epoch_01.safetensors is not a readable safetensors"):
+        export_course_weights(path, tmp_path / "out", {1: snap})
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+def test_export_names_snapshots_as_the_labs_do(tmp_path, capsys):
+    from diffusion_utilities.weights import export_course_weights
+
+    _, path, _ = _save(tmp_path)
+    written = export_course_weights(path, tmp_path / "out", {1: path, 2: path, 4: path})
+    assert sorted(p.name for p in written) == sorted(f"{c}model_{n}.pth" for c in ("", "context_")
+                                                     for n in ("trained", "31", "0", "1", "3"))
+    err = capsys.readouterr().err  # the labs hard-code n_feat=64: one warning line, not a refusal
+    assert err.startswith("warning: ") and err.count("\n") == 1 and "n_feat=16 (the labs use 64)" in err
+    for epoch in (0, -1, "final", True):
+        with pytest.raises(BadInput, match="snapshot epochs count from 1"):
+            export_course_weights(path, tmp_path / "out2", {epoch: path})
+    assert not (tmp_path / "out2").exists()

@@ -40,7 +40,7 @@ def run(n: int, init_from, out: Path, classifier, schedule) -> tuple[float, floa
     start = time.perf_counter()
     train(TrainConfig(epochs=max(1, round(200 / steps_per_epoch)), batch_size=32, lr=2e-4 if init_from else 1e-3,
                       ema_decay=0.99, augment=True, checkpoint_every=0), out, data, ModelConfig(n_cfeat=1),
-          init_from=init_from, progress=False)
+          init_from=init_from, progress=False, overwrite=True)
     seconds = time.perf_counter() - start
     model, _ = load_model(out / "model.safetensors")
     x = sample(model, schedule, 64, sampler="ddim", steps=25, eta=1.0, generator=torch.Generator().manual_seed(0)).x
