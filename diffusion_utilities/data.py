@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import BadInput
+from .errors import BadInput, read_json_object
 
 __all__ = [
     "SpriteData",
@@ -111,15 +111,7 @@ def _read_meta(folder: Path) -> dict:
     path = folder / "dataset.json"
     if not path.exists():
         return {}
-    try:
-        meta = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise BadInput(f"{path} is not valid JSON ({e}); re-create the dataset with "
-                       f"`python -m diffusion_utilities dataset --out {folder}`") from None
-    if not isinstance(meta, dict):
-        raise BadInput(f"{path} is not a JSON object; re-create the dataset with "
-                       f"`python -m diffusion_utilities dataset --out {folder}`")
-    return meta
+    return read_json_object(path, f"re-create the dataset with `python -m diffusion_utilities dataset --out {folder}`")
 
 
 def _recorded_files(folder: Path, files) -> tuple[str, str]:

@@ -4,9 +4,10 @@ Every message is one line that names the problem and the fix; the CLI prints it 
 stderr and exits with code 2 instead of showing a traceback.
 """
 
+import json
 from pathlib import Path
 
-__all__ = ["BadInput", "out_folder"]
+__all__ = ["BadInput", "out_folder", "read_json_object"]
 
 
 class BadInput(ValueError):
@@ -29,3 +30,14 @@ def out_folder(path: Path, *files: str) -> Path:
         if (path / name).is_dir():
             raise BadInput(f"{path / name} is a folder, but this command writes a file there; move it or choose another --out")
     return path
+
+
+def read_json_object(path: Path, fix: str) -> dict:
+    """A JSON file that must hold an object, or one BadInput line naming it and ``fix``."""
+    try:
+        value = json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BadInput(f"{path} is not valid JSON ({e}); {fix}") from None
+    if not isinstance(value, dict):
+        raise BadInput(f"{path} is not a JSON object; {fix}")
+    return value

@@ -21,7 +21,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from .errors import BadInput
+from .errors import BadInput, read_json_object
 from .model import ContextUnet, ModelConfig
 from .schedule import DiffusionConfig
 
@@ -115,16 +115,8 @@ def read_card(path: Path) -> dict:
 
 def read_card_file(path: Path) -> dict:
     """A ``NAME.json`` card beside a weights file, as a dict, or one BadInput line."""
-    path = Path(path)
-    try:
-        card = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise BadInput(f"card {path} is not valid JSON ({e}); restore it, or delete it "
-                       f"(the .safetensors file carries the same card, less the SHA-256)") from None
-    if not isinstance(card, dict):
-        raise BadInput(f"card {path} is not a JSON object; restore it, or delete it "
-                       f"(the .safetensors file carries the same card, less the SHA-256)")
-    return card
+    return read_json_object(path, "restore the card, or delete it (the .safetensors file carries the same card, "
+                                  "less the SHA-256)")
 
 
 def save_model(model: ContextUnet, path: Path, card: dict, half: bool = False) -> dict:

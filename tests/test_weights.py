@@ -103,8 +103,8 @@ def test_legacy_pth_state_dict_loads(tmp_path):
 
 
 @pytest.mark.parametrize("damage, message", [
-    (lambda p: p.with_suffix(".json").write_text('{"sha256": "ab'), r"card .*m\.json is not valid JSON"),
-    (lambda p: p.with_suffix(".json").write_text("[]"), r"card .*m\.json is not a JSON object"),
+    (lambda p: p.with_suffix(".json").write_text('{"sha256": "ab'), r"m\.json is not valid JSON.*restore the card"),
+    (lambda p: p.with_suffix(".json").write_text("[]"), r"m\.json is not a JSON object; restore the card"),
 ])
 def test_damaged_json_card_is_one_line(tmp_path, damage, message):
     _, path, _ = _save(tmp_path)
