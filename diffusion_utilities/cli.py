@@ -19,7 +19,7 @@ from .errors import BadInput, out_folder
 __all__ = ["main"]
 
 SHIPPED = Path("weights/sprites_ddpm.safetensors")
-OUT_OF_MEMORY = "error: out of memory; ask for fewer sprites or steps, or a smaller --batch-size"
+OUT_OF_MEMORY = "error: out of memory; ask for fewer sprites (--n, --n-sprites) or a smaller --batch-size"
 
 
 class _Parser(argparse.ArgumentParser):

@@ -80,6 +80,8 @@ def check_sprite_arrays(sprites, labels=None) -> tuple[np.ndarray, np.ndarray]:
 def load_dataset(folder: Path) -> SpriteData:
     """Load a dataset folder: the files its ``dataset.json`` names, else our names or the course's."""
     folder = Path(folder)
+    if folder.is_file():
+        raise BadInput(f"{folder} is a file; give the folder that holds it (made by `python -m diffusion_utilities dataset --out`)")
     if not folder.is_dir():
         raise BadInput(f"dataset folder not found: {folder}")
     meta = _read_meta(folder)

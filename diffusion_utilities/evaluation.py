@@ -119,6 +119,15 @@ def _check_out(out: Path) -> None:
     for path in (out, out.with_suffix(".json")):
         if path.is_dir():
             raise BadInput(f"{path} is a folder; pass --out a file name such as weights/sprite_classifier.safetensors")
+    if out.is_file():  # replacing an earlier classifier is fine; replacing anything else (a trained model) is not
+        try:
+            kind = read_tensors(out)[1].get("kind")
+        except BadInput:
+            kind = None
+        if kind != "sprite-classifier":
+            raise BadInput(f"{out} exists and is not a sprite classifier; choose another --out")
+    if out.parent.exists() and not out.parent.is_dir():
+        raise BadInput(f"{out.parent} is a file; pass --out a path in a folder")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:

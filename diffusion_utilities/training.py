@@ -291,6 +291,8 @@ def train(
         state = {"step": step, "wall_time_s": wall, "losses": losses, "param_groups": groups}
         save_tensors(ckpt, {**tensors, **opt_tensors}, {**card, "state": state})
 
+    if overwrite:
+        _clear_earlier_run(out_dir)
     bar = tqdm(total=total_steps, initial=step, disable=not progress, desc="train", unit="step")
     running, t_start = [], time.perf_counter()
     pending: list[torch.Tensor] = []  # losses not read back yet: on a GPU a read waits for all queued work
@@ -359,14 +361,27 @@ def train(
 
 def _prepare_out_dir(out_dir: Path, resume: bool, overwrite: bool) -> None:
     """Create out_dir before any work, and refuse to start a new run over an earlier one."""
+    if resume and overwrite:
+        raise BadInput("--resume continues the run in --out and --overwrite replaces it; pass one of them")
     out_folder(out_dir, CHECKPOINT, MODEL)
-    earlier = [name for name in (CHECKPOINT, MODEL) if (out_dir / name).exists()]
-    if earlier and not resume and not overwrite:
-        raise BadInput(f"{out_dir} already holds a training run ({earlier[0]}); continue it with --resume, "
-                       f"replace it with --overwrite, or choose another --out")
-    if overwrite and not resume:
-        for old in [out_dir / CHECKPOINT, *(out_dir / "snapshots").glob("epoch_*.safetensors")]:
-            old.unlink(missing_ok=True)  # model.safetensors stays until the new run replaces it
+    has_checkpoint, has_model = (out_dir / CHECKPOINT).exists(), (out_dir / MODEL).exists()
+    if resume and has_model and not has_checkpoint:
+        raise BadInput(f"{out_dir} holds a finished model but no {CHECKPOINT} to resume from; start a new run "
+                       f"there with --overwrite, or choose another --out")
+    if (has_checkpoint or has_model) and not resume and not overwrite:
+        hint = "continue it with --resume, replace it" if has_checkpoint else "replace it"
+        raise BadInput(f"{out_dir} already holds a training run ({CHECKPOINT if has_checkpoint else MODEL}); "
+                       f"{hint} with --overwrite, or choose another --out")
+
+
+def _clear_earlier_run(out_dir: Path) -> None:
+    """For --overwrite, once every input has been checked: the old checkpoint and snapshots go.
+
+    model.safetensors stays until the new run replaces it at the end.
+    """
+    snapshots = out_dir / "snapshots"
+    for old in [out_dir / CHECKPOINT, *snapshots.glob("epoch_*.safetensors"), *snapshots.glob("epoch_*.json")]:
+        old.unlink(missing_ok=True)
 
 
 def _augment(x0: torch.Tensor, gen: torch.Generator) -> torch.Tensor:

@@ -110,7 +110,7 @@ def test_train_classifier_refuses_too_few_sprites(tmp_path):
 @pytest.mark.parametrize("setup, out, message", [
     (lambda d: (d / "c.safetensors").mkdir(), "c.safetensors", "is a folder"),
     (lambda d: (d / "c.json").mkdir(), "c.safetensors", r"c\.json is a folder"),
-    (lambda d: (d / "f").write_text(""), "f/c.safetensors", "cannot create the folder"),
+    (lambda d: (d / "f").write_text(""), "f/c.safetensors", "f is a file; pass --out a path in a folder"),
     (lambda d: None, "c.json", "must name a .safetensors file"),
 ])
 def test_train_classifier_checks_its_out_path_before_training(tmp_path, setup, out, message):
@@ -120,3 +120,14 @@ def test_train_classifier_checks_its_out_path_before_training(tmp_path, setup, o
     with pytest.raises(BadInput, match=message):
         train_classifier(tmp_path / out, n_train=100, n_test=10, epochs=1, progress=False)
     assert [p for p in tmp_path.rglob("c.*") if p.is_file()] == []  # neither the weights nor their card
+
+
+def test_train_classifier_never_replaces_a_model(tmp_path):
+    from diffusion_utilities import ContextUnet, save_model
+    from diffusion_utilities.evaluation import train_classifier
+
+    save_model(ContextUnet(3, 8, 5, 16), tmp_path / "model.safetensors", {"diffusion": {}})
+    before = (tmp_path / "model.safetensors").read_bytes()
+    with pytest.raises(BadInput, match="exists and is not a sprite classifier"):
+        train_classifier(tmp_path / "model.safetensors", n_train=100, n_test=10, epochs=1, progress=False)
+    assert (tmp_path / "model.safetensors").read_bytes() == before

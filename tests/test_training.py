@@ -76,6 +76,22 @@ def test_a_new_run_never_replaces_an_earlier_one_unasked(tmp_path):
     assert read_tensors(tmp_path / "checkpoint.safetensors")[1]["state"]["step"] == 2
 
 
+def test_overwrite_keeps_the_old_run_until_every_input_has_been_checked(tmp_path):
+    data, tiny = procedural_dataset(40, 0), ModelConfig(n_feat=8)
+    cfg = TrainConfig(epochs=2, batch_size=20, n_sprites=40, checkpoint_every=0, snapshot_epochs=(1,))
+    train(cfg, tmp_path, data, tiny, progress=False)
+    files = sorted(p.name for p in tmp_path.rglob("*") if p.is_file())
+    with pytest.raises(BadInput, match="weights not found"):
+        train(cfg, tmp_path, data, tiny, progress=False, overwrite=True, init_from=tmp_path / "nope.safetensors")
+    with pytest.raises(BadInput, match="pass one of them"):
+        train(cfg, tmp_path, data, tiny, progress=False, overwrite=True, resume=True)
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == files
+    # a finished model without a checkpoint: --resume cannot continue it, and must not replace it
+    (tmp_path / "checkpoint.safetensors").unlink()
+    with pytest.raises(BadInput, match="no checkpoint.safetensors to resume from.*--overwrite"):
+        train(cfg, tmp_path, data, tiny, progress=False, resume=True)
+
+
 def test_bad_out_folders_fail_before_training(tmp_path):
     data, cfg = procedural_dataset(20, 0), TrainConfig(epochs=1, batch_size=20, n_sprites=20)
     (tmp_path / "a_file").write_text("x")
