@@ -101,16 +101,17 @@ def _check_options(size: int, resize: str) -> None:
 
 def from_images(folder: Path, size: int = 16, resize: str = "nearest",
                 background: tuple[int, int, int] = (255, 255, 255)) -> tuple[SpriteData, ImportReport]:
-    """Import every image below ``folder``; first-level subfolders are the classes."""
+    """Import every image below ``folder``; first-level subfolders that hold images are the classes."""
     from PIL import Image
 
     _check_options(size, resize)
     folder = Path(folder)
     if not folder.is_dir():
         raise BadInput(f"image folder not found: {folder}")
-    classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
                    and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    # a class is a first-level subfolder with images in it: not an empty one, nor a dataset --out made inside
+    classes = sorted({p.relative_to(folder).parts[0] for p in files if len(p.relative_to(folder).parts) > 1})
     report, sprites, label_idx = ImportReport(), [], []
     for path in files:
         name = str(path.relative_to(folder))

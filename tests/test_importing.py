@@ -105,6 +105,14 @@ def test_parse_colour():
         parse_colour("#ff80")
 
 
+def test_folders_without_images_are_not_classes(folder):
+    (folder / "empty_class").mkdir()
+    (folder / "ds").mkdir()  # e.g. a dataset --out made inside the image folder
+    np.save(folder / "ds" / "sprites.npy", np.zeros((1, 16, 16, 3), np.uint8))
+    data, _ = from_images(folder)
+    assert data.class_names == ["slimes", "swords"]
+
+
 def test_imported_class_names_reach_sample_context(folder, tmp_path):
     run = lambda *a: subprocess.run([sys.executable, "-m", "diffusion_utilities", *map(str, a)], cwd=ROOT,
                                     capture_output=True, text=True, timeout=600)
