@@ -67,7 +67,11 @@ def test_dataset_train_sample_end_to_end(tmp_path):
     (["dataset"], "the following arguments are required: --out"),
     (["frobnicate"], "invalid choice"),
 ])
-def test_bad_arguments_one_line_exit_2(tmp_path, args, message):
+def test_bad_arguments_one_line_exit_2(tmp_path, capsys, monkeypatch, args, message):
+    # In-process through main(), which `python -m diffusion_utilities` exits with (test_wrong_array_shape_exit_2
+    # goes through a real process): 30 torch start-ups would cost two minutes of the suite.
+    from diffusion_utilities.cli import main
+
     weights_needed = args[0] == "sample" and "--weights" not in args
     if weights_needed or "W" in args:
         from diffusion_utilities import ContextUnet, save_model
@@ -78,9 +82,10 @@ def test_bad_arguments_one_line_exit_2(tmp_path, args, message):
         args = [*args, "--weights", "W", "--out", "x"]
     (tmp_path / "FILE").write_text("a file where a folder is expected")
     args = [tmp_path / a if a in ("x", "FILE", "W") else a for a in args]
-    r = cli(*args)
-    assert r.returncode == 2, (r.stdout, r.stderr)
-    err = r.stderr.strip()
+    monkeypatch.chdir(ROOT)  # the default --weights and --out are relative to the repository
+    code = main([str(a) for a in args])
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
     assert message in err and "\n" not in err and "Traceback" not in err
 
 
