@@ -19,6 +19,7 @@ from .errors import BadInput, out_folder
 __all__ = ["main"]
 
 SHIPPED = Path("weights/sprites_ddpm.safetensors")
+CLASSIFIER = Path("weights/sprite_classifier.safetensors")
 OUT_OF_MEMORY = "error: out of memory; ask for fewer sprites (--n, --n-sprites) or a smaller --batch-size"
 
 
@@ -105,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-progress", action="store_true")
 
     s = sub.add_parser("sample", help="sample sprites to a PNG grid and a denoising GIF")
-    s.add_argument("--weights", type=Path, default=Path("weights/sprites_ddpm.safetensors"))
+    s.add_argument("--weights", type=Path, default=SHIPPED)
     s.add_argument("--sampler", default="ddpm", help="ddpm, ddpm-no-noise, ddim or dpm-solver++")
     s.add_argument("--steps", type=int, help="time steps (default: T for ddpm, 25 for ddim, 20 for dpm-solver++, at most T)")
     s.add_argument("--n", type=_positive_int, default=32)
@@ -120,8 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--cuda-graph", action="store_true", help="replay the network from a CUDA graph (CUDA only)")
 
     e = sub.add_parser("evaluate", help="sprite-FID, class accuracy and novelty for several samplers")
-    e.add_argument("--weights", type=Path, default=Path("weights/sprites_ddpm.safetensors"))
-    e.add_argument("--classifier", type=Path, default=Path("weights/sprite_classifier.safetensors"))
+    e.add_argument("--weights", type=Path, default=SHIPPED)
+    e.add_argument("--classifier", type=Path, default=CLASSIFIER)
     e.add_argument("--n", type=_positive_int, default=200, help="sprites per row")
     e.add_argument("--rows", help="comma-separated rows (default: real,ddpm,ddpm-no-noise,ddim)")
     e.add_argument("--seed", type=_seed, default=0)
@@ -130,13 +131,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--update-card", action="store_true", help="record the table in the weights' JSON card")
 
     c = sub.add_parser("train-classifier", help="train the evaluation classifier on procedural sprites")
-    c.add_argument("--out", type=Path, default=Path("weights/sprite_classifier.safetensors"))
+    c.add_argument("--out", type=Path, default=CLASSIFIER)
     c.add_argument("--n", type=_positive_int, default=20_000)
     c.add_argument("--epochs", type=_positive_int, default=4)
     c.add_argument("--seed", type=_seed, default=0)
 
     x = sub.add_parser("export-course-weights", help="write our weights under the labs' .pth names (git-ignored)")
-    x.add_argument("--weights", type=Path, default=Path("weights/sprites_ddpm.safetensors"))
+    x.add_argument("--weights", type=Path, default=SHIPPED)
     x.add_argument("--out", type=Path, default=Path("weights"))
 
     m = sub.add_parser("demo", help="sample from the shipped weights: a sprite sheet PNG and a denoising GIF")
@@ -145,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--seed", type=_seed, default=0)
 
     b = sub.add_parser("bench", help="time the course's sampling and training loops against ours, same weights")
-    b.add_argument("--weights", type=Path, default=Path("weights/sprites_ddpm.safetensors"))
+    b.add_argument("--weights", type=Path, default=SHIPPED)
     b.add_argument("--device", default="auto", help="auto, cpu or cuda")
     b.add_argument("--repeats", type=_positive_int, default=3, help="runs per row; the median is reported")
     b.add_argument("--large-batch", type=_positive_int, help="batch of the throughput row (default 1024 on CUDA, 128 on CPU)")
