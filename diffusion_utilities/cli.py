@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import BadInput, out_folder
+from .errors import BadInput, check_memory, out_folder
 
 __all__ = ["main"]
 
@@ -165,11 +165,13 @@ def _cmd_dataset(a) -> None:
     start = time.perf_counter()
     if a.from_images and a.from_sheet:
         raise BadInput("give --from-images or --from-sheet, not both")
+    if a.from_images and a.out.resolve() == a.from_images.resolve():
+        raise BadInput(f"--out is the image folder itself; write the dataset beside or inside it, e.g. --out {a.out / 'dataset'}")
     out_folder(a.out, "dataset.json", *(["sheet.png"] if a.sheet else []))
     if a.from_images or a.from_sheet:
         background = parse_colour(a.background)
         if a.from_images:
-            data, report = from_images(a.from_images, a.size, a.resize, background)
+            data, report = from_images(a.from_images, a.size, a.resize, background, exclude=a.out)
         else:
             data, report = from_sheet(a.from_sheet, parse_tile(a.tile), a.margin, a.spacing, a.size, a.resize,
                                       background)
@@ -177,17 +179,7 @@ def _cmd_dataset(a) -> None:
     else:
         data = procedural_dataset(a.n, a.seed)
     seconds = time.perf_counter() - start
-    save_dataset(a.out, data, course_names=a.course_names)
-    if a.sheet:
-        from .plotting import save_grid
-        from .sprites import sprite_sheet
-
-        if data.labels.shape[1]:
-            from PIL import Image
-
-            Image.fromarray(sprite_sheet(data.sprites, data.labels, per_class=10, scale=4)).save(a.out / "sheet.png")
-        else:
-            save_grid(data.sprites[:50], a.out / "sheet.png", nrow=10)
+    save_dataset(a.out, data, course_names=a.course_names, sheet=a.sheet)
     classes = ", ".join(data.class_names) or "none (unconditional)"
     print(f"wrote {len(data)} sprites to {a.out} in {seconds:.1f} s; classes: {classes}")
 
@@ -241,7 +233,7 @@ def _cmd_sample(a) -> None:
     import torch
 
     from .plotting import animate, save_gif, save_grid
-    from .sampling import sample
+    from .sampling import sample, sampling_memory
     from .schedule import DiffusionConfig, make_schedule
     from .training import pick_device
     from .weights import load_model
@@ -251,6 +243,9 @@ def _cmd_sample(a) -> None:
     model, card = load_model(a.weights, device)
     schedule = make_schedule(DiffusionConfig(**card.get("diffusion", {})))
     steps = a.steps if a.steps is not None else min({"ddim": 25, "dpm-solver++": 20}.get(a.sampler, schedule.T), schedule.T)
+    if device.type == "cpu":  # a CUDA allocator says "out of memory" itself, which main() turns into one line
+        check_memory(sampling_memory(model, a.n, a.guidance), f"sampling {a.n:,} sprites at once",
+                     "ask for fewer with --n, and run again with other --seed values for more")
     context = parse_context(a.context, a.n, card.get("class_names", []))
     gen = torch.Generator().manual_seed(a.seed)
     start = time.perf_counter()

@@ -30,6 +30,7 @@ __all__ = [
 
 COURSE_FILES = ("sprites_1788_16x16.npy", "sprite_labels_nc_1788_16x16.npy")
 PLAIN_FILES = ("sprites.npy", "labels.npy")
+SHEET = "sheet.png"  # the optional picture of a dataset, written beside it
 
 
 @dataclass
@@ -135,26 +136,47 @@ def _load_npy(path: Path) -> np.ndarray:
         raise BadInput(f"cannot read {path} as a numpy array ({str(e).splitlines()[0][:120]})") from None
 
 
-def save_dataset(folder: Path, data: SpriteData, course_names: bool = False) -> None:
+def save_dataset(folder: Path, data: SpriteData, course_names: bool = False, sheet: bool = False) -> None:
     """Write ``sprites.npy``/``labels.npy`` (or the course's file names) and ``dataset.json``.
 
-    Files an earlier ``save_dataset`` wrote here under the other names are removed, so the folder
-    holds one dataset; files it did not write (say, the course's own download) are left alone.
+    ``sheet``: also write ``sheet.png`` (10 sprites per class, or the first 50 of an unlabelled set).
+    Files an earlier ``save_dataset`` wrote here that this one does not (the other file names, a
+    sheet of the old sprites) are removed, so the folder holds one dataset and nothing that shows
+    another; files it did not write (say, the course's own download) are left alone.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     try:
-        earlier = _read_meta(folder).get("files")
+        earlier = _read_meta(folder)
     except BadInput:
-        earlier = None  # an unreadable card owns nothing
+        earlier = {}  # an unreadable card owns nothing
     s_name, l_name = COURSE_FILES if course_names else PLAIN_FILES
     np.save(folder / s_name, data.sprites)
     np.save(folder / l_name, data.labels)
-    meta = {**data.meta, "class_names": data.class_names, "count": len(data), "files": [s_name, l_name]}
+    if sheet:
+        _save_sheet(data, folder / SHEET)
+    meta = {**data.meta, "class_names": data.class_names, "count": len(data), "files": [s_name, l_name],
+            **({"sheet": SHEET} if sheet else {})}
     (folder / "dataset.json").write_text(json.dumps(meta, indent=2) + "\n")
-    for name in earlier if isinstance(earlier, list) else []:
+    files = earlier.get("files")
+    for name in files if isinstance(files, list) else []:
         if name in PLAIN_FILES + COURSE_FILES and name not in (s_name, l_name):
             (folder / name).unlink(missing_ok=True)
+    if earlier.get("sheet") == SHEET and not sheet:
+        (folder / SHEET).unlink(missing_ok=True)
+
+
+def _save_sheet(data: SpriteData, path: Path) -> None:
+    from PIL import Image
+
+    if data.labels.shape[1]:
+        from .sprites import sprite_sheet
+
+        Image.fromarray(sprite_sheet(data.sprites, data.labels, per_class=10, scale=4)).save(path)
+    else:
+        from .plotting import save_grid
+
+        save_grid(data.sprites[:50], path, nrow=10)
 
 
 def procedural_dataset(n: int, seed: int = 0) -> SpriteData:

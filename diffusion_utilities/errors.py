@@ -7,7 +7,7 @@ stderr and exits with code 2 instead of showing a traceback.
 import json
 from pathlib import Path
 
-__all__ = ["BadInput", "out_folder", "read_json_object"]
+__all__ = ["BadInput", "out_folder", "read_json_object", "available_memory", "check_memory"]
 
 
 class BadInput(ValueError):
@@ -41,3 +41,29 @@ def read_json_object(path: Path, fix: str) -> dict:
     if not isinstance(value, dict):
         raise BadInput(f"{path} is not a JSON object; {fix}")
     return value
+
+
+def available_memory() -> int | None:
+    """Bytes a process can still allocate without swapping (Linux's MemAvailable); None where unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_memory(need: int, what: str, fix: str) -> None:
+    """Refuse work that cannot fit in memory before it starts, where the free memory is known.
+
+    Without this, a request far too big is not a MemoryError but the kernel killing the process
+    (exit 137, no message) after it has filled the machine's memory and swap.
+    """
+    free = available_memory()
+    if free is not None and need > free:
+        raise BadInput(f"{what} needs about {_gigabytes(need)} of memory and {_gigabytes(free)} is free; {fix}")
+
+
+def _gigabytes(n: int) -> str:
+    return f"{n / 1e9:,.1f} GB" if n >= 1e8 else f"{n / 1e6:,.0f} MB"

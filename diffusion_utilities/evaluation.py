@@ -24,7 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .data import procedural_dataset, sprites_to_tensor
-from .errors import BadInput
+from .errors import BadInput, check_memory
 from .weights import atomic_write, read_card_file, read_tensors, save_tensors, sha256_file
 
 __all__ = [
@@ -346,8 +346,16 @@ def cli_evaluate(a) -> None:
             raise BadInput(f"--update-card needs the card {card_path} beside the weights; "
                            f"restore it or drop --update-card")
         read_card_file(card_path)
+    rows = tuple(r.strip() for r in a.rows.split(",")) if a.rows is not None else DEFAULT_ROWS
+    if not all(rows):  # '--rows ""' or 'ddpm,,ddim' is a slip, not a request for the default rows
+        raise BadInput(f"--rows {a.rows!r} has an empty name; give rows from {', '.join(ROWS)}, comma-separated")
+    if next(model.parameters()).device.type == "cpu":
+        from .sampling import sampling_memory
+
+        guided = any(ROWS[r][2] for r in rows if r in ROWS)
+        check_memory(sampling_memory(model, a.n, guided), f"sampling {a.n:,} sprites at once for each row",
+                     "ask for fewer with --n")
     classifier = load_classifier(a.classifier)
-    rows = tuple(r.strip() for r in a.rows.split(",")) if a.rows else DEFAULT_ROWS
     log = (lambda *_: None) if a.json else print
     start = time.perf_counter()
     result = evaluate(model, card, classifier, a.n, rows, a.seed, progress=not a.json, log=log)

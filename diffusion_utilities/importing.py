@@ -100,16 +100,23 @@ def _check_options(size: int, resize: str) -> None:
 
 
 def from_images(folder: Path, size: int = 16, resize: str = "nearest",
-                background: tuple[int, int, int] = (255, 255, 255)) -> tuple[SpriteData, ImportReport]:
-    """Import every image below ``folder``; first-level subfolders that hold images are the classes."""
+                background: tuple[int, int, int] = (255, 255, 255), exclude: Path | None = None
+                ) -> tuple[SpriteData, ImportReport]:
+    """Import every image below ``folder``; first-level subfolders that hold images are the classes.
+
+    ``exclude``: a folder whose images are left out, such as the dataset's own output folder when it
+    lies inside ``folder`` (its sheet.png is not a sprite, and must not become a class on a re-run).
+    """
     from PIL import Image
 
     _check_options(size, resize)
     folder = Path(folder)
     if not folder.is_dir():
         raise BadInput(f"image folder not found: {folder}")
+    skip = Path(exclude).resolve() if exclude is not None else None
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                   and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+                   and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+                   and not (skip and p.resolve().is_relative_to(skip)))
     # a class is a first-level subfolder with images in it: not an empty one, nor a dataset --out made inside
     classes = sorted({p.relative_to(folder).parts[0] for p in files if len(p.relative_to(folder).parts) > 1})
     report, sprites, label_idx = ImportReport(), [], []

@@ -56,6 +56,18 @@ class Samples:
     frame_t: list[int]
 
 
+# Peak memory of a sampling run on the CPU, per sprite, beyond what the process already holds:
+# 0.43 MB at n_feat=64 and 16×16 (measured with `sample --n 256` and `--n 1024`: 0.95 and 1.28 GB
+# peak resident). It scales with the size of the feature maps, n_feat·height².
+BYTES_PER_SPRITE = 450_000
+
+
+def sampling_memory(model, n: int, guidance: float = 0.0) -> int:
+    """About how many bytes sampling ``n`` sprites at once takes on the CPU (guidance doubles the batch)."""
+    per_sprite = BYTES_PER_SPRITE * model.n_feat / 64 * (model.h / 16) ** 2
+    return int(n * (2 if guidance else 1) * per_sprite)
+
+
 def timesteps_for(T: int, steps: int) -> list[int]:
     """``steps`` + 1 evenly spaced integer times from T down to 0, e.g. T=500, steps=25: 500, 480, ..., 0."""
     return [T - (T * k) // steps for k in range(steps + 1)]

@@ -1,8 +1,11 @@
+import json
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
+from PIL import Image
 
 from diffusion_utilities import BadInput, load_dataset, procedural_dataset, save_dataset, sprites_to_tensor
 from diffusion_utilities.data import check_sprite_arrays
@@ -122,3 +125,14 @@ def test_bad_dataset_json_is_one_line(tmp_path, text):
     with pytest.raises(BadInput, match=rf"dataset\.json .*{fix}") as e:
         load_dataset(tmp_path)
     assert "\n" not in str(e.value)
+
+
+def test_a_sheet_is_removed_with_the_dataset_it_showed(tmp_path):
+    data = procedural_dataset(60, 0)
+    save_dataset(tmp_path, data, sheet=True)
+    assert (tmp_path / "sheet.png").is_file() and json.loads((tmp_path / "dataset.json").read_text())["sheet"] == "sheet.png"
+    save_dataset(tmp_path, procedural_dataset(60, 1))  # a new set without a sheet: the old one showed other sprites
+    assert not (tmp_path / "sheet.png").exists()
+    Image.new("RGB", (4, 4)).save(tmp_path / "sheet.png")  # the user's own file, not recorded: left alone
+    save_dataset(tmp_path, data)
+    assert (tmp_path / "sheet.png").exists()

@@ -150,3 +150,17 @@ def test_unconditional_training_on_a_sheet(tmp_path):
     r = run("sample", "--weights", tmp_path / "run" / "model.safetensors", "--context", "x", "--steps", "5",
             "--out", tmp_path / "out")
     assert r.returncode == 2 and "trained without classes" in r.stderr
+
+
+def test_a_dataset_made_inside_its_image_folder_is_not_imported_again(folder, capsys):
+    from diffusion_utilities.cli import main
+
+    args = ["dataset", "--from-images", str(folder), "--out", str(folder / "ds"), "--sheet"]
+    assert main(args) == 0 and (folder / "ds" / "sheet.png").is_file()
+    first = json.loads((folder / "ds" / "dataset.json").read_text())
+    assert main(args) == 0  # a re-run: the first run's sheet.png is not a sprite, and ds is not a class
+    again = json.loads((folder / "ds" / "dataset.json").read_text())
+    assert again["class_names"] == first["class_names"] == ["slimes", "swords"]
+    assert again["count"] == first["count"] == 5
+    assert main(["dataset", "--from-images", str(folder), "--out", str(folder)]) == 2
+    assert "--out is the image folder itself" in capsys.readouterr().err
