@@ -28,7 +28,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from diffusion_utilities.model import ResidualConvBlock, inference_copy  # noqa: E402
+from diffusion_utilities.model import inference_copy  # noqa: E402
 from diffusion_utilities.weights import load_model  # noqa: E402
 
 B = 32
