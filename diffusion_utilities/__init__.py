@@ -10,6 +10,7 @@ One module per step of the pipeline:
     weights    safetensors weights with a JSON card
     plotting   grids and denoising animations
     course     the course helper module's remaining names (unorm, plot_sample, CustomDataset, ...)
+    exercises  the notebooks' exercise checks
     cli        python -m diffusion_utilities ...
 """
 

@@ -1,0 +1,54 @@
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from diffusion_utilities.exercises import check_exercise
+
+NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
+
+
+def _double_check(fn):
+    torch.testing.assert_close(fn(torch.arange(3.0)), torch.tensor([0.0, 2.0, 4.0]))
+
+
+def solution_double(x):
+    return 2 * x
+
+
+def test_a_stub_falls_back_to_the_solution_and_says_so(capsys):
+    def my_double(x):
+        raise NotImplementedError
+
+    check_exercise(my_double, solution_double, _double_check, "doubles")
+    assert "my_double is not written yet; the folded solution doubles" in capsys.readouterr().out
+
+
+def test_a_written_answer_is_the_one_checked(capsys):
+    def my_double(x):
+        return x + x
+
+    check_exercise(my_double, solution_double, _double_check, "doubles")
+    assert capsys.readouterr().out == "my_double doubles\n"
+
+
+def test_a_wrong_answer_fails_even_though_the_solution_is_right():
+    def my_double(x):
+        return 3 * x
+
+    with pytest.raises(AssertionError):
+        check_exercise(my_double, solution_double, _double_check, "doubles")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_no_solution_cell_redefines_the_learners_function(path):
+    # Run All executes folded cells too: a solution named like the stub would replace the learner's
+    # function before its check, and the check would pass whatever the learner wrote.
+    cells = json.loads(path.read_text())["cells"]
+    stubs = {line.split("(")[0][4:] for c in cells if c["cell_type"] == "code" and "NotImplementedError" in "".join(c["source"])
+             for line in "".join(c["source"]).splitlines() if line.startswith("def ")}
+    for c in cells:
+        if c["cell_type"] == "code" and c.get("metadata", {}).get("jupyter", {}).get("source_hidden"):
+            defined = {line.split("(")[0][4:] for line in "".join(c["source"]).splitlines() if line.startswith("def ")}
+            assert not defined & stubs, f"a folded cell of {path.name} redefines {defined & stubs}"
