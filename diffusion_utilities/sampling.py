@@ -290,10 +290,10 @@ def sample(
 
     def noise(shape):
         g_dev = generator.device if generator is not None else device
-        z = torch.randn(shape, generator=generator, device=g_dev)
+        z = torch.randn(shape, generator=generator, device=g_dev)  # float32 always: a seed gives the same noise
         if g_dev.type == "cpu" and device.type == "cuda":  # CPU-drawn noise (reproducible across devices):
-            return z.pin_memory().to(device, non_blocking=True)  # a pinned copy does not wait for the GPU
-        return z.to(device)
+            return z.pin_memory().to(device, dtype, non_blocking=True)  # a pinned copy does not wait for the GPU
+        return z.to(device, dtype)  # in the model's precision, e.g. float64 weights
 
     shape = (n, model.in_channels, model.h, model.h)
     x = noise(shape) if x_T is None else x_T.to(device, dtype).clone()

@@ -272,10 +272,10 @@ def train(
     if init_from is not None:
         card["init_from"] = _warm_start(Path(init_from), model, ema, card)
     card = json.loads(json.dumps(card))  # tuples become lists, as they will be when read back
-    step, wall, losses = 0, 0.0, []
+    step, wall, losses, running = 0, 0.0, [], []  # running: the losses of the epoch in progress
     ckpt = out_dir / CHECKPOINT
     if resume and ckpt.exists():
-        step, wall, losses = _resume(ckpt, model, ema, opt, card)
+        step, wall, losses, running = _resume(ckpt, model, ema, opt, card)
     elif resume:
         print(f"no checkpoint in {out_dir}; starting from scratch")
 
@@ -288,13 +288,14 @@ def train(
         tensors = {**{f"model.{k}": v for k, v in model.state_dict().items()},
                    **{f"ema.{k}": v for k, v in ema.model.state_dict().items()}}
         opt_tensors, groups = _optimizer_tensors(opt)
-        state = {"step": step, "wall_time_s": wall, "losses": losses, "param_groups": groups}
+        # running: this epoch's losses so far, so that a resumed run's epoch loss averages the whole epoch
+        state = {"step": step, "wall_time_s": wall, "losses": losses, "running": running, "param_groups": groups}
         save_tensors(ckpt, {**tensors, **opt_tensors}, {**card, "state": state})
 
     if overwrite:
         _clear_earlier_run(out_dir)
     bar = tqdm(total=total_steps, initial=step, disable=not progress, desc="train", unit="step")
-    running, t_start = [], time.perf_counter()
+    t_start = time.perf_counter()
     pending: list[torch.Tensor] = []  # losses not read back yet: on a GPU a read waits for all queued work
 
     def read_losses():
@@ -352,8 +353,9 @@ def train(
     wall += time.perf_counter() - t_start
     save_checkpoint()
     earlier = card.get("init_from", {}).get("images_seen_total", 0)
-    final = {**card, "epochs_done": config.epochs, "steps": step, "images_seen": step * config.batch_size,
-             "images_seen_total": earlier + step * config.batch_size,
+    seen = config.epochs * n  # each epoch's last batch is short when the batch size does not divide n
+    final = {**card, "epochs_done": config.epochs, "steps": step, "images_seen": seen,
+             "images_seen_total": earlier + seen,
              "final_loss": losses[-1] if losses else None, "epoch_losses": [round(v, 5) for v in losses],
              "wall_time_s": round(wall, 1), "hardware": hardware_name(device), "torch": torch.__version__}
     return save_model(ema.model, out_dir / MODEL, final)
@@ -442,7 +444,7 @@ def _warm_start(path: Path, model, ema, card: dict) -> dict:
     return {"file": path.name, "sha256": sha256_file(path), **lineage}
 
 
-def _resume(ckpt: Path, model, ema, opt, card) -> tuple[int, float, list]:
+def _resume(ckpt: Path, model, ema, opt, card) -> tuple[int, float, list, list]:
     tensors, saved = read_tensors(ckpt)
     if isinstance(saved.get("training"), dict):  # fields added since the checkpoint was written take their defaults
         defaults = json.loads(json.dumps(asdict(TrainConfig())))
@@ -458,7 +460,9 @@ def _resume(ckpt: Path, model, ema, opt, card) -> tuple[int, float, list]:
     state = saved["state"]
     _load_optimizer(opt, {k: v for k, v in tensors.items() if k.startswith("optim.")}, state["param_groups"])
     print(f"resuming from step {state['step']} ({ckpt})")
-    return state["step"], state["wall_time_s"], state["losses"]
+    # "running" is missing from checkpoints written before it was saved: their epoch loss after a
+    # mid-epoch resume averages only the steps after it, as it always did
+    return state["step"], state["wall_time_s"], state["losses"], list(state.get("running", []))
 
 
 def _differences(saved, now) -> str:

@@ -200,3 +200,12 @@ def test_float64_context_and_start_are_taken_in_the_models_precision(tiny_model,
     ref = sample(tiny_model, schedule, sampler="ddim", steps=3, context=ctx.float(), guidance=1.0, x_T=x_T.float())
     assert out.x.dtype == torch.float32
     torch.testing.assert_close(out.x, ref.x, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_a_float64_model_samples_in_float64_from_the_same_noise(schedule, fast):
+    model = ContextUnet(3, 8, 5, 16).eval()
+    x32 = sample(model, schedule, 2, sampler="ddim", steps=3, generator=torch.Generator().manual_seed(1), fast=fast).x
+    x64 = sample(model.double(), schedule, 2, sampler="ddim", steps=3, generator=torch.Generator().manual_seed(1), fast=fast).x
+    assert x64.dtype == torch.float64  # the starting noise used to stay float32 and stop the first forward
+    torch.testing.assert_close(x64.float(), x32, rtol=1e-4, atol=1e-4)  # a seed draws the same noise in any precision

@@ -48,6 +48,9 @@ def test_sigterm_mid_epoch_then_resume_is_bit_identical(tmp_path):
     a = load_file(tmp_path / "ref" / "model.safetensors")
     b = load_file(tmp_path / "run" / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # the card too: the interrupted epoch's loss averages the whole epoch, not only the steps after the resume
+    ref_card, run_card = read_card(tmp_path / "ref" / "model.safetensors"), read_card(tmp_path / "run" / "model.safetensors")
+    assert run_card["epoch_losses"] == ref_card["epoch_losses"] and run_card["final_loss"] == ref_card["final_loss"]
 
 
 def test_resume_refuses_a_different_recipe(tmp_path):
@@ -284,3 +287,9 @@ def test_optimizer_state_resumes_in_the_weights_layout_and_keeps_this_devices_ad
     for name in ("exp_avg", "exp_avg_sq"):
         assert fresh.state[conv][name].stride() == conv.stride()
         torch.testing.assert_close(fresh.state[conv][name], opt.state[conv][name], rtol=0, atol=0)
+
+
+def test_images_seen_counts_each_epochs_short_last_batch(tmp_path):
+    card = train(TrainConfig(epochs=2, batch_size=10, n_sprites=45, checkpoint_every=0), tmp_path,
+                 procedural_dataset(45, 0), ModelConfig(n_feat=8), progress=False)
+    assert card["steps"] == 10 and card["images_seen"] == card["images_seen_total"] == 90  # not 10 steps × 10
