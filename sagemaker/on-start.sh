@@ -1,37 +1,80 @@
 #!/bin/bash
 # SageMaker notebook instance lifecycle configuration, "Start notebook" script.
 #
-# Installs this course's requirements into the conda environment behind the kernel
-# conda_pytorch_p310 and the widget front end into Jupyter's own environment. It runs as root at
-# every start; SageMaker stops any such script after 5 minutes, so the installs run in the
-# background and log to /home/ec2-user/SageMaker/course-setup.log.
+# Installs this course's requirements into the conda environment of the PyTorch kernel
+# (conda_pytorch on the notebook-al2023-v1 platform; conda_pytorch_p310 on the retired AL2 ones)
+# and the widget front end into Jupyter's own environment. It runs as root at every start, and
+# must: SageMaker resets its preinstalled environments when an instance stops.
+#
+# SageMaker fails the start of an instance whose script runs longer than 5 minutes, so only the
+# small widget install runs in the foreground (as AWS's install-lab-extension sample installs its
+# extension, without a server restart); the course's requirements install in the background and log to
+# /home/ec2-user/SageMaker/course-setup.log. What this script prints reaches CloudWatch (log group
+# /aws/sagemaker/NotebookInstances); what the background install prints is in the log.
 #
 # Nothing here is needed at run time: after this script the notebooks read only files in the
 # repository (procedural sprites, weights/) and need no internet. The installs themselves do
-# need PyPI, or a wheelhouse you copy to the instance (set WHEELS below).
+# need PyPI at every start, or a folder of wheels on the instance's volume (set WHEELS).
 #
-# Set REPO to where you cloned the repository (under /home/ec2-user/SageMaker, which survives
-# restarts) and KERNEL_ENV to the conda environment of the kernel you use.
-set -euo pipefail
+# REPO: where you cloned the repository (under /home/ec2-user/SageMaker, which survives restarts).
+# KERNEL_ENV: the conda environment to install into; empty picks the first of pytorch,
+# pytorch_p310 that exists.
+set -eo pipefail  # not -u: conda's activation scripts read variables that may be unset
 
 REPO=${REPO:-/home/ec2-user/SageMaker/diffusion-sprites}
-KERNEL_ENV=${KERNEL_ENV:-pytorch_p310}
+KERNEL_ENV=${KERNEL_ENV:-}
 WHEELS=${WHEELS:-}   # e.g. /home/ec2-user/SageMaker/wheels for an instance without internet
-LOG=/home/ec2-user/SageMaker/course-setup.log
+LOG=${LOG:-/home/ec2-user/SageMaker/course-setup.log}
+CONDA=${CONDA:-/home/ec2-user/anaconda3}
+RUN_AS=${RUN_AS:-ec2-user}  # SageMaker's notebook user (tests/test_sagemaker.py sets these three)
 
-sudo -u ec2-user -H env REPO="$REPO" KERNEL_ENV="$KERNEL_ENV" WHEELS="$WHEELS" nohup bash -s >"$LOG" 2>&1 <<'SETUP' &
-set -euo pipefail
-echo "course setup started $(date -u)"
-PIP_ARGS=(--quiet)
-if [ -n "$WHEELS" ]; then PIP_ARGS+=(--no-index --find-links "$WHEELS"); fi
+say() { echo "course setup: $*" | tee -a "$LOG"; }  # to CloudWatch and to the log
+: >"$LOG" && chown "$RUN_AS" "$LOG"
 
-(
-source /home/ec2-user/anaconda3/bin/activate "$KERNEL_ENV"
+if [ -z "$KERNEL_ENV" ]; then
+    for env in pytorch pytorch_p310; do
+        if [ -d "$CONDA/envs/$env" ]; then KERNEL_ENV=$env; break; fi
+    done
+fi
+# A problem is reported and the script exits 0: a failed script would stop the instance from
+# starting, and then nobody could open a terminal to read why.
+if [ -z "$KERNEL_ENV" ] || [ ! -d "$CONDA/envs/$KERNEL_ENV" ]; then
+    say "error: no conda environment '${KERNEL_ENV:-pytorch or pytorch_p310}' in $CONDA/envs" \
+        "(it has: $(ls "$CONDA/envs" 2>/dev/null | tr '\n' ' ')); set KERNEL_ENV in this script to the PyTorch one"
+    exit 0
+fi
+if [ ! -f "$REPO/pyproject.toml" ]; then
+    say "error: no clone of the course at $REPO; clone it there, or set REPO in this script, then restart the instance"
+    exit 0
+fi
+
+PIP_ARGS="--quiet"
+if [ -n "$WHEELS" ]; then PIP_ARGS="$PIP_ARGS --no-index --find-links $WHEELS"; fi
+
+# ipywidgets 8 needs its front end in the environment that runs the Jupyter server itself.
+# Installed in the foreground, so it is in place by the time the script ends; bounded so a slow
+# network cannot push the script past SageMaker's 5 minutes.
+if timeout 150 sudo -u "$RUN_AS" -H bash -c "source $CONDA/bin/activate JupyterSystemEnv &&
+        pip install $PIP_ARGS 'jupyterlab_widgets>=3,<4'" >>"$LOG" 2>&1; then
+    say "widget front end installed in JupyterSystemEnv"
+else
+    say "warning: installing jupyterlab_widgets failed or timed out (see $LOG); sliders may show as text"
+fi
+
+say "installing the course into conda env $KERNEL_ENV in the background; progress in $LOG"
+sudo -u "$RUN_AS" -H env REPO="$REPO" KERNEL_ENV="$KERNEL_ENV" PIP_ARGS="$PIP_ARGS" CONDA="$CONDA" \
+    nohup bash -s >>"$LOG" 2>&1 <<'SETUP' &
+set -eo pipefail
+trap 'echo "course setup FAILED $(date -u) at line $LINENO; the lines above say why"' ERR
+echo "course setup started $(date -u) in $KERNEL_ENV"
+source "$CONDA/bin/activate" "$KERNEL_ENV"
 # Keep the kernel's own CUDA build of PyTorch (installing torch from PyPI here would replace it);
 # JupyterLab itself runs from JupyterSystemEnv, not from the kernel's environment.
-grep -vE '^(torch|torchvision|jupyterlab)([<>=! ]|$)' "$REPO/requirements.txt" | grep -vE '^\s*(#|$)' > /tmp/course-requirements.txt
-pip install "${PIP_ARGS[@]}" -r /tmp/course-requirements.txt
-pip install "${PIP_ARGS[@]}" --no-deps -e "$REPO"
+REQS=$(mktemp)
+grep -vE '^(torch|torchvision|jupyterlab)([<>=! ]|$)' "$REPO/requirements.txt" | grep -vE '^\s*(#|$)' >"$REQS"
+pip install $PIP_ARGS -r "$REQS"
+pip install $PIP_ARGS --no-deps -e "$REPO"
+rm -f "$REQS"
 python - <<'CHECK'
 import torch, diffusion_utilities
 major, minor = (int(v) for v in torch.__version__.split(".")[:2])
@@ -40,12 +83,5 @@ print(f"kernel env: torch {torch.__version__}, {cuda}, diffusion_utilities from 
 if (major, minor) < (2, 6):
     print("warning: this kernel's torch is older than 2.6, the oldest release the course is tested with")
 CHECK
-)
-
-# ipywidgets 8 needs its front end in the environment that runs the Jupyter server itself.
-(
-source /home/ec2-user/anaconda3/bin/activate JupyterSystemEnv
-pip install "${PIP_ARGS[@]}" "jupyterlab_widgets>=3,<4"
-)
-echo "course setup finished $(date -u); restart the Jupyter server (or the instance) if the sliders do not show"
+echo "course setup finished $(date -u)"
 SETUP
