@@ -64,15 +64,20 @@ def animate(frames: torch.Tensor, frame_t: list[int] | None = None, nrow: int = 
     grids = [np.stack([make_grid(f, nrow, scale) for f in run]) for run in runs]  # each (F, H', W', 3)
     n_frames = grids[0].shape[0]
     h, w = grids[0].shape[1:3]
-    fig, axes = plt.subplots(1, len(grids), figsize=(len(grids) * w / 100 + 0.2, h / 100 + 0.45), dpi=100, squeeze=False)
+    # Laid out in whole figure pixels, each grid at exactly its own size: one grid pixel is one
+    # GIF pixel, so every sprite pixel comes out the same width (stretching a grid by a non-integer
+    # factor made some 2-pixel columns 3 wide).
+    dpi, pad, gap, top, bottom = 100, 2, 8, 18 if titles else 2, 16
+    fig_w, fig_h = 2 * pad + len(grids) * w + (len(grids) - 1) * gap, top + h + bottom
+    fig = plt.figure(figsize=(fig_w / dpi, fig_h / dpi), dpi=dpi)
     artists = []
-    for k, (ax, g) in enumerate(zip(axes[0], grids)):
-        artists.append(ax.imshow(g[0], interpolation="nearest"))
+    for k, g in enumerate(grids):
+        ax = fig.add_axes(((pad + k * (w + gap)) / fig_w, bottom / fig_h, w / fig_w, h / fig_h))
+        artists.append(ax.imshow(g[0], interpolation="nearest", aspect="auto"))
         ax.set_axis_off()
         if titles:
             ax.set_title(titles[k], fontsize=9)
-    label = fig.suptitle("", fontsize=9, y=0.02, va="bottom")
-    fig.subplots_adjust(left=0.01, right=0.99, top=0.92 if titles else 0.99, bottom=0.07, wspace=0.03)
+    label = fig.text(0.5, 2 / fig_h, "", ha="center", va="bottom", fontsize=9)
 
     def draw(i):
         i = min(i, n_frames - 1)

@@ -8,6 +8,8 @@ for a fixed 200 steps of batch 32 (as lesson 5 does for 64), then draw 64 sample
 A from-scratch model trained the same way on 1,024 sprites is the control.
 
     python tools/own_sprites_study.py [OUT_DIR]  # about 5 minutes on 2 CPU cores; OUT_DIR gets a PNG per row
+    python tools/own_sprites_study.py OUT_DIR --figure docs/images/own_sprites_study.png
+                                                 # README's figure: the first 16 samples of each row
 Caveat: the food sprites come from the same generator as the shipped model's data.
 """
 
@@ -26,6 +28,7 @@ from diffusion_utilities.evaluation import load_classifier, novelty
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "weights" / "sprites_ddpm.safetensors"
+ROWS = [("fine-tune", 16), ("fine-tune", 64), ("fine-tune", 256), ("fine-tune", 1024), ("from-scratch", 1024)]
 
 
 def food_set(n: int) -> SpriteData:
@@ -56,7 +59,7 @@ def main(pictures: Path | None) -> None:
     schedule = make_schedule(DiffusionConfig())
     print(f"{'start':12s} {'N':>5s} {'food':>6s} {'copies':>7s} {'train s':>8s}")
     with tempfile.TemporaryDirectory() as tmp:
-        for init_from, sizes in ((SHIPPED, (16, 64, 256, 1024)), (None, (1024,))):
+        for init_from, sizes in ((SHIPPED, (16, 64, 256, 1024)), (None, (1024,))):  # ROWS, in order
             for n in sizes:
                 food, copies, seconds, x = run(n, init_from, Path(tmp) / f"{n}-{init_from is None}", classifier, schedule)
                 name = "fine-tune" if init_from else "from scratch"
@@ -65,5 +68,37 @@ def main(pictures: Path | None) -> None:
                 print(f"{name:12s} {n:5d} {food:6.0%} {copies:7.0%} {seconds:8.0f}", flush=True)
 
 
+def figure(pictures: Path, out: Path) -> None:
+    """One labelled strip per row of the study: the first line (16 samples) of each row's PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    strips = []
+    for name, n in ROWS:
+        grid = np.asarray(Image.open(pictures / f"{name}-{n}.png").convert("RGB"))
+        strips.append(grid[:16 * 3 + 2])  # save_grid's first line: 1 px border, 16 px × scale 3, 1 px border
+    label_w, gap = 130, 6  # in pixels: each strip is drawn at its own size, one image pixel per figure pixel
+    h, w = strips[0].shape[:2]
+    fig_w, fig_h = label_w + w + 2, len(ROWS) * (h + gap)
+    fig = plt.figure(figsize=(fig_w / 100, fig_h / 100), dpi=100)
+    for k, ((name, n), strip) in enumerate(zip(ROWS, strips)):
+        ax = fig.add_axes((label_w / fig_w, 1 - (k + 1) * (h + gap) / fig_h, w / fig_w, h / fig_h))
+        ax.imshow(strip, interpolation="nearest", aspect="auto")
+        ax.set_axis_off()
+        fig.text((label_w - 10) / fig_w, 1 - (k * (h + gap) + h / 2) / fig_h,
+                 f"{'fine-tuned' if name == 'fine-tune' else 'from scratch'}\non {n:,} sprites",
+                 ha="right", va="center", fontsize=10)
+    fig.savefig(out)
+    print(f"wrote {out}")
+
+
 if __name__ == "__main__":
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else None)
+    args = sys.argv[1:]
+    if "--figure" in args:
+        i = args.index("--figure")
+        figure(Path(args[0]), Path(args[i + 1]))
+    else:
+        main(Path(args[0]) if args else None)
