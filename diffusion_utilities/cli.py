@@ -20,6 +20,7 @@ __all__ = ["main"]
 
 SHIPPED = Path("weights/sprites_ddpm.safetensors")
 CLASSIFIER = Path("weights/sprite_classifier.safetensors")
+GIF_SPRITES = 64  # sprites in sample's denoising GIF; the PNG grid has all of them
 OUT_OF_MEMORY = "error: out of memory; ask for fewer sprites (--n, --n-sprites) or a smaller --batch-size"
 
 
@@ -256,8 +257,9 @@ def _cmd_sample(a) -> None:
     png = save_grid(out.x, a.out / "samples.png", nrow=8)
     print(f"sampled {a.n} sprites with {a.sampler} in {steps} steps: {seconds:.1f} s")
     print(f"grid: {png}")
-    if not a.no_gif:
-        print(f"animation: {save_gif(animate(out.frames, out.frame_t), a.out / 'samples.gif')}")
+    if not a.no_gif:  # the first 64: a GIF of thousands of sprites is too tall to watch, and its frames fill memory
+        shown = "" if a.n <= GIF_SPRITES else f" (the first {GIF_SPRITES} sprites)"
+        print(f"animation{shown}: {save_gif(animate(out.frames[:, :GIF_SPRITES], out.frame_t), a.out / 'samples.gif')}")
 
 
 def _cmd_export(a) -> None:

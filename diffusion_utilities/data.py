@@ -142,7 +142,8 @@ def save_dataset(folder: Path, data: SpriteData, course_names: bool = False, she
     ``sheet``: also write ``sheet.png`` (10 sprites per class, or the first 50 of an unlabelled set).
     Files an earlier ``save_dataset`` wrote here that this one does not (the other file names, a
     sheet of the old sprites) are removed, so the folder holds one dataset and nothing that shows
-    another; files it did not write (say, the course's own download) are left alone.
+    another; files it did not write (say, the course's own download) are left alone. A sheet.png
+    beside a dataset.json written before sheets were recorded counts as ours.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -156,13 +157,15 @@ def save_dataset(folder: Path, data: SpriteData, course_names: bool = False, she
     if sheet:
         _save_sheet(data, folder / SHEET)
     meta = {**data.meta, "class_names": data.class_names, "count": len(data), "files": [s_name, l_name],
-            **({"sheet": SHEET} if sheet else {})}
+            "sheet": SHEET if sheet else None}  # always present, so an older card is told by its absence
     (folder / "dataset.json").write_text(json.dumps(meta, indent=2) + "\n")
     files = earlier.get("files")
     for name in files if isinstance(files, list) else []:
         if name in PLAIN_FILES + COURSE_FILES and name not in (s_name, l_name):
             (folder / name).unlink(missing_ok=True)
-    if earlier.get("sheet") == SHEET and not sheet:
+    # ours: recorded as the sheet, or written by `dataset --sheet` before dataset.json recorded sheets
+    # (a card of ours, from its "files", without the "sheet" key)
+    if not sheet and (earlier.get("sheet") == SHEET or ("files" in earlier and "sheet" not in earlier)):
         (folder / SHEET).unlink(missing_ok=True)
 
 

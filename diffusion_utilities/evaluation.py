@@ -349,10 +349,11 @@ def cli_evaluate(a) -> None:
     rows = tuple(r.strip() for r in a.rows.split(",")) if a.rows is not None else DEFAULT_ROWS
     if not all(rows):  # '--rows ""' or 'ddpm,,ddim' is a slip, not a request for the default rows
         raise BadInput(f"--rows {a.rows!r} has an empty name; give rows from {', '.join(ROWS)}, comma-separated")
-    if next(model.parameters()).device.type == "cpu":
+    sampled = [r for r in rows if r in ROWS and ROWS[r][0] != "real"]  # the real row samples nothing
+    if sampled and next(model.parameters()).device.type == "cpu":
         from .sampling import sampling_memory
 
-        guided = any(ROWS[r][2] for r in rows if r in ROWS)
+        guided = any(ROWS[r][2] for r in sampled)
         check_memory(sampling_memory(model, a.n, guided), f"sampling {a.n:,} sprites at once for each row",
                      "ask for fewer with --n")
     classifier = load_classifier(a.classifier)

@@ -114,6 +114,8 @@ def from_images(folder: Path, size: int = 16, resize: str = "nearest",
     if not folder.is_dir():
         raise BadInput(f"image folder not found: {folder}")
     skip = Path(exclude).resolve() if exclude is not None else None
+    if skip is not None and (skip == folder.resolve() or not skip.is_relative_to(folder.resolve())):
+        skip = None  # only a folder inside the image folder holds images that are not sprites
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
                    and not any(part.startswith(".") for part in p.relative_to(folder).parts)
                    and not (skip and p.resolve().is_relative_to(skip)))

@@ -64,19 +64,19 @@ def animate(frames: torch.Tensor, frame_t: list[int] | None = None, nrow: int = 
     grids = [np.stack([make_grid(f, nrow, scale) for f in run]) for run in runs]  # each (F, H', W', 3)
     n_frames = grids[0].shape[0]
     h, w = grids[0].shape[1:3]
-    # Laid out in whole figure pixels, each grid at exactly its own size: one grid pixel is one
-    # GIF pixel, so every sprite pixel comes out the same width (stretching a grid by a non-integer
-    # factor made some 2-pixel columns 3 wide).
+    # Each grid is drawn with figimage: its pixels copied to whole-pixel offsets in the figure, one
+    # grid pixel per GIF pixel, never resampled. (An axes stretched the grid by a non-integer factor,
+    # which made some 2-pixel sprite columns 3 wide, and matplotlib before 3.11 rounds axes edges
+    # differently from one version to the next.)
     dpi, pad, gap, top, bottom = 100, 2, 8, 18 if titles else 2, 16
     fig_w, fig_h = 2 * pad + len(grids) * w + (len(grids) - 1) * gap, top + h + bottom
     fig = plt.figure(figsize=(fig_w / dpi, fig_h / dpi), dpi=dpi)
     artists = []
     for k, g in enumerate(grids):
-        ax = fig.add_axes(((pad + k * (w + gap)) / fig_w, bottom / fig_h, w / fig_w, h / fig_h))
-        artists.append(ax.imshow(g[0], interpolation="nearest", aspect="auto"))
-        ax.set_axis_off()
+        left = pad + k * (w + gap)
+        artists.append(fig.figimage(g[0], xo=left, yo=bottom, origin="upper"))
         if titles:
-            ax.set_title(titles[k], fontsize=9)
+            fig.text((left + w / 2) / fig_w, (bottom + h + 3) / fig_h, titles[k], ha="center", va="bottom", fontsize=9)
     label = fig.text(0.5, 2 / fig_h, "", ha="center", va="bottom", fontsize=9)
 
     def draw(i):

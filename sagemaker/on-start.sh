@@ -48,23 +48,26 @@ if [ ! -f "$REPO/pyproject.toml" ]; then
     exit 0
 fi
 
-PIP_ARGS="--quiet"
-if [ -n "$WHEELS" ]; then PIP_ARGS="$PIP_ARGS --no-index --find-links $WHEELS"; fi
+PIP_ARGS=(--quiet)
+if [ -n "$WHEELS" ]; then PIP_ARGS+=(--no-index --find-links "$WHEELS"); fi
 
 # ipywidgets 8 needs its front end in the environment that runs the Jupyter server itself.
 # Installed in the foreground, so it is in place by the time the script ends; bounded so a slow
 # network cannot push the script past SageMaker's 5 minutes.
-if timeout 150 sudo -u "$RUN_AS" -H bash -c "source $CONDA/bin/activate JupyterSystemEnv &&
-        pip install $PIP_ARGS 'jupyterlab_widgets>=3,<4'" >>"$LOG" 2>&1; then
+# (paths go in as arguments, never into the command string, so spaces or quotes in them are safe)
+if timeout 150 sudo -u "$RUN_AS" -H bash -c 'source "$1/bin/activate" JupyterSystemEnv && shift &&
+        pip install "$@" "jupyterlab_widgets>=3,<4"' _ "$CONDA" "${PIP_ARGS[@]}" >>"$LOG" 2>&1; then
     say "widget front end installed in JupyterSystemEnv"
 else
     say "warning: installing jupyterlab_widgets failed or timed out (see $LOG); sliders may show as text"
 fi
 
 say "installing the course into conda env $KERNEL_ENV in the background; progress in $LOG"
-sudo -u "$RUN_AS" -H env REPO="$REPO" KERNEL_ENV="$KERNEL_ENV" PIP_ARGS="$PIP_ARGS" CONDA="$CONDA" \
+sudo -u "$RUN_AS" -H env REPO="$REPO" KERNEL_ENV="$KERNEL_ENV" WHEELS="$WHEELS" CONDA="$CONDA" \
     nohup bash -s >>"$LOG" 2>&1 <<'SETUP' &
 set -eo pipefail
+PIP_ARGS=(--quiet)
+if [ -n "$WHEELS" ]; then PIP_ARGS+=(--no-index --find-links "$WHEELS"); fi
 trap 'echo "course setup FAILED $(date -u) at line $LINENO; the lines above say why"' ERR
 echo "course setup started $(date -u) in $KERNEL_ENV"
 source "$CONDA/bin/activate" "$KERNEL_ENV"
@@ -72,8 +75,8 @@ source "$CONDA/bin/activate" "$KERNEL_ENV"
 # JupyterLab itself runs from JupyterSystemEnv, not from the kernel's environment.
 REQS=$(mktemp)
 grep -vE '^(torch|torchvision|jupyterlab)([<>=! ]|$)' "$REPO/requirements.txt" | grep -vE '^\s*(#|$)' >"$REQS"
-pip install $PIP_ARGS -r "$REQS"
-pip install $PIP_ARGS --no-deps -e "$REPO"
+pip install "${PIP_ARGS[@]}" -r "$REQS"
+pip install "${PIP_ARGS[@]}" --no-deps -e "$REPO"
 rm -f "$REQS"
 python - <<'CHECK'
 import torch, diffusion_utilities

@@ -64,6 +64,7 @@ def test_dataset_train_sample_end_to_end(tmp_path):
     (["sample", "--n", "5000", "--guidance", "1", "--context", "hero"], "needs about 1.1 GB of memory and 1.0 GB is free"),
     (["evaluate", "--n", "3000", "--rows", "ddim,cfg-w2"], "for each row needs about 0.7 GB of memory and 0.5 GB"),
     (["evaluate", "--rows", ""], "--rows '' has an empty name"),
+    (["evaluate", "--n", "3000", "--rows", "real", "--classifier", "nowhere.safetensors"], "classifier weights not found"),  # no sampling, so no memory check first
     (["evaluate", "--rows", "ddpm,,ddim"], "has an empty name; give rows from real, ddpm"),
     (["sample", "--weights", "W", "--out", "FILE"], "is a file; give a folder"),
     (["demo", "--weights", "typo.safetensors", "--out", "x"], "weights file not found: typo.safetensors"),
@@ -103,3 +104,17 @@ def test_wrong_array_shape_exit_2(tmp_path):
     np.save(tmp_path / "labels.npy", np.zeros((5, 5), np.float32))
     r = cli("train", "--data", tmp_path, "--out", tmp_path / "run")
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "(N, H, W, 3)" in r.stderr
+
+
+def test_sample_animates_the_first_64_sprites_and_grids_them_all(tmp_path, capsys):
+    from diffusion_utilities import ContextUnet, save_model
+    from diffusion_utilities.cli import main
+
+    save_model(ContextUnet(3, 8, 5, 16), tmp_path / "W", {"diffusion": {}, "class_names": ["a", "b", "c", "d", "e"]})
+    code = main(["sample", "--weights", str(tmp_path / "W"), "--n", "72", "--sampler", "ddim", "--steps", "2",
+                 "--out", str(tmp_path / "out")])
+    assert code == 0 and "animation (the first 64 sprites)" in capsys.readouterr().out
+    rows_of = lambda height, scale: (height - 1) // (16 * scale + 1)  # make_grid: 1 px between rows
+    assert rows_of(Image.open(tmp_path / "out" / "samples.png").size[1], 4) == 9  # 72 sprites, 8 a row
+    gif = Image.open(tmp_path / "out" / "samples.gif")
+    assert rows_of(gif.size[1] - 2 - 16, 3) == 8  # 64 sprites: figure margins 2 px above, 16 below

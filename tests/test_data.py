@@ -136,3 +136,12 @@ def test_a_sheet_is_removed_with_the_dataset_it_showed(tmp_path):
     Image.new("RGB", (4, 4)).save(tmp_path / "sheet.png")  # the user's own file, not recorded: left alone
     save_dataset(tmp_path, data)
     assert (tmp_path / "sheet.png").exists()
+
+
+def test_a_sheet_from_before_sheets_were_recorded_goes_too(tmp_path):
+    save_dataset(tmp_path, procedural_dataset(60, 0), sheet=True)
+    card = json.loads((tmp_path / "dataset.json").read_text())
+    del card["sheet"]  # as `dataset --sheet` wrote it before dataset.json recorded sheets
+    (tmp_path / "dataset.json").write_text(json.dumps(card))
+    save_dataset(tmp_path, procedural_dataset(60, 1))
+    assert not (tmp_path / "sheet.png").exists()

@@ -42,13 +42,11 @@ def test_a_wrong_answer_fails_even_though_the_solution_is_right():
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_no_solution_cell_redefines_the_learners_function(path):
-    # Run All executes folded cells too: a solution named like the stub would replace the learner's
-    # function before its check, and the check would pass whatever the learner wrote.
-    cells = json.loads(path.read_text())["cells"]
-    stubs = {line.split("(")[0][4:] for c in cells if c["cell_type"] == "code" and "NotImplementedError" in "".join(c["source"])
-             for line in "".join(c["source"]).splitlines() if line.startswith("def ")}
-    for c in cells:
-        if c["cell_type"] == "code" and c.get("metadata", {}).get("jupyter", {}).get("source_hidden"):
-            defined = {line.split("(")[0][4:] for line in "".join(c["source"]).splitlines() if line.startswith("def ")}
-            assert not defined & stubs, f"a folded cell of {path.name} redefines {defined & stubs}"
+def test_no_other_cell_redefines_the_learners_function(path):
+    # Run All executes every cell, folded ones too: a solution named like the stub would replace the
+    # learner's function before its check, and the check would pass whatever the learner wrote.
+    code = ["".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+    defined = [{line.split("(")[0][4:] for line in src.splitlines() if line.startswith("def ")} for src in code]
+    stubs = {name for src, names in zip(code, defined) if "NotImplementedError" in src for name in names}
+    for name in stubs:
+        assert sum(name in names for names in defined) == 1, f"{path.name}: {name} is defined in more than one cell"

@@ -164,3 +164,14 @@ def test_a_dataset_made_inside_its_image_folder_is_not_imported_again(folder, ca
     assert again["count"] == first["count"] == 5
     assert main(["dataset", "--from-images", str(folder), "--out", str(folder)]) == 2
     assert "--out is the image folder itself" in capsys.readouterr().err
+
+
+def test_a_dataset_written_around_its_image_folder_still_imports_it(tmp_path, capsys):
+    from diffusion_utilities.cli import main
+
+    images = tmp_path / "images"
+    (images / "slimes").mkdir(parents=True)
+    _sprite((0, 200, 0)).save(images / "slimes" / "a.png")
+    _sprite((0, 100, 0)).save(images / "slimes" / "b.png")
+    assert main(["dataset", "--from-images", str(images), "--out", str(tmp_path)]) == 0, capsys.readouterr().err
+    assert json.loads((tmp_path / "dataset.json").read_text())["count"] == 2  # --out holds the images: not excluded

@@ -6,16 +6,17 @@ from PIL import Image
 from diffusion_utilities.plotting import animate, make_grid, save_gif
 
 
-@pytest.mark.parametrize("scale, panels", [(2, 1), (3, 1), (4, 2)])
-def test_gif_frames_hold_each_grid_pixel_for_pixel(tmp_path, scale, panels):
+@pytest.mark.parametrize("scale, panels, n, nrow", [(2, 1, 8, 4), (3, 1, 8, 4), (4, 2, 8, 4), (3, 1, 64, 8), (3, 2, 64, 8)])
+def test_gif_frames_hold_each_grid_pixel_for_pixel(tmp_path, scale, panels, n, nrow):
     # Eight colours only (each channel -1 or 1), so the GIF's palette holds them exactly.
+    # (64 sprites at nrow 8, scale 3 is the size that matplotlib 3.10 stretched through an axes.)
     g = torch.Generator().manual_seed(0)
-    frames = (torch.rand(3, 8, 3, 16, 16, generator=g) > 0.5).float() * 2 - 1  # (F, B, 3, H, W)
-    runs = [frames[:, :4], frames[:, 4:]] if panels == 2 else frames
+    frames = (torch.rand(3, n, 3, 16, 16, generator=g) > 0.5).float() * 2 - 1  # (F, B, 3, H, W)
+    runs = [frames[:, :n // 2], frames[:, n // 2:]] if panels == 2 else frames
     titles = ["a", "b"] if panels == 2 else None
-    gif = Image.open(save_gif(animate(runs, [500, 250, 0], nrow=4, scale=scale, titles=titles), tmp_path / "a.gif"))
+    gif = Image.open(save_gif(animate(runs, [500, 250, 0], nrow=nrow, scale=scale, titles=titles), tmp_path / "a.gif"))
     first = runs[0] if panels == 2 else runs
-    grid = make_grid(first[-1], 4, scale)  # the last frame of the first panel
+    grid = make_grid(first[-1], nrow, scale)  # the last frame of the first panel
     gif.seek(2)
     shown = np.asarray(gif.convert("RGB"))
     top = 18 if titles else 2

@@ -31,7 +31,8 @@ def _layout(tmp_path, envs):
     calls = tmp_path / "calls.txt"
     (conda / "bin" / "activate").write_text(
         f'echo "activate $1" >> {calls}\nexport CONDA_ENV_NAME="$1"\nexport PATH="{bin_dir}:$PATH"\n')
-    (bin_dir / "pip").write_text(f'#!/bin/sh\necho "pip[$CONDA_ENV_NAME] $*" >> {calls}\n'
+    # each argument in <>, so an argument split at a space (or two run together) shows
+    (bin_dir / "pip").write_text(f'#!/bin/sh\n{{ printf "pip[%s]" "$CONDA_ENV_NAME"; printf " <%s>" "$@"; echo; }} >> {calls}\n'
                                  'for a in "$@"; do case "$prev" in -r) cat "$a" >> ' + str(calls) + ';; esac; prev=$a; done\n')
     (bin_dir / "python").write_text(f'#!/bin/sh\nexec {sys.executable} "$@"\n')
     sudo = tmp_path / "sudobin"
@@ -68,8 +69,8 @@ def test_installs_into_the_pytorch_env_and_keeps_its_torch(tmp_path):
     text = _wait_for_end(log)
     assert "course setup finished" in text and "kernel env: torch" in text, text
     recorded = calls.read_text()
-    assert "activate JupyterSystemEnv" in recorded and "pip[JupyterSystemEnv] install --quiet jupyterlab_widgets>=3,<4" in recorded
-    assert "activate pytorch" in recorded and f"pip[pytorch] install --quiet --no-deps -e {ROOT}" in recorded
+    assert "activate JupyterSystemEnv" in recorded and "pip[JupyterSystemEnv] <install> <--quiet> <jupyterlab_widgets>=3,<4>" in recorded
+    assert "activate pytorch" in recorded and f"pip[pytorch] <install> <--quiet> <--no-deps> <-e> <{ROOT}>" in recorded
     installed = [line for line in recorded.splitlines() if not line.startswith(("activate", "pip["))]
     assert "numpy>=1.26" in installed and "ipywidgets>=8.1" in installed
     assert not any(line.startswith(("torch", "jupyterlab>")) for line in installed)  # AWS's CUDA torch stays
@@ -77,10 +78,12 @@ def test_installs_into_the_pytorch_env_and_keeps_its_torch(tmp_path):
 
 def test_falls_back_to_the_al2_env_name_and_honours_wheels(tmp_path):
     conda, calls, sudo = _layout(tmp_path, ["pytorch_p310"])
-    r, log = _run(tmp_path, conda, sudo, ROOT, WHEELS="/data/wheels")
+    r, log = _run(tmp_path, conda, sudo, ROOT, WHEELS="/data/my wheels")  # a space: one argument all the same
     assert r.returncode == 0 and "conda env pytorch_p310" in r.stdout
     _wait_for_end(log)
-    assert "pip[pytorch_p310] install --quiet --no-index --find-links /data/wheels --no-deps -e" in calls.read_text()
+    recorded = calls.read_text()
+    assert "pip[pytorch_p310] <install> <--quiet> <--no-index> <--find-links> </data/my wheels> <--no-deps> <-e>" in recorded
+    assert "pip[JupyterSystemEnv] <install> <--quiet> <--no-index> <--find-links> </data/my wheels> <jupyterlab" in recorded
 
 
 @pytest.mark.parametrize("envs, repo, message", [

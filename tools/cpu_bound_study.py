@@ -1,15 +1,15 @@
 """What bounds DDPM-500 on a CPU: measured rates of the network's convolutions, and what was tried.
 
-    python tools/cpu_bound_study.py            # about a minute on 2 cores
+    python tools/cpu_bound_study.py            # about 20 s on 2 cores
 
 Prints, for the shipped model at batch 32:
 1. where one forward pass spends its time (3×3 convs, GELU, transposed convs, the rest);
 2. the rate of each 3×3 conv shape the network uses, in GFLOP/s (oneDNN, channels_last), next to
-   MKL's matrix product, and the floor for DDPM-500 that the best of those rates implies;
-3. Winograd F(4×4, 3×3) (Lavin & Gray 2015, "Fast Algorithms for Convolutional Neural Networks":
-   4× fewer multiplications for 3×3 kernels) written with PyTorch ops, and PyTorch's NNPACK
-   (Winograd in C, where the build has it), against oneDNN's conv;
-4. two small changes to the folded model that docs/benchmarks.md weighs (GELU on an NHWC view, the
+   MKL's matrix product, and the floor for DDPM-500 that the best of those rates implies. Each
+   shape's row also times Winograd F(4×4, 3×3) (Lavin & Gray 2015, "Fast Algorithms for
+   Convolutional Neural Networks": 4× fewer multiplications for 3×3 kernels) written with
+   PyTorch ops, and PyTorch's NNPACK (Winograd in C, where the build has it), against oneDNN;
+3. two small changes to the folded model that docs/benchmarks.md weighs (GELU on an NHWC view, the
    2×2 stride-2 transposed convs as one matrix product), timed against the folded model.
 Numbers go to docs/benchmarks.md; nothing here is used by the library.
 """
@@ -200,7 +200,7 @@ def main() -> None:
         floor = 500 * total_flop / (best * 1e9)
         print(f"   3×3 convs: {total_flop / B / 1e6:.0f} MFLOP per sprite; at the best rate above, DDPM-500 "
               f"for {B} sprites cannot take less than {floor:.1f} s")
-        print(f"\n4. changes to the folded model, ms per forward (median of 30, {B} sprites):")
+        print(f"\n3. changes to the folded model, ms per forward (median of 30, {B} sprites):")
         variants = {"folded": folded, "+ GELU on the NHWC view": with_changes(model, True, False),
                     "+ transposed convs as matmuls": with_changes(model, False, True),
                     "+ both": with_changes(model, True, True)}

@@ -13,7 +13,6 @@ A from-scratch model trained the same way on 1,024 sprites is the control.
 Caveat: the food sprites come from the same generator as the shipped model's data.
 """
 
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -96,9 +95,13 @@ def figure(pictures: Path, out: Path) -> None:
 
 
 if __name__ == "__main__":
-    args = sys.argv[1:]
-    if "--figure" in args:
-        i = args.index("--figure")
-        figure(Path(args[0]), Path(args[i + 1]))
-    else:
-        main(Path(args[0]) if args else None)
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out_dir", nargs="?", type=Path, help="write a PNG per row of the study here")
+    parser.add_argument("--figure", type=Path, metavar="PNG",
+                        help="only compose README's figure from the PNGs already in OUT_DIR")
+    args = parser.parse_args()
+    if args.figure and not args.out_dir:
+        parser.error("--figure needs OUT_DIR, the folder with the study's per-row PNGs")
+    figure(args.out_dir, args.figure) if args.figure else main(args.out_dir)
