@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import BadInput, check_memory, out_folder
+from .errors import BadInput, out_folder
 
 __all__ = ["main"]
 
@@ -234,7 +234,7 @@ def _cmd_sample(a) -> None:
     import torch
 
     from .plotting import animate, save_gif, save_grid
-    from .sampling import sample, sampling_memory
+    from .sampling import check_sampling_memory, sample
     from .schedule import DiffusionConfig, make_schedule
     from .training import pick_device
     from .weights import load_model
@@ -244,9 +244,8 @@ def _cmd_sample(a) -> None:
     model, card = load_model(a.weights, device)
     schedule = make_schedule(DiffusionConfig(**card.get("diffusion", {})))
     steps = a.steps if a.steps is not None else min({"ddim": 25, "dpm-solver++": 20}.get(a.sampler, schedule.T), schedule.T)
-    if device.type == "cpu":  # a CUDA allocator says "out of memory" itself, which main() turns into one line
-        check_memory(sampling_memory(model, a.n, a.guidance), f"sampling {a.n:,} sprites at once",
-                     "ask for fewer with --n, and run again with other --seed values for more")
+    check_sampling_memory(model, a.n, a.guidance, f"sampling {a.n:,} sprites at once",
+                          "ask for fewer with --n, and run again with other --seed values for more")
     context = parse_context(a.context, a.n, card.get("class_names", []))
     gen = torch.Generator().manual_seed(a.seed)
     start = time.perf_counter()

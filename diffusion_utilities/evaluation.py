@@ -24,7 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .data import procedural_dataset, sprites_to_tensor
-from .errors import BadInput, check_memory
+from .errors import BadInput
 from .weights import atomic_write, read_card_file, read_tensors, save_tensors, sha256_file
 
 __all__ = [
@@ -350,12 +350,11 @@ def cli_evaluate(a) -> None:
     if not all(rows):  # '--rows ""' or 'ddpm,,ddim' is a slip, not a request for the default rows
         raise BadInput(f"--rows {a.rows!r} has an empty name; give rows from {', '.join(ROWS)}, comma-separated")
     sampled = [r for r in rows if r in ROWS and ROWS[r][0] != "real"]  # the real row samples nothing
-    if sampled and next(model.parameters()).device.type == "cpu":
-        from .sampling import sampling_memory
+    if sampled:
+        from .sampling import check_sampling_memory
 
-        guided = any(ROWS[r][2] for r in sampled)
-        check_memory(sampling_memory(model, a.n, guided), f"sampling {a.n:,} sprites at once for each row",
-                     "ask for fewer with --n")
+        check_sampling_memory(model, a.n, any(ROWS[r][2] for r in sampled),
+                              f"sampling {a.n:,} sprites at once for each row", "ask for fewer with --n")
     classifier = load_classifier(a.classifier)
     log = (lambda *_: None) if a.json else print
     start = time.perf_counter()

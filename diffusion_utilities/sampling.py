@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import BadInput
+from .errors import BadInput, check_memory
 from .model import ContextUnet, cached_inference_copy
 from .schedule import NoiseSchedule
 from .training import PRECISIONS
@@ -66,6 +66,15 @@ def sampling_memory(model, n: int, guidance: float = 0.0) -> int:
     """About how many bytes sampling ``n`` sprites at once takes on the CPU (guidance doubles the batch)."""
     per_sprite = BYTES_PER_SPRITE * model.n_feat / 64 * (model.h / 16) ** 2
     return int(n * (2 if guidance else 1) * per_sprite)
+
+
+def check_sampling_memory(model, n: int, guidance: float, what: str, fix: str) -> None:
+    """One BadInput line, before any work, when sampling ``n`` sprites on the CPU cannot fit in memory.
+
+    Only on the CPU: a CUDA allocator says "out of memory" itself, which the CLI turns into one line.
+    """
+    if next(model.parameters()).device.type == "cpu":
+        check_memory(sampling_memory(model, n, guidance), what, fix)
 
 
 def timesteps_for(T: int, steps: int) -> list[int]:

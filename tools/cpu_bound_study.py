@@ -16,7 +16,6 @@ Numbers go to docs/benchmarks.md; nothing here is used by the library.
 
 from __future__ import annotations
 
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from diffusion_utilities.bench import _median_time  # noqa: E402
 from diffusion_utilities.model import inference_copy  # noqa: E402
 from diffusion_utilities.weights import load_model  # noqa: E402
 
@@ -89,14 +89,9 @@ class UpAsMatmul(nn.Module):
 
 
 def timed_ms(fn, repeats: int = 30) -> float:
-    """Median of ``repeats`` runs of ``fn`` in ms, after two warm-ups."""
+    """Median of ``repeats`` runs of ``fn`` in ms, after two warm-ups (the bench's own timer)."""
     fn(), fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+    return _median_time(fn, torch.device("cpu"), repeats) * 1e3
 
 
 def conv_shapes(model) -> list[tuple[int, int, int]]:
