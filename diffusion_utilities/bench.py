@@ -5,18 +5,20 @@ baseline  the course's code, re-implemented faithfully: eager sampling under ``n
           for DDIM, as the lab keeps all its frames); training through a DataLoader that turns
           each sprite into a tensor with ToTensor + Normalize, batch 100, fp32.
 ours      ``sample()`` and ``train_step()`` with their fast paths (BatchNorm folded into the
-          convolutions and channels_last for sampling; the data resident as one tensor and
-          channels_last for training).
+          convolutions and channels_last for sampling, and on CUDA the network replayed from a
+          CUDA graph; the data resident as one tensor and channels_last for training).
 
 Every row runs the same work both ways, repeats, and reports the median; ``speedup`` is
 baseline_s / ours_s.
 
-Rows with a ``+variant`` suffix measure one candidate fast path on top of ours, so one run tells
-which of them win: ``+graph`` replays the network from a CUDA graph, ``+bf16`` runs it (or the
-training forward) under bfloat16 autocast. ``train-large+bf16`` trains at batch ``large_batch``;
-its baseline_s is the course loop's measured seconds per image (at its batch of 100) times the
-same number of images. By default a CUDA run adds every variant row; a CPU run adds none (no CUDA
-graphs, and no bf16 units on most CPUs), though ``--rows`` can ask for the bf16 ones.
+Rows with ``+`` suffixes measure candidate fast paths on top of ours, so one run tells which of
+them win: ``+bf16`` runs the network (or the training forward) under bfloat16 autocast;
+``+graph`` replays the whole training step (forward, backward, Adam) from a CUDA graph, its
+warm-up and capture counted in the time; ``+eager`` samples without the CUDA graph (ours'
+default on CUDA). ``train-large`` trains at batch ``large_batch``; a train row's baseline_s is
+the course loop's measured seconds per image (at its batch of 100) times the same number of
+images. By default a CUDA run adds the ``+bf16`` and training ``+graph`` rows; a CPU run adds
+none (no CUDA graphs, and no bf16 units on most CPUs), though ``--rows`` can ask for the bf16 ones.
 
 For sampling rows, ``overhead`` is ours_s / (steps × one bare forward of
 the unmodified model at that batch), below 1 where the fast path beats the model itself, and
@@ -154,18 +156,25 @@ def _course_dataset(data):
 
 
 def _our_train(model, x_all: torch.Tensor, steps: int, schedule, device, batch: int = 100,
-               precision: str = "fp32") -> None:
-    """Our training steps on ``x_all``, the sprites already on the device as one tensor (as ``train`` holds them)."""
-    from .training import _rng, make_optimizer, noise_device, train_step
+               precision: str = "fp32", cuda_graph: bool = False) -> None:
+    """Our training steps on ``x_all``, the sprites already on the device as one tensor (as ``train`` holds them).
+
+    cuda_graph: the steps replayed from a CUDA graph, its warm-up and capture timed with them.
+    """
+    from .training import GraphedTrainStep, _rng, make_optimizer, noise_device, train_step
 
     model = model.to(memory_format=torch.channels_last)
-    opt = make_optimizer(model, 1e-3, device)
+    opt = make_optimizer(model, 1e-3, device, capturable=cuda_graph)
     model.train()
     perm = torch.randperm(len(x_all), generator=_rng(0, 0, 0)).to(device)
+    graphed = GraphedTrainStep(model, opt, schedule, x_all, None, batch, 0.0, schedule.T, precision) if cuda_graph else None
     for k in range(steps):
         idx = perm[k * batch:(k + 1) * batch]
-        train_step(model, opt, schedule, x_all[idx], None, _rng(0, 1, k, device=noise_device(device)), 0.0,
-                   schedule.T, precision)
+        if graphed:
+            graphed(idx)
+        else:
+            train_step(model, opt, schedule, x_all[idx], None, _rng(0, 1, k, device=noise_device(device)), 0.0,
+                       schedule.T, precision)
 
 
 def run_bench(model: ContextUnet, schedule: NoiseSchedule, device: torch.device, repeats: int = 3,
@@ -179,20 +188,25 @@ def run_bench(model: ContextUnet, schedule: NoiseSchedule, device: torch.device,
     model = model.to(device).eval()
     specs = {"sample-ddpm500-b32": ("ddpm", 500, 32), "sample-ddim25-b32": ("ddim", 25, 32),
              "sample-ddpm500-large": ("ddpm", 500, large_batch)}
-    variants = [f"{r}+graph" for r in specs] + [f"{r}+bf16" for r in specs] + ["train+bf16", "train-large+bf16"]
-    wanted = rows or (*specs, "train", *(variants if device.type == "cuda" else ()))
+    # on CUDA, sampling replays a CUDA graph by default: "+eager" rows time it without one
+    on_cuda = [f"{r}+bf16" for r in specs] + ["train+bf16", "train-large+bf16", "train+graph", "train+graph+bf16",
+                                              "train-large+graph+bf16"]
+    variants = on_cuda + [f"{r}+eager" for r in specs] + [f"{r}+graph" for r in specs]
+    wanted = rows or (*specs, "train", *(on_cuda if device.type == "cuda" else ()))
     unknown = [r for r in wanted if r not in (*specs, "train", *variants)]
     if unknown:
         raise BadInput(f"unknown bench row {unknown[0]!r}; choose from {', '.join((*specs, 'train', *variants))}")
     if schedule.T < 25 and any(r.partition("+")[0] in specs for r in wanted):
         raise BadInput(f"the sampling rows need a model with T ≥ 25 (DDIM-25); these weights have T={schedule.T}")
-    if device.type != "cuda" and any(r.endswith("+graph") for r in wanted):
+    if device.type != "cuda" and any("+graph" in r for r in wanted):
         raise BadInput("the +graph rows need CUDA; pass --device cuda or leave them out")
     out: list[BenchRow] = []
     course_train_s = None  # train_steps batches of 100 through the course's loop: measured once, shared by the train rows
     for name in wanted:
-        base_name, _, variant = name.partition("+")
-        extra = {"graph": {"cuda_graph": True}, "bf16": {"precision": "bf16"}, "": {}}[variant]
+        base_name, *mods = name.split("+")
+        extra = {}
+        for mod in mods:
+            extra.update({"graph": {"cuda_graph": True}, "eager": {"cuda_graph": False}, "bf16": {"precision": "bf16"}}[mod])
         if base_name in specs:
             sampler, steps, b = specs[base_name]
             steps = schedule.T if sampler == "ddpm" else steps

@@ -100,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--checkpoint-every", type=_non_negative_int, default=500,
                    help="steps between mid-epoch checkpoints (0: only at epoch ends)")
     t.add_argument("--augment", action="store_true", help="random horizontal flips and palette jitter (small sets)")
+    t.add_argument("--cuda-graph", action="store_true",
+                   help="replay each training step from a CUDA graph (CUDA only; far faster at small batches)")
     t.add_argument("--device", default="auto")
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.safetensors")
     t.add_argument("--overwrite", action="store_true", help="start a new run in an OUT that holds one, replacing it")
@@ -119,7 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto")
     s.add_argument("--no-gif", action="store_true")
     s.add_argument("--precision", default="fp32", help="fp32, or bf16 (GPU autocast; moves samples beyond float rounding)")
-    s.add_argument("--cuda-graph", action="store_true", help="replay the network from a CUDA graph (CUDA only)")
+    s.add_argument("--cuda-graph", action=argparse.BooleanOptionalAction, default=None,
+                   help="replay the network from a CUDA graph (default: on for CUDA)")
 
     e = sub.add_parser("evaluate", help="sprite-FID, class accuracy and novelty for several samplers")
     e.add_argument("--weights", type=Path, default=SHIPPED)
@@ -198,7 +201,7 @@ def _cmd_train(a, argv) -> None:
     config = TrainConfig(epochs=a.epochs, batch_size=a.batch_size, lr=lr, context_dropout=a.context_dropout,
                          ema_decay=a.ema_decay, seed=a.seed, n_sprites=a.n_sprites, data_seed=0,
                          snapshot_epochs=a.snapshot_epochs, checkpoint_every=a.checkpoint_every, augment=a.augment,
-                         precision=a.precision)
+                         precision=a.precision, cuda_graph=a.cuda_graph)
     height = data.sprites.shape[1] if data else 16
     n_classes = data.labels.shape[1] if data else 5  # 0 classes: an unconditional model (n_cfeat=1, never used)
     model_config = ModelConfig(n_feat=a.n_feat, n_cfeat=max(n_classes, 1), height=height)

@@ -30,7 +30,7 @@ from .model import ContextUnet, ModelConfig
 from .schedule import DiffusionConfig, make_schedule, perturb_input
 from .weights import read_tensors, save_model, save_tensors
 
-__all__ = ["TrainConfig", "train", "train_step", "scaled_lr", "TrainingInterrupted", "TrainingDiverged", "pick_device",
+__all__ = ["TrainConfig", "train", "train_step", "diffusion_loss", "GraphedTrainStep", "set_lr", "scaled_lr", "TrainingInterrupted", "TrainingDiverged", "pick_device",
            "hardware_name"]
 
 CHECKPOINT = "checkpoint.safetensors"
@@ -55,6 +55,9 @@ class TrainConfig:
     checkpoint_every: int = 500  # steps between mid-epoch checkpoints (0: only at epoch ends)
     augment: bool = False  # random horizontal flips and palette jitter, for small datasets
     precision: str = "fp32"  # or "bf16": the forward pass and loss under bfloat16 autocast (for GPUs)
+    # CUDA only: replay each whole step (forward, backward, Adam) from one CUDA graph. The same recipe;
+    # the noise comes from the GPU's default generator, so its draws are not those of a run without it
+    cuda_graph: bool = False
 
 
 class TrainingInterrupted(RuntimeError):
@@ -112,9 +115,24 @@ def scaled_lr(batch_size: int, base_lr: float = 1e-3, base_batch: int = 100) -> 
     return base_lr * math.sqrt(batch_size / base_batch)
 
 
-def make_optimizer(model: torch.nn.Module, lr: float, device: torch.device) -> torch.optim.Adam:
-    """Adam; fused (one kernel for the whole update, PyTorch's fastest) on a GPU, where it exists."""
+def make_optimizer(model: torch.nn.Module, lr: float, device: torch.device, capturable: bool = False) -> torch.optim.Adam:
+    """Adam; fused (one kernel for the whole update, PyTorch's fastest) on a GPU, where it exists.
+
+    capturable: for a step replayed from a CUDA graph; the learning rate is then a tensor on the
+    GPU that the replayed update reads (a number would be baked into the graph); set it with ``set_lr``.
+    """
+    if capturable:
+        return torch.optim.Adam(model.parameters(), lr=torch.tensor(lr, device=device), fused=True, capturable=True)
     return torch.optim.Adam(model.parameters(), lr=lr, fused=device.type == "cuda")
+
+
+def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    """Set every group's learning rate; a tensor one (capturable Adam) is filled in place, with no host sync."""
+    for g in opt.param_groups:
+        if torch.is_tensor(g["lr"]):
+            g["lr"].fill_(lr)
+        else:
+            g["lr"] = lr
 
 
 def noise_device(device: torch.device) -> torch.device:
@@ -130,8 +148,13 @@ def _rng(seed: int, *key: int, device: torch.device | str = "cpu") -> torch.Gene
     one would (its numbers differ from a CPU run's with the same seed, and cuDNN's backward
     kernels may differ in the last bits from run to run).
     """
+    return torch.Generator(device=device).manual_seed(_seed_for(seed, *key))
+
+
+def _seed_for(seed: int, *key: int) -> int:
+    """A 64-bit seed for (seed, key), independent of every other key's."""
     state = np.random.SeedSequence([seed, *key]).generate_state(2, dtype=np.uint32)
-    return torch.Generator(device=device).manual_seed(int(state[0]) << 32 | int(state[1]))
+    return int(state[0]) << 32 | int(state[1])
 
 
 class _StopFlag:
@@ -180,7 +203,8 @@ class _EMA:
 def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list]:
     sd = opt.state_dict()
     tensors = {f"optim.{i}.{k}": v for i, st in sd["state"].items() for k, v in st.items()}
-    return tensors, sd["param_groups"]
+    groups = [{**g, "lr": float(g["lr"])} for g in sd["param_groups"]]  # a capturable Adam's lr is a tensor
+    return tensors, groups
 
 
 def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict, groups: list) -> None:
@@ -198,7 +222,11 @@ def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict, groups: list) -> 
             state.setdefault(int(i), {})[name] = v
     flags = ("fused", "foreach", "capturable", "differentiable")
     groups = [{**g, **{f: mine[f] for f in flags if f in mine}} for g, mine in zip(groups, opt.param_groups)]
+    tensor_lrs = [g["lr"] if torch.is_tensor(g["lr"]) else None for g in opt.param_groups]
     opt.load_state_dict({"state": state, "param_groups": groups})
+    for g, lr in zip(opt.param_groups, tensor_lrs):  # a capturable Adam keeps its lr tensor (a graph reads it)
+        if lr is not None:
+            g["lr"] = lr.fill_(float(g["lr"]))
     for p, st in opt.state.items():
         for name, v in st.items():
             if torch.is_tensor(v) and v.shape == p.shape and v.stride() != p.stride():
@@ -236,6 +264,8 @@ def train(
     out_dir = Path(out_dir)
     schedule = make_schedule(diffusion)  # bad arguments fail here, before a folder or the sprites are made
     device = pick_device(device)
+    if config.cuda_graph and device.type != "cuda":
+        raise BadInput(f"--cuda-graph needs a CUDA GPU and this run is on {device.type}; drop --cuda-graph or use --device cuda")
     _prepare_out_dir(out_dir, resume, overwrite)
     data = data if data is not None else procedural_dataset(config.n_sprites, config.data_seed)
     n_classes = data.labels.shape[1]
@@ -258,7 +288,7 @@ def train(
     torch.manual_seed(config.seed)  # initial weights
     # channels_last: about 15% faster convolutions on CPU (measured: 153 vs 131 img/s on 2 cores)
     model = ContextUnet(**asdict(model_config)).to(device, memory_format=torch.channels_last)
-    opt = make_optimizer(model, config.lr, device)
+    opt = make_optimizer(model, config.lr, device, capturable=config.cuda_graph)
     ema = _EMA(model, config.ema_decay)
     card = {
         "format": "diffusion_utilities/1",
@@ -274,10 +304,19 @@ def train(
     card = json.loads(json.dumps(card))  # tuples become lists, as they will be when read back
     step, wall, losses, running = 0, 0.0, [], []  # running: the losses of the epoch in progress
     ckpt = out_dir / CHECKPOINT
+    cuda_rng = None  # a --cuda-graph run's generator position: {"seed": ..., "offset": ...}
     if resume and ckpt.exists():
-        step, wall, losses, running = _resume(ckpt, model, ema, opt, card)
+        step, wall, losses, running, cuda_rng = _resume(ckpt, model, ema, opt, card)
     elif resume:
         print(f"no checkpoint in {out_dir}; starting from scratch")
+    graphed, default_gen = None, None
+    if config.cuda_graph:  # its noise comes from the GPU's default generator, set here and saved in checkpoints
+        default_gen = torch.cuda.default_generators[device.index if device.index is not None else torch.cuda.current_device()]
+        default_gen.manual_seed(cuda_rng["seed"] if cuda_rng else _seed_for(config.seed, 1))
+        default_gen.set_offset(cuda_rng["offset"] if cuda_rng else 0)
+        if n >= config.batch_size:  # the graph runs full batches; an epoch's short last batch runs eagerly
+            graphed = GraphedTrainStep(model, opt, schedule, x_all, c_all, config.batch_size, config.context_dropout,
+                                       T, config.precision, config.augment)
 
     def kept():
         return f"kept the last good checkpoint {ckpt}" if ckpt.exists() else "no checkpoint had been written yet"
@@ -290,6 +329,8 @@ def train(
         opt_tensors, groups = _optimizer_tensors(opt)
         # running: this epoch's losses so far, so that a resumed run's epoch loss averages the whole epoch
         state = {"step": step, "wall_time_s": wall, "losses": losses, "running": running, "param_groups": groups}
+        if default_gen is not None:
+            state["cuda_rng"] = {"seed": default_gen.initial_seed(), "offset": default_gen.get_offset()}
         save_tensors(ckpt, {**tensors, **opt_tensors}, {**card, "state": state})
 
     if overwrite:
@@ -316,14 +357,17 @@ def train(
                 perm = torch.randperm(n, generator=_rng(config.seed, 0, epoch)).to(device)
                 perm_epoch = epoch
             idx = perm[k * config.batch_size:(k + 1) * config.batch_size]
-            for g in opt.param_groups:
-                g["lr"] = config.lr * (1 - step / total_steps)
-            x0 = x_all[idx]
-            if config.augment:
-                x0 = _augment(x0, _rng(config.seed, 2, step, device=gen_device))
-            pending.append(train_step(model, opt, schedule, x0, None if c_all is None else c_all[idx],
-                                      _rng(config.seed, 1, step, device=gen_device), config.context_dropout, T,
-                                      config.precision))
+            set_lr(opt, config.lr * (1 - step / total_steps))
+            if graphed is not None and len(idx) == config.batch_size:
+                pending.append(graphed(idx))
+            else:
+                keyed = not config.cuda_graph  # else the default generator, as the graph draws
+                x0 = x_all[idx]
+                if config.augment:
+                    x0 = _augment(x0, _rng(config.seed, 2, step, device=gen_device) if keyed else None)
+                pending.append(train_step(model, opt, schedule, x0, None if c_all is None else c_all[idx],
+                                          _rng(config.seed, 1, step, device=gen_device) if keyed else None,
+                                          config.context_dropout, T, config.precision))
             ema.update(model, step)
             step += 1
             bar.update(1)
@@ -386,36 +430,114 @@ def _clear_earlier_run(out_dir: Path) -> None:
         old.unlink(missing_ok=True)
 
 
-def _augment(x0: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Flip half the sprites left-right and scale each one's colour channels by 0.85..1.15 (in [0, 1] terms)."""
+def _augment(x0: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
+    """Flip half the sprites left-right and scale each one's colour channels by 0.85..1.15 (in [0, 1] terms).
+
+    gen: a generator, or None for x0's device's default one.
+    """
     b = x0.shape[0]
-    flip = (torch.rand(b, generator=gen, device=gen.device) < 0.5).to(x0.device)[:, None, None, None]
+    where = gen.device if gen is not None else x0.device
+    flip = (torch.rand(b, generator=gen, device=where) < 0.5).to(x0.device)[:, None, None, None]
     x = torch.where(flip, x0.flip(-1), x0)
-    gain = (0.85 + 0.3 * torch.rand(b, 3, 1, 1, generator=gen, device=gen.device)).to(x0.device)
+    gain = (0.85 + 0.3 * torch.rand(b, 3, 1, 1, generator=gen, device=where)).to(x0.device)
     return (((x + 1) / 2 * gain).clamp(0, 1) * 2 - 1)
+
+
+def diffusion_loss(model, schedule, x0, c, gen, context_dropout, T, precision: str = "fp32") -> torch.Tensor:
+    """DDPM Algorithm 1's loss on one batch: ‖ε − ε_θ(√ᾱ_t·x0 + √(1−ᾱ_t)·ε, t/T, c)‖².
+
+    gen draws, in this order, the noise ε, the times t ~ U{1..T} and the context dropout; None
+    draws from x0's device's default generator (what a CUDA graph can replay).
+    """
+    b, device = x0.shape[0], x0.device
+    where = gen.device if gen is not None else device
+    noise = torch.randn(x0.shape, generator=gen, device=where).to(device)
+    t = torch.randint(1, T + 1, (b,), generator=gen, device=where).to(device)
+    if c is not None:
+        keep = (torch.rand(b, generator=gen, device=where) >= context_dropout).to(device)
+        c = c * keep[:, None]  # zeroed rows mean "no context"
+    x_t = perturb_input(x0, t, noise, schedule).contiguous(memory_format=torch.channels_last)
+    # no weight-cast cache: each weight is used once per forward, and a cache breaks CUDA graph capture
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16", cache_enabled=False):
+        pred = model(x_t, t / T, c)
+    return F.mse_loss(pred.float(), noise)
 
 
 def train_step(model, opt, schedule, x0, c, gen, context_dropout, T, precision: str = "fp32") -> torch.Tensor:
     """One step of DDPM Algorithm 1; returns the loss (a 0-dim tensor, not read back: no host sync).
 
     x0: (B, C, H, W) clean sprites in [-1, 1]; c: (B, K) contexts or None; gen: a generator (on
-    the CPU or on x0's GPU) that draws, in this order, the noise ε, the times t ~ U{1..T} and the
-    context dropout. precision "bf16": the forward pass under bfloat16 autocast, the loss in fp32.
+    the CPU or on x0's GPU), or None for the device's default one: see ``diffusion_loss``.
+    precision "bf16": the forward pass under bfloat16 autocast, the loss in fp32.
     """
-    b, device = x0.shape[0], x0.device
-    noise = torch.randn(x0.shape, generator=gen, device=gen.device).to(device)
-    t = torch.randint(1, T + 1, (b,), generator=gen, device=gen.device).to(device)
-    if c is not None:
-        keep = (torch.rand(b, generator=gen, device=gen.device) >= context_dropout).to(device)
-        c = c * keep[:, None]  # zeroed rows mean "no context"
-    x_t = perturb_input(x0, t, noise, schedule).contiguous(memory_format=torch.channels_last)
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-        pred = model(x_t, t / T, c)
-    loss = F.mse_loss(pred.float(), noise)
+    loss = diffusion_loss(model, schedule, x0, c, gen, context_dropout, T, precision)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
     return loss.detach()
+
+
+class GraphedTrainStep:
+    """Training steps at one batch size replayed from a CUDA graph: forward, backward and Adam in one launch.
+
+    At batch 100 a step of this network is hundreds of short kernels, and launching them one by
+    one from Python takes longer than the GPU needs to run them; a replay leaves only the GPU's
+    time. The step reads fixed tensors: the batch's indices into ``x_all`` (copied in by each call),
+    the optimizer's lr tensor (``set_lr``) and the GPU's default generator, whose seed and
+    offset each replay reads and advances. Call it with (B,) indices; it returns the loss, not read back.
+
+    PyTorch captures a training step only after warm-up steps (so Adam's state, the gradients'
+    and cuDNN's choices exist); their effect on the weights, BatchNorm statistics, Adam's state and
+    the generator is undone before capture, so the first replay is the run's next step.
+    opt must come from ``make_optimizer(..., capturable=True)``.
+    """
+
+    WARMUP = 3
+
+    def __init__(self, model, opt, schedule, x_all, c_all, batch: int, context_dropout: float, T: int,
+                 precision: str = "fp32", augment: bool = False):
+        device = x_all.device
+        self.idx = torch.zeros(batch, dtype=torch.long, device=device)
+
+        def step():
+            x0 = x_all[self.idx]
+            if augment:
+                x0 = _augment(x0, None)
+            c = None if c_all is None else c_all[self.idx]
+            loss = diffusion_loss(model, schedule, x0, c, None, context_dropout, T, precision)
+            loss.backward()
+            opt.step()
+            return loss.detach()
+
+        gen = torch.cuda.default_generators[device.index if device.index is not None else torch.cuda.current_device()]
+        seed, offset = gen.initial_seed(), gen.get_offset()
+        weights = {k: v.clone() for k, v in model.state_dict().items()}
+        adam = {p: {k: v.clone() for k, v in st.items()} for p, st in opt.state.items()}
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            for _ in range(self.WARMUP):
+                opt.zero_grad(set_to_none=True)
+                step()
+        torch.cuda.current_stream(device).wait_stream(side)
+        model.load_state_dict(weights)  # undo the warm-up (in place: the graph will use these tensors)
+        for p, st in opt.state.items():
+            for k, v in st.items():
+                if p in adam:
+                    v.copy_(adam[p][k])
+                else:  # state the warm-up made starts at zero, as Adam makes it
+                    v.zero_()
+        opt.zero_grad(set_to_none=True)  # the graph's backward makes its own gradients
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.loss = step()
+        gen.manual_seed(seed)  # in place: the graph reads this generator's state at each replay
+        gen.set_offset(offset)
+
+    def __call__(self, idx: torch.Tensor) -> torch.Tensor:
+        self.idx.copy_(idx)
+        self.graph.replay()
+        return self.loss.clone()
 
 
 def _warm_start(path: Path, model, ema, card: dict) -> dict:
@@ -444,7 +566,7 @@ def _warm_start(path: Path, model, ema, card: dict) -> dict:
     return {"file": path.name, "sha256": sha256_file(path), **lineage}
 
 
-def _resume(ckpt: Path, model, ema, opt, card) -> tuple[int, float, list, list]:
+def _resume(ckpt: Path, model, ema, opt, card) -> tuple[int, float, list, list, dict | None]:
     tensors, saved = read_tensors(ckpt)
     if isinstance(saved.get("training"), dict):  # fields added since the checkpoint was written take their defaults
         defaults = json.loads(json.dumps(asdict(TrainConfig())))
@@ -462,7 +584,7 @@ def _resume(ckpt: Path, model, ema, opt, card) -> tuple[int, float, list, list]:
     print(f"resuming from step {state['step']} ({ckpt})")
     # "running" is missing from checkpoints written before it was saved: their epoch loss after a
     # mid-epoch resume averages only the steps after it, as it always did
-    return state["step"], state["wall_time_s"], state["losses"], list(state.get("running", []))
+    return state["step"], state["wall_time_s"], state["losses"], list(state.get("running", [])), state.get("cuda_rng")
 
 
 def _differences(saved, now) -> str:

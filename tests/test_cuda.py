@@ -10,8 +10,10 @@ import warnings
 import pytest
 import torch
 
-from diffusion_utilities import ContextUnet, NoiseSchedule, sample
-from diffusion_utilities.training import _rng, make_optimizer, train_step
+from safetensors.torch import load_file
+
+from diffusion_utilities import ContextUnet, ModelConfig, NoiseSchedule, TrainConfig, procedural_dataset, sample, train
+from diffusion_utilities.training import GraphedTrainStep, _rng, make_optimizer, set_lr, train_step
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 CUDA = torch.device("cuda")
@@ -45,8 +47,8 @@ def _samples(model, generator_device=CUDA, **kwargs):
 def test_fast_path_and_cuda_graph_give_the_plain_models_samples_on_cuda(sampler, steps):
     model = _model()
     plain = _samples(model, sampler=sampler, steps=steps, fast=False)
-    fast = _samples(model, sampler=sampler, steps=steps)
-    graphed = _samples(model, sampler=sampler, steps=steps, cuda_graph=True)
+    fast = _samples(model, sampler=sampler, steps=steps, cuda_graph=False)
+    graphed = _samples(model, sampler=sampler, steps=steps)  # on CUDA the default
     print(f"{sampler}: max |fast - plain| {(fast - plain).abs().max().item():.2e}, "
           f"max |graph - fast| {(graphed - fast).abs().max().item():.2e}")
     torch.testing.assert_close(fast, plain, atol=2e-3, rtol=0)  # the CPU test's tolerance
@@ -105,3 +107,82 @@ def test_a_training_step_never_waits_on_the_gpu_and_learns(precision):
     losses = [step(k) for k in range(6, 60)]
     assert torch.isfinite(torch.stack(losses)).all()
     assert torch.stack(losses[-10:]).mean().item() < first.item()
+
+
+def _graph_or_eager_steps(graph: bool, precision: str = "fp32", steps: int = 8):
+    """``steps`` training steps at batch 32 from one seed, replayed from a graph or run eagerly."""
+    torch.manual_seed(0)
+    model = ContextUnet(n_feat=16).to(CUDA, memory_format=torch.channels_last).train()
+    opt = make_optimizer(model, 1e-3, CUDA, capturable=True)
+    schedule = NoiseSchedule.linear(500, 1e-4, 0.02).to(CUDA)
+    x_all = (torch.rand(100, 3, 16, 16, device=CUDA) > 0.5).float() * 2 - 1
+    c_all = torch.eye(5, device=CUDA)[torch.arange(100, device=CUDA) % 5]
+    torch.cuda.manual_seed(5)
+    graphed = GraphedTrainStep(model, opt, schedule, x_all, c_all, 32, 0.1, 500, precision) if graph else None
+    losses = []
+    for k in range(steps):
+        idx = (torch.arange(32, device=CUDA) + 16 * k) % 100
+        set_lr(opt, 1e-3 * (1 - k / steps))
+        losses.append(graphed(idx) if graph else train_step(model, opt, schedule, x_all[idx], c_all[idx], None, 0.1,
+                                                              500, precision))
+    return torch.stack(losses), model.state_dict()
+
+
+def test_a_graphed_training_step_is_the_eager_step():
+    # the warm-up before capture is undone, the replays draw the eager steps' noise, the lr tensor is read
+    eager_losses, eager = _graph_or_eager_steps(False)
+    graph_losses, graphed = _graph_or_eager_steps(True)
+    print(f"graphed training: max |loss diff| {(graph_losses - eager_losses).abs().max().item():.2e}, "
+          f"max |weight diff| {max((graphed[k].float() - eager[k].float()).abs().max().item() for k in eager):.2e}")
+    torch.testing.assert_close(graph_losses, eager_losses, atol=1e-5, rtol=1e-5)
+    for k in eager:
+        torch.testing.assert_close(graphed[k], eager[k], atol=1e-5, rtol=1e-5, msg=k)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_graphed_training_never_waits_on_the_gpu_and_learns(precision):
+    losses, _ = _graph_or_eager_steps(True, precision, steps=60)
+    assert torch.isfinite(losses).all() and losses[-10:].mean() < losses[:3].mean()
+    torch.manual_seed(0)
+    model = ContextUnet(n_feat=16).to(CUDA, memory_format=torch.channels_last).train()
+    opt = make_optimizer(model, 1e-3, CUDA, capturable=True)
+    x_all = torch.rand(64, 3, 16, 16, device=CUDA) * 2 - 1
+    graphed = GraphedTrainStep(model, opt, NoiseSchedule.linear(500, 1e-4, 0.02).to(CUDA), x_all, None, 32, 0.0, 500,
+                               precision)
+    idx = torch.arange(32, device=CUDA)
+    graphed(idx)
+    assert _syncs(lambda: [(set_lr(opt, 1e-4), graphed(idx)) for _ in range(5)]) == 0
+
+
+def test_a_cuda_graph_run_stopped_mid_epoch_resumes_as_if_never_stopped(tmp_path, monkeypatch):
+    # 250 sprites at batch 64: three graphed steps and one short eager step an epoch, 12 in all
+    import signal
+
+    import diffusion_utilities.training as training
+    from diffusion_utilities.weights import read_card
+
+    data = procedural_dataset(250, 0)
+    config = TrainConfig(epochs=3, batch_size=64, n_sprites=250, ema_decay=0.9, checkpoint_every=0, cuda_graph=True)
+    run = lambda out, **kw: train(config, out, data, ModelConfig(n_feat=16), device="cuda",  # noqa: E731
+                                  progress=False, **kw)
+    ref = run(tmp_path / "ref")
+    calls = []
+    real_set_lr = training.set_lr
+
+    def stop_at_step_6(opt, lr):  # SIGTERM as the 7th step begins: the run stops after it, mid-epoch
+        calls.append(lr)
+        if len(calls) == 7:
+            signal.raise_signal(signal.SIGTERM)
+        real_set_lr(opt, lr)
+
+    monkeypatch.setattr(training, "set_lr", stop_at_step_6)
+    with pytest.raises(training.TrainingInterrupted):
+        run(tmp_path / "run")
+    assert read_card(tmp_path / "run" / "checkpoint.safetensors")["state"]["step"] == 7
+    monkeypatch.setattr(training, "set_lr", real_set_lr)
+    resumed = run(tmp_path / "run", resume=True)
+    a, b = load_file(tmp_path / "ref" / "model.safetensors"), load_file(tmp_path / "run" / "model.safetensors")
+    print(f"cuda-graph resume: max |weight diff| {max((a[k].float() - b[k].float()).abs().max().item() for k in a):.2e}")
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], atol=1e-6, rtol=1e-6, msg=k)
+    assert resumed["epoch_losses"] == pytest.approx(ref["epoch_losses"], abs=1e-6)

@@ -22,5 +22,5 @@ def test_device_check_script_runs_every_step_on_toy_sizes(tmp_path):
     rows = json.loads((out / "recipe_eval.json").read_text())["rows"]
     assert [r["name"] for r in rows] == ["real", "ddpm", "ddim-eta1"]
     card = json.loads((out / "recipe_model.json").read_text())
-    assert card["training"]["batch_size"] == 1024 and card["training"]["precision"] == "bf16"
+    assert card["training"]["batch_size"] == 100 and card["training"]["precision"] == "fp32"  # the course recipe
     assert "01_noise_schedule.ipynb: " in (out / "notebooks_gpu.txt").read_text()
