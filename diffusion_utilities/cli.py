@@ -100,8 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--checkpoint-every", type=_non_negative_int, default=500,
                    help="steps between mid-epoch checkpoints (0: only at epoch ends)")
     t.add_argument("--augment", action="store_true", help="random horizontal flips and palette jitter (small sets)")
-    t.add_argument("--cuda-graph", action="store_true",
-                   help="replay each training step from a CUDA graph (CUDA only; far faster at small batches)")
+    t.add_argument("--cuda-graph", action=argparse.BooleanOptionalAction, default=None,
+                   help="replay each training step from a CUDA graph (default: on for CUDA)")
     t.add_argument("--device", default="auto")
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.safetensors")
     t.add_argument("--overwrite", action="store_true", help="start a new run in an OUT that holds one, replacing it")

@@ -17,7 +17,7 @@ import platform
 import signal
 import threading
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -55,9 +55,10 @@ class TrainConfig:
     checkpoint_every: int = 500  # steps between mid-epoch checkpoints (0: only at epoch ends)
     augment: bool = False  # random horizontal flips and palette jitter, for small datasets
     precision: str = "fp32"  # or "bf16": the forward pass and loss under bfloat16 autocast (for GPUs)
-    # CUDA only: replay each whole step (forward, backward, Adam) from one CUDA graph. The same recipe;
-    # the noise comes from the GPU's default generator, so its draws are not those of a run without it
-    cuda_graph: bool = False
+    # replay each whole step (forward, backward, Adam) from one CUDA graph; None: on when training on
+    # CUDA. The same recipe, but the noise comes from the GPU's default generator, so its draws are
+    # not those of a run without it. How steps run, not what they compute: a run may resume with the other
+    cuda_graph: bool | None = None
 
 
 class TrainingInterrupted(RuntimeError):
@@ -264,6 +265,8 @@ def train(
     out_dir = Path(out_dir)
     schedule = make_schedule(diffusion)  # bad arguments fail here, before a folder or the sprites are made
     device = pick_device(device)
+    if config.cuda_graph is None:
+        config = replace(config, cuda_graph=device.type == "cuda")
     if config.cuda_graph and device.type != "cuda":
         raise BadInput(f"--cuda-graph needs a CUDA GPU and this run is on {device.type}; drop --cuda-graph or use --device cuda")
     _prepare_out_dir(out_dir, resume, overwrite)
@@ -574,8 +577,11 @@ def _resume(ckpt: Path, model, ema, opt, card) -> tuple[int, float, list, list, 
     if not isinstance(saved.get("state"), dict) or not any(k.startswith("ema.") for k in tensors):
         raise BadInput(f"{ckpt} is not a training checkpoint (model weights?); move it away, or train into another --out")
     for key in ("model", "diffusion", "training", "data", "init_from"):
-        if saved.get(key) != card.get(key):
-            raise BadInput(f"{ckpt} was made with a different {key} config ({_differences(saved.get(key), card.get(key))}); "
+        theirs, ours = saved.get(key), card.get(key)
+        if key == "training":  # how the steps run, not what they compute: a GPU run may go on without a graph
+            theirs, ours = ({k: v for k, v in d.items() if k != "cuda_graph"} for d in (theirs, ours))
+        if theirs != ours:
+            raise BadInput(f"{ckpt} was made with a different {key} config ({_differences(theirs, ours)}); "
                            f"use the same arguments or another --out folder")
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     ema.model.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
@@ -615,3 +621,5 @@ def _check_config(config: TrainConfig) -> None:
         raise BadInput(f"precision must be one of {', '.join(PRECISIONS)}, got {config.precision!r}")
     if not 0 <= config.ema_decay < 1:
         raise BadInput(f"ema_decay must be in [0, 1), got {config.ema_decay}")
+    if not (config.cuda_graph is None or isinstance(config.cuda_graph, bool)):
+        raise BadInput(f"cuda_graph must be True, False or None (on for CUDA), got {config.cuda_graph!r}")

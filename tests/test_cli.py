@@ -47,6 +47,7 @@ def test_dataset_train_sample_end_to_end(tmp_path):
     (["sample", "--context", "dragon"], "unknown context 'dragon'"),
     (["sample", "--precision", "fp16"], "precision must be fp32 or bf16"),
     (["sample", "--cuda-graph", "--device", "cpu"], "cuda_graph needs the model on a CUDA device"),
+    (["train", "--out", "x", "--cuda-graph", "--device", "cpu"], "--cuda-graph needs a CUDA GPU and this run is on cpu"),
     (["sample", "--weights", "nowhere.safetensors"], "weights file not found: nowhere.safetensors"),
     (["train", "--out", "x", "--data", "no/such/folder"], "dataset folder not found"),
     (["train", "--out", "x", "--schedule", "quadratic"], "unknown schedule 'quadratic'"),

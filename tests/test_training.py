@@ -209,6 +209,26 @@ def test_a_checkpoint_from_before_a_recipe_field_existed_still_resumes(tmp_path)
     assert resumed["steps"] == 4
 
 
+def test_a_checkpoint_from_a_cuda_graph_run_resumes_without_one(tmp_path):
+    # cuda_graph says how the steps ran, not what they compute: a GPU run may go on on a CPU
+    from diffusion_utilities.weights import read_tensors, save_tensors
+
+    data = procedural_dataset(40, 0)
+    cfg = TrainConfig(epochs=1, batch_size=10, n_sprites=40, checkpoint_every=0)
+    first = train(cfg, tmp_path, data, ModelConfig(n_feat=16), progress=False)
+    assert first["training"]["cuda_graph"] is False  # None means "on for CUDA", and the card says which it was
+    ckpt = tmp_path / "checkpoint.safetensors"
+    tensors, card = read_tensors(ckpt)
+    card["training"]["cuda_graph"] = True  # as written by a run on a GPU
+    card["state"]["cuda_rng"] = {"seed": 12345, "offset": 4096}
+    save_tensors(ckpt, tensors, card)
+    resumed = train(cfg, tmp_path, data, ModelConfig(n_feat=16), progress=False, resume=True)
+    assert resumed["steps"] == 4 and resumed["training"]["cuda_graph"] is False
+    with pytest.raises(BadInput, match="different training config"):  # what it computes still has to match
+        train(TrainConfig(epochs=1, batch_size=10, n_sprites=40, checkpoint_every=0, lr=2e-3), tmp_path, data,
+              ModelConfig(n_feat=16), progress=False, resume=True)
+
+
 def test_cli_scales_the_default_learning_rate_with_the_batch(tmp_path):
     from diffusion_utilities.weights import read_card
 
