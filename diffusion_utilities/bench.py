@@ -15,7 +15,9 @@ Rows with ``+`` suffixes measure candidate fast paths on top of ours, so one run
 them win: ``+bf16`` runs the network (or the training forward) under bfloat16 autocast;
 ``+graph`` replays the whole training step (forward, backward, Adam) from a CUDA graph, its
 warm-up and capture counted in the time; ``+eager`` samples without the CUDA graph (ours'
-default on CUDA). ``train-large`` trains at batch ``large_batch``; a train row's baseline_s is
+default on CUDA); ``+compile`` runs the network through ``torch.compile`` (its first call,
+which compiles, is logged apart; asked for by name only, since on the CPU it lost and on a GPU it
+is not yet measured). ``train-large`` trains at batch ``large_batch``; a train row's baseline_s is
 the course loop's measured seconds per image (at its batch of 100) times the same number of
 images. By default a CUDA run adds the ``+bf16`` and training ``+graph`` rows; a CPU run adds
 none (no CUDA graphs, and no bf16 units on most CPUs), though ``--rows`` can ask for the bf16 ones.
@@ -156,14 +158,17 @@ def _course_dataset(data):
 
 
 def _our_train(model, x_all: torch.Tensor, steps: int, schedule, device, batch: int = 100,
-               precision: str = "fp32", cuda_graph: bool = False) -> None:
+               precision: str = "fp32", cuda_graph: bool = False, compile: bool = False) -> None:
     """Our training steps on ``x_all``, the sprites already on the device as one tensor (as ``train`` holds them).
 
     cuda_graph: the steps replayed from a CUDA graph, its warm-up and capture timed with them.
+    compile: the network through ``torch.compile`` (compiled at its first call, cached after that).
     """
     from .training import GraphedTrainStep, _rng, make_optimizer, noise_device, train_step
 
     model = model.to(memory_format=torch.channels_last)
+    if compile:
+        model = torch.compile(model)
     opt = make_optimizer(model, 1e-3, device, capturable=cuda_graph)
     model.train()
     perm = torch.randperm(len(x_all), generator=_rng(0, 0, 0)).to(device)
@@ -192,6 +197,9 @@ def run_bench(model: ContextUnet, schedule: NoiseSchedule, device: torch.device,
     on_cuda = [f"{r}+bf16" for r in specs] + ["train+bf16", "train-large+bf16", "train+graph", "train+graph+bf16",
                                               "train-large+graph+bf16"]
     variants = on_cuda + [f"{r}+eager" for r in specs] + [f"{r}+graph" for r in specs]
+    # torch.compile, not yet measured on a GPU (slower on the CPU): asked for by name only
+    variants += ["sample-ddpm500-large+compile", "sample-ddpm500-large+compile+bf16", "train+compile",
+                 "train+compile+graph", "train-large+compile+graph+bf16"]
     wanted = rows or (*specs, "train", *(on_cuda if device.type == "cuda" else ()))
     unknown = [r for r in wanted if r not in (*specs, "train", *variants)]
     if unknown:
@@ -206,7 +214,9 @@ def run_bench(model: ContextUnet, schedule: NoiseSchedule, device: torch.device,
         base_name, *mods = name.split("+")
         extra = {}
         for mod in mods:
-            extra.update({"graph": {"cuda_graph": True}, "eager": {"cuda_graph": False}, "bf16": {"precision": "bf16"}}[mod])
+            extra.update({"graph": {"cuda_graph": True}, "eager": {"cuda_graph": False}, "bf16": {"precision": "bf16"},
+                          "compile": {}}[mod])
+        compiled = "compile" in mods
         if base_name in specs:
             sampler, steps, b = specs[base_name]
             steps = schedule.T if sampler == "ddpm" else steps
@@ -215,22 +225,33 @@ def run_bench(model: ContextUnet, schedule: NoiseSchedule, device: torch.device,
             bare = bare_forward_s(model, b, device)  # also the warm-up: allocator, kernels, caches
             bare_ours = bare_forward_s(inference_copy(model), b, device)
             base = _median_time(lambda: course(model, schedule, b, device, **kwargs), device, repeats)
-            ours = _median_time(lambda: sample(model, schedule, b, sampler=sampler, steps=steps, **extra), device,
-                                repeats)
+            net, kw = model, extra
+            if compiled:  # the folded network compiled; its first call (timed apart) compiles it
+                net, kw = torch.compile(inference_copy(model)), {"fast": False, **extra}
+                warm = _median_time(lambda: sample(net, schedule, b, sampler=sampler, steps=2, **kw), device, 1)
+                log(f"{name}: first call (compiling) {warm:.1f} s")
+            ours = _median_time(lambda: sample(net, schedule, b, sampler=sampler, steps=steps, **kw), device, repeats)
             row = BenchRow(name, base, ours, base / ours, ours / (steps * bare), ours / (steps * bare_ours), b)
         else:
             batch = large_batch if base_name == "train-large" else 100
             x_all = sprites_to_tensor(procedural_dataset(batch * (train_steps + 1), 0).sprites).to(device)
             fresh = lambda: ContextUnet(**asdict(model.config)).to(device)  # noqa: E731
+            if compiled:  # one network, reset before each run, so that its compiled code is reused
+                net = fresh()
+                start = {k: v.clone() for k, v in net.state_dict().items()}
+                fresh = lambda: (net.load_state_dict(start), net)[1]  # noqa: E731
             if course_train_s is None:
                 dataset = _course_dataset(procedural_dataset(100 * (train_steps + 1), 0))
                 _course_train(fresh(), dataset, 2, schedule, device)  # warm-up
                 course_train_s = _median_time(lambda: _course_train(fresh(), dataset, train_steps, schedule, device),
                                               device, repeats)
             base = course_train_s * batch / 100  # the same number of images at the course loop's measured rate
-            _our_train(fresh(), x_all, 2, schedule, device, batch, **extra)  # warm-up at this batch and precision
-            ours = _median_time(lambda: _our_train(fresh(), x_all, train_steps, schedule, device, batch, **extra),
-                                device, repeats)
+            warm = _median_time(lambda: _our_train(fresh(), x_all, 2, schedule, device, batch, compile=compiled, **extra),
+                                device, 1)  # warm-up at this batch and precision
+            if compiled:
+                log(f"{name}: first call (compiling) {warm:.1f} s")
+            ours = _median_time(lambda: _our_train(fresh(), x_all, train_steps, schedule, device, batch,
+                                                   compile=compiled, **extra), device, repeats)
             row = BenchRow(name, base, ours, base / ours, None, None, batch * train_steps)
         out.append(row)
         log(format_row(row))

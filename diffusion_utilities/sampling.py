@@ -203,21 +203,24 @@ class _GraphedNoise:
     """
 
     def __init__(self, net, x, t_norm, context, guidance):
+        self.device = x.device
         self.x, self.t = x.clone(), t_norm.clone()
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):  # warm-up outside the graph: cuDNN picks its kernels here
-            for _ in range(2):
-                predict_noise(net, self.x, self.t, context, guidance)
-        torch.cuda.current_stream().wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.eps = predict_noise(net, self.x, self.t, context, guidance)
+        with torch.cuda.device(self.device):  # cuda:N: warm-up and capture on that GPU's streams
+            side = torch.cuda.Stream(self.device)
+            side.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(side):  # warm-up outside the graph: cuDNN picks its kernels here
+                for _ in range(2):
+                    predict_noise(net, self.x, self.t, context, guidance)
+            torch.cuda.current_stream(self.device).wait_stream(side)
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph, stream=side):  # not the process-wide capture stream (another GPU's?)
+                self.eps = predict_noise(net, self.x, self.t, context, guidance)
 
     def __call__(self, x, t_norm):
-        self.x.copy_(x)
-        self.t.copy_(t_norm)
-        self.graph.replay()
+        with torch.cuda.device(self.device):
+            self.x.copy_(x)
+            self.t.copy_(t_norm)
+            self.graph.replay()
         return self.eps
 
 

@@ -312,14 +312,6 @@ def train(
         step, wall, losses, running, cuda_rng = _resume(ckpt, model, ema, opt, card)
     elif resume:
         print(f"no checkpoint in {out_dir}; starting from scratch")
-    graphed, default_gen = None, None
-    if config.cuda_graph:  # its noise comes from the GPU's default generator, set here and saved in checkpoints
-        default_gen = torch.cuda.default_generators[device.index if device.index is not None else torch.cuda.current_device()]
-        default_gen.manual_seed(cuda_rng["seed"] if cuda_rng else _seed_for(config.seed, 1))
-        default_gen.set_offset(cuda_rng["offset"] if cuda_rng else 0)
-        if n >= config.batch_size:  # the graph runs full batches; an epoch's short last batch runs eagerly
-            graphed = GraphedTrainStep(model, opt, schedule, x_all, c_all, config.batch_size, config.context_dropout,
-                                       T, config.precision, config.augment)
 
     def kept():
         return f"kept the last good checkpoint {ckpt}" if ckpt.exists() else "no checkpoint had been written yet"
@@ -339,7 +331,17 @@ def train(
     if overwrite:
         _clear_earlier_run(out_dir)
     bar = tqdm(total=total_steps, initial=step, disable=not progress, desc="train", unit="step")
-    t_start = time.perf_counter()
+    t_start = time.perf_counter()  # the graph's warm-up and capture count as training time
+    model.train()  # (captured in this mode)
+    graphed, default_gen = None, None
+    if config.cuda_graph:  # its noise comes from the GPU's default generator, set here and saved in checkpoints
+        default_gen = torch.cuda.default_generators[device.index if device.index is not None else torch.cuda.current_device()]
+        # no saved position (a fresh run, or one that ran without a graph until now): a seed for this step
+        default_gen.manual_seed(cuda_rng["seed"] if cuda_rng else _seed_for(config.seed, 1, step))
+        default_gen.set_offset(cuda_rng["offset"] if cuda_rng else 0)
+        if n >= config.batch_size:  # the graph runs full batches; an epoch's short last batch runs eagerly
+            graphed = GraphedTrainStep(model, opt, schedule, x_all, c_all, config.batch_size, config.context_dropout,
+                                       T, config.precision, config.augment)
     pending: list[torch.Tensor] = []  # losses not read back yet: on a GPU a read waits for all queued work
 
     def read_losses():
@@ -499,7 +501,7 @@ class GraphedTrainStep:
 
     def __init__(self, model, opt, schedule, x_all, c_all, batch: int, context_dropout: float, T: int,
                  precision: str = "fp32", augment: bool = False):
-        device = x_all.device
+        self.device = device = x_all.device
         self.idx = torch.zeros(batch, dtype=torch.long, device=device)
 
         def step():
@@ -512,17 +514,21 @@ class GraphedTrainStep:
             opt.step()
             return loss.detach()
 
-        gen = torch.cuda.default_generators[device.index if device.index is not None else torch.cuda.current_device()]
+        with torch.cuda.device(device):  # cuda:N: warm-up, capture and generator all on that GPU
+            self._capture(model, opt, step)
+
+    def _capture(self, model, opt, step) -> None:
+        gen = torch.cuda.default_generators[torch.cuda.current_device()]  # the one a capture on this GPU registers
         seed, offset = gen.initial_seed(), gen.get_offset()
         weights = {k: v.clone() for k, v in model.state_dict().items()}
         adam = {p: {k: v.clone() for k, v in st.items()} for p, st in opt.state.items()}
-        side = torch.cuda.Stream(device)
-        side.wait_stream(torch.cuda.current_stream(device))
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(side):
             for _ in range(self.WARMUP):
                 opt.zero_grad(set_to_none=True)
                 step()
-        torch.cuda.current_stream(device).wait_stream(side)
+        torch.cuda.current_stream(self.device).wait_stream(side)
         model.load_state_dict(weights)  # undo the warm-up (in place: the graph will use these tensors)
         for p, st in opt.state.items():
             for k, v in st.items():
@@ -532,15 +538,16 @@ class GraphedTrainStep:
                     v.zero_()
         opt.zero_grad(set_to_none=True)  # the graph's backward makes its own gradients
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
+        with torch.cuda.graph(self.graph, stream=side):  # a stream on this GPU, not the process-wide capture stream
             self.loss = step()
         gen.manual_seed(seed)  # in place: the graph reads this generator's state at each replay
         gen.set_offset(offset)
 
     def __call__(self, idx: torch.Tensor) -> torch.Tensor:
-        self.idx.copy_(idx)
-        self.graph.replay()
-        return self.loss.clone()
+        with torch.cuda.device(self.device):
+            self.idx.copy_(idx)
+            self.graph.replay()
+            return self.loss.clone()
 
 
 def _warm_start(path: Path, model, ema, card: dict) -> dict:
@@ -578,7 +585,8 @@ def _resume(ckpt: Path, model, ema, opt, card) -> tuple[int, float, list, list, 
         raise BadInput(f"{ckpt} is not a training checkpoint (model weights?); move it away, or train into another --out")
     for key in ("model", "diffusion", "training", "data", "init_from"):
         theirs, ours = saved.get(key), card.get(key)
-        if key == "training":  # how the steps run, not what they compute: a GPU run may go on without a graph
+        if key == "training" and isinstance(theirs, dict) and isinstance(ours, dict):  # how the steps run, not
+            # what they compute: a GPU run may go on without a graph
             theirs, ours = ({k: v for k, v in d.items() if k != "cuda_graph"} for d in (theirs, ours))
         if theirs != ours:
             raise BadInput(f"{ckpt} was made with a different {key} config ({_differences(theirs, ours)}); "

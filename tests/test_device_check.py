@@ -24,3 +24,4 @@ def test_device_check_script_runs_every_step_on_toy_sizes(tmp_path):
     card = json.loads((out / "recipe_model.json").read_text())
     assert card["training"]["batch_size"] == 100 and card["training"]["precision"] == "fp32"  # the course recipe
     assert "01_noise_schedule.ipynb: " in (out / "notebooks_gpu.txt").read_text()
+    assert "sample-ddpm500-large+compile: first call (compiling)" in (out / "bench_compile.txt").read_text()

@@ -227,6 +227,10 @@ def test_a_checkpoint_from_a_cuda_graph_run_resumes_without_one(tmp_path):
     with pytest.raises(BadInput, match="different training config"):  # what it computes still has to match
         train(TrainConfig(epochs=1, batch_size=10, n_sprites=40, checkpoint_every=0, lr=2e-3), tmp_path, data,
               ModelConfig(n_feat=16), progress=False, resume=True)
+    del card["training"]  # a card with no recipe at all is refused in one line too, not with a traceback
+    save_tensors(ckpt, tensors, card)
+    with pytest.raises(BadInput, match="different training config"):
+        train(cfg, tmp_path, data, ModelConfig(n_feat=16), progress=False, resume=True)
 
 
 def test_cli_scales_the_default_learning_rate_with_the_batch(tmp_path):

@@ -8,6 +8,7 @@
 # step that fails or runs long still leaves the earlier results:
 #   tests      tests/test_cuda.py: fast path and CUDA graphs give the plain results; no per-step syncs
 #   bench      bench --device cuda --json: the four rows and the +bf16 / +graph variants
+#   compile    bench rows through torch.compile (large-batch sampling, graphed training), not yet measured on a GPU
 #   train      the course recipe as the course runs it (90,000 sprites × 32 epochs, batch 100, fp32),
 #              each step replayed from a CUDA graph, timed; its weights come back
 #   evaluate   FID and class accuracy of those weights for real, ddpm, ddim-eta1 at n = 200
@@ -22,7 +23,8 @@ WORK=${WORK:-/tmp}  # scratch: the recipe's run folder and the notebooks' copies
 FAILED=""
 DEVICE=${DEVICE:-cuda}
 PY=${PYTHON:-python3}  # the GPU image's python3 holds PyTorch
-STEPS=" ${STEPS:-tests bench train evaluate notebooks} "
+STEPS=" ${STEPS:-tests bench compile train evaluate notebooks} "
+COMPILE_ROWS=sample-ddpm500-large+compile+bf16,sample-ddpm500-large+compile,train+compile+graph,train-large+compile+graph+bf16
 has() { [[ $STEPS == *" $1 "* ]]; }
 RECIPE=${RECIPE:-}
 [ "$DEVICE" = cuda ] && RECIPE="--cuda-graph $RECIPE"  # (a dry run on the CPU trains without one)
@@ -30,9 +32,11 @@ if [ -n "${QUICK:-}" ]; then  # sizes for a dry run of the script, not for measu
   BENCH="--repeats 1 --rows ${BENCH_ROWS:-sample-ddim25-b32,train} --train-steps 2"
   RECIPE="$RECIPE --n-sprites 1000 --epochs 1 --n-feat 16"
   EVAL_N=20; NOTEBOOKS=notebooks/01_noise_schedule.ipynb
+  COMPILE="--repeats 1 --large-batch 2 --rows sample-ddpm500-large+compile"
   SLOW=4  # time limits ×4: a busy 2-core CPU must not turn the dry run's every-step check into a timing test
 else
   BENCH="--repeats 3 --train-steps 50 ${BENCH_ROWS:+--rows $BENCH_ROWS}"; EVAL_N=200; NOTEBOOKS="notebooks/0*.ipynb"; SLOW=1
+  COMPILE="--repeats 3 --train-steps 50 --rows $COMPILE_ROWS"
 fi
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD"
@@ -60,10 +64,17 @@ if has bench; then
   cat "$OUT/bench_cuda.json"
 fi
 
+if has compile; then
+  step "bench: torch.compile"
+  # its own file: a compile failure must not lose the bench's other rows
+  timeout $(cap 180) "$PY" -m diffusion_utilities bench --device "$DEVICE" $COMPILE > "$OUT/bench_compile.txt" \
+    || FAILED+=" compile"
+  cat "$OUT/bench_compile.txt"
+fi
 if has train; then
   step "train: the course recipe, batch 100, fp32 (args: $RECIPE)"
   rm -rf "$WORK/recipe"
-  timeout $(cap 120) "$PY" -m diffusion_utilities train --out "$WORK/recipe" --device "$DEVICE" --no-progress $RECIPE \
+  timeout $(cap 180) "$PY" -m diffusion_utilities train --out "$WORK/recipe" --device "$DEVICE" --no-progress $RECIPE \
     || FAILED+=" train"
   cp "$WORK/recipe/model.safetensors" "$OUT/recipe_model.safetensors" && cp "$WORK/recipe/model.json" "$OUT/recipe_model.json"
 fi
