@@ -152,6 +152,11 @@ def _rng(seed: int, *key: int, device: torch.device | str = "cpu") -> torch.Gene
     return torch.Generator(device=device).manual_seed(_seed_for(seed, *key))
 
 
+def _cuda_generator(device: torch.device) -> torch.Generator:
+    """The default generator of ``device``'s GPU ("cuda" alone: the current one), which CUDA graphs replay."""
+    return torch.cuda.default_generators[device.index if device.index is not None else torch.cuda.current_device()]
+
+
 def _seed_for(seed: int, *key: int) -> int:
     """A 64-bit seed for (seed, key), independent of every other key's."""
     state = np.random.SeedSequence([seed, *key]).generate_state(2, dtype=np.uint32)
@@ -335,7 +340,7 @@ def train(
     model.train()  # (captured in this mode)
     graphed, default_gen = None, None
     if config.cuda_graph:  # its noise comes from the GPU's default generator, set here and saved in checkpoints
-        default_gen = torch.cuda.default_generators[device.index if device.index is not None else torch.cuda.current_device()]
+        default_gen = _cuda_generator(device)
         # no saved position (a fresh run, or one that ran without a graph until now): a seed for this step
         default_gen.manual_seed(cuda_rng["seed"] if cuda_rng else _seed_for(config.seed, 1, step))
         default_gen.set_offset(cuda_rng["offset"] if cuda_rng else 0)
@@ -518,7 +523,7 @@ class GraphedTrainStep:
             self._capture(model, opt, step)
 
     def _capture(self, model, opt, step) -> None:
-        gen = torch.cuda.default_generators[torch.cuda.current_device()]  # the one a capture on this GPU registers
+        gen = _cuda_generator(self.device)  # the one a capture on this GPU registers
         seed, offset = gen.initial_seed(), gen.get_offset()
         weights = {k: v.clone() for k, v in model.state_dict().items()}
         adam = {p: {k: v.clone() for k, v in st.items()} for p, st in opt.state.items()}
