@@ -19,9 +19,11 @@ def test_device_check_script_runs_every_step_on_toy_sizes(tmp_path):
     assert "failed: nothing" in log
     bench = json.loads((out / "bench_cuda.json").read_text())
     assert [r["name"] for r in bench["rows"]] == ["sample-ddim25-b32", "train"]
-    rows = json.loads((out / "recipe_eval.json").read_text())["rows"]
+    rows = json.loads((out / "recipe_course_eval.json").read_text())["rows"]
     assert [r["name"] for r in rows] == ["real", "ddpm", "ddim-eta1"]
-    card = json.loads((out / "recipe_model.json").read_text())
+    card = json.loads((out / "recipe_course_card.json").read_text())
     assert card["training"]["batch_size"] == 100 and card["training"]["precision"] == "fp32"  # the course recipe
     assert "01_noise_schedule.ipynb: " in (out / "notebooks_gpu.txt").read_text()
     assert "sample-ddpm500-large+compile: first call (compiling)" in (out / "bench_compile.txt").read_text()
+    study = [r["name"] for r in json.loads((out / "study.json").read_text())["rows"]]
+    assert study[:4] == ["fp32", "bf16", "bf16+bench", "bf16w+bench"], study

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Everything the GPU parts of the course need measured, in one call to a GPU machine (~6 min on an H100).
+# Everything the GPU parts of the course need measured, in one call to a GPU machine (~9 min on an H100).
 #
 #   here, once:   bash tools/device_wheels.sh          (the Jupyter stack, for the notebook timings)
 #   then:         the device tool's run with command "bash tools/device_check.sh", carry [".whl"], timeout_s 590
@@ -7,14 +7,17 @@
 # In order of importance, each step bounded by `timeout` and writing to $OUT as it goes, so a
 # step that fails or runs long still leaves the earlier results:
 #   tests      tests/test_cuda.py: fast path and CUDA graphs give the plain results; no per-step syncs
+#   study      tools/gpu_throughput_study.py: DDPM-500 img/s at batch 1024 for candidate fast paths
+#              (cuDNN autotuning, bf16 weights, torch.compile, 4× the batch) and a profile of one forward
 #   bench      bench --device cuda --json: the four rows and the +bf16 / +graph variants
-#   compile    bench rows through torch.compile (large-batch sampling, graphed training), not yet measured on a GPU
-#   train      the course recipe as the course runs it (90,000 sprites × 32 epochs, batch 100, fp32),
-#              each step replayed from a CUDA graph, timed; its weights come back
-#   evaluate   FID and class accuracy of those weights for real, ddpm, ddim-eta1 at n = 200
+#   compile    bench rows through torch.compile (large-batch sampling, graphed training)
+#   train      each recipe of RECIPES, timed (process and card), its weights and card coming back;
+#              the default is the course's (90,000 sprites × 32 epochs, batch 100, fp32), graphed
+#   evaluate   FID and class accuracy of each recipe's weights for real, ddpm, ddim-eta1 at n = 200
 #   notebooks  each notebook's wall time, executed from a clean kernel as a learner would
-# STEPS="tests bench" (say) runs only those; BENCH_ROWS=a,b picks bench rows; RECIPE adds train arguments;
-# BUDGET_S caps the whole script (default 570 s).
+# STEPS="tests bench" (say) runs only those; BENCH_ROWS=a,b picks bench rows; RECIPES="name:train args;..."
+# names the recipes (e.g. RECIPES="b256:--batch-size 256 --precision bf16;course:"); BUDGET_S caps the
+# whole script (default 570 s), and a recipe's own limit is TRAIN_S seconds (default 180) or what is left.
 #
 # A dry run here, on the CPU and on tiny sizes, checks the script itself: QUICK=1 DEVICE=cpu bash tools/device_check.sh
 set -u -o pipefail
@@ -23,19 +26,22 @@ WORK=${WORK:-/tmp}  # scratch: the recipe's run folder and the notebooks' copies
 FAILED=""
 DEVICE=${DEVICE:-cuda}
 PY=${PYTHON:-python3}  # the GPU image's python3 holds PyTorch
-STEPS=" ${STEPS:-tests bench compile train evaluate notebooks} "
+STEPS=" ${STEPS:-tests study bench compile train evaluate notebooks} "
 COMPILE_ROWS=sample-ddpm500-large+compile+bf16,sample-ddpm500-large+compile,train+compile+graph,train-large+compile+graph+bf16
 has() { [[ $STEPS == *" $1 "* ]]; }
-RECIPE=${RECIPE:-}
-[ "$DEVICE" = cuda ] && RECIPE="--cuda-graph $RECIPE"  # (a dry run on the CPU trains without one)
+RECIPES=${RECIPES:-course:}
+COMMON=""
+[ "$DEVICE" = cuda ] && COMMON="--cuda-graph"  # (a dry run on the CPU trains without one)
 if [ -n "${QUICK:-}" ]; then  # sizes for a dry run of the script, not for measuring
   BENCH="--repeats 1 --rows ${BENCH_ROWS:-sample-ddim25-b32,train} --train-steps 2"
-  RECIPE="$RECIPE --n-sprites 1000 --epochs 1 --n-feat 16"
+  COMMON="$COMMON --n-sprites 1000 --epochs 1 --n-feat 16"
+  STUDY="--batch 2 --repeats 1 --steps 4 --deadline-s 200"
   EVAL_N=20; NOTEBOOKS=notebooks/01_noise_schedule.ipynb
   COMPILE="--repeats 1 --large-batch 2 --rows sample-ddpm500-large+compile"
   SLOW=4  # time limits ×4: a busy 2-core CPU must not turn the dry run's every-step check into a timing test
 else
-  BENCH="--repeats 3 --train-steps 50 ${BENCH_ROWS:+--rows $BENCH_ROWS}"; EVAL_N=200; NOTEBOOKS="notebooks/0*.ipynb"; SLOW=1
+  BENCH="--repeats 3 --train-steps 50 ${BENCH_ROWS:+--rows $BENCH_ROWS}"; EVAL_N=200
+  STUDY="--batch 1024 --repeats 2 --deadline-s ${STUDY_S:-150}"; NOTEBOOKS="notebooks/0*.ipynb"; SLOW=1
   COMPILE="--repeats 3 --train-steps 50 --rows $COMPILE_ROWS"
 fi
 mkdir -p "$OUT"
@@ -58,6 +64,11 @@ if has tests; then
   step tests
   timeout $(cap 90) "$PY" -m pytest -q -s -p no:cacheprovider -rs tests/test_cuda.py || FAILED+=" tests"
 fi
+if has study; then
+  step "study: large-batch sampling"
+  timeout $(cap 200) "$PY" tools/gpu_throughput_study.py --device "$DEVICE" $STUDY --json "$OUT/study.json" \
+    || FAILED+=" study"
+fi
 if has bench; then
   step bench
   timeout $(cap 150) "$PY" -m diffusion_utilities bench --device "$DEVICE" $BENCH --json > "$OUT/bench_cuda.json" || FAILED+=" bench"
@@ -71,18 +82,26 @@ if has compile; then
     || FAILED+=" compile"
   cat "$OUT/bench_compile.txt"
 fi
-if has train; then
-  step "train: the course recipe, batch 100, fp32 (args: $RECIPE)"
-  rm -rf "$WORK/recipe"
-  timeout $(cap 180) "$PY" -m diffusion_utilities train --out "$WORK/recipe" --device "$DEVICE" --no-progress $RECIPE \
-    || FAILED+=" train"
-  cp "$WORK/recipe/model.safetensors" "$OUT/recipe_model.safetensors" && cp "$WORK/recipe/model.json" "$OUT/recipe_model.json"
-fi
-if has evaluate; then
-  step evaluate
-  timeout $(cap 60) "$PY" -m diffusion_utilities evaluate --weights "$WORK/recipe/model.safetensors" --n $EVAL_N \
-    --rows real,ddpm,ddim-eta1 --device "$DEVICE" --json > "$OUT/recipe_eval.json" || FAILED+=" evaluate"
-  cat "$OUT/recipe_eval.json"
+if has train || has evaluate; then
+  IFS=';' read -ra recipe_list <<< "$RECIPES"
+  for recipe in "${recipe_list[@]}"; do
+    name=${recipe%%:*}; args=${recipe#*:}; run="$WORK/recipe_$name"
+    if has train; then
+      step "train $name: $COMMON $args"
+      rm -rf "$run"; started=$SECONDS
+      # shellcheck disable=SC2086  # the arguments split on purpose
+      timeout $(cap ${TRAIN_S:-180}) "$PY" -m diffusion_utilities train --out "$run" --device "$DEVICE" --no-progress \
+        $COMMON $args || FAILED+=" train-$name"
+      echo "train $name: process $((SECONDS - started)) s (data, start-up and training)"
+      cp "$run/model.safetensors" "$OUT/recipe_${name}_model.safetensors" && cp "$run/model.json" "$OUT/recipe_${name}_card.json"
+    fi
+    if has evaluate && [ -f "$run/model.safetensors" ]; then
+      step "evaluate $name"
+      timeout $(cap 60) "$PY" -m diffusion_utilities evaluate --weights "$run/model.safetensors" --n $EVAL_N \
+        --rows real,ddpm,ddim-eta1 --device "$DEVICE" --json > "$OUT/recipe_${name}_eval.json" || FAILED+=" evaluate-$name"
+      cat "$OUT/recipe_${name}_eval.json"
+    fi
+  done
 fi
 if has notebooks; then
   step notebooks
