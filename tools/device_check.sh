@@ -15,6 +15,7 @@
 #              the default is the course's (90,000 sprites × 32 epochs, batch 100, fp32), graphed
 #   evaluate   FID and class accuracy of each recipe's weights for real, ddpm, ddim-eta1 at n = 200
 #   notebooks  each notebook's wall time, executed from a clean kernel as a learner would
+#   autotune   (only when named) the study's torch.compile max-autotune variant, in whatever time is left
 # STEPS="tests bench" (say) runs only those; BENCH_ROWS=a,b picks bench rows; RECIPES="name:train args;..."
 # names the recipes (e.g. RECIPES="b256:--batch-size 256 --precision bf16;course:"); BUDGET_S caps the
 # whole script (default 570 s), and a recipe's own limit is TRAIN_S seconds (default 180) or what is left.
@@ -27,7 +28,7 @@ FAILED=""
 DEVICE=${DEVICE:-cuda}
 PY=${PYTHON:-python3}  # the GPU image's python3 holds PyTorch
 STEPS=" ${STEPS:-tests study bench compile train evaluate notebooks} "
-COMPILE_ROWS=sample-ddpm500-large+compile+bf16,sample-ddpm500-large+compile,train+compile+graph,train-large+compile+graph+bf16
+COMPILE_ROWS=${COMPILE_ROWS:-sample-ddpm500-large+compile+bf16,sample-ddpm500-large+compile,train+compile+graph,train-large+compile+graph+bf16}
 has() { [[ $STEPS == *" $1 "* ]]; }
 RECIPES=${RECIPES:-course:}
 COMMON=""
@@ -41,7 +42,7 @@ if [ -n "${QUICK:-}" ]; then  # sizes for a dry run of the script, not for measu
   SLOW=4  # time limits ×4: a busy 2-core CPU must not turn the dry run's every-step check into a timing test
 else
   BENCH="--repeats 3 --train-steps 50 ${BENCH_ROWS:+--rows $BENCH_ROWS}"; EVAL_N=200
-  STUDY="--batch 1024 --repeats 2 --deadline-s ${STUDY_S:-150}"; NOTEBOOKS="notebooks/0*.ipynb"; SLOW=1
+  STUDY="--batch 1024 --repeats 2 --deadline-s ${STUDY_S:-150} ${STUDY_VARIANTS:+--variants $STUDY_VARIANTS}"; NOTEBOOKS="notebooks/0*.ipynb"; SLOW=1
   COMPILE="--repeats 3 --train-steps 50 --rows $COMPILE_ROWS"
 fi
 mkdir -p "$OUT"
@@ -109,6 +110,11 @@ if has notebooks; then
   rm -rf "$WORK/nbrun" && mkdir -p "$WORK/nbrun/notebooks" && cp $NOTEBOOKS "$WORK/nbrun/notebooks/" \
     && ln -s "$PWD/weights" "$WORK/nbrun/weights"
   timeout $(cap 300) "$PY" tools/run_notebooks.py "$WORK"/nbrun/notebooks/*.ipynb | tee "$OUT/notebooks_gpu.txt" || FAILED+=" notebooks"
+fi
+if has autotune; then  # last: torch.compile's max-autotune takes minutes to compile, with whatever time is left
+  step "study: max-autotune"
+  timeout $(cap 400) "$PY" tools/gpu_throughput_study.py --device "$DEVICE" ${STUDY%%--deadline-s*} \
+    --deadline-s $(($(cap 400) - 10)) --variants fp32,bf16w+max-autotune --json "$OUT/study_autotune.json" || FAILED+=" autotune"
 fi
 step "done; failed:${FAILED:- nothing}"
 [ -z "$FAILED" ]

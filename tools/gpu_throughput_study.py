@@ -15,6 +15,9 @@ Run on a CUDA machine (tools/device_check.sh's ``study`` step):
      bf16+compile        the folded network through torch.compile (default mode), bf16 autocast
      bf16+bench@4x       bf16+bench at four times the batch
      bf16+max-autotune   torch.compile(mode="max-autotune-no-cudagraphs"), if time is left
+   ``--variants`` picks others from the same parts: fp32 | bf16 | bf16w, then +bench, +compile or
+   +max-autotune (compiled variants run without the sampler's CUDA graph), +profile (the kernels
+   of one compiled forward), and @Nx for N times the batch; e.g. bf16w+compile+profile@4x.
    and for each, the largest and the mean |x - x_fp32| over the final samples drawn from the same noise.
 Every variant is bounded by the deadline; one that fails prints its error and the rest go on.
 """
@@ -38,6 +41,7 @@ from diffusion_utilities.model import inference_copy  # noqa: E402
 from diffusion_utilities.schedule import DiffusionConfig, make_schedule  # noqa: E402
 from diffusion_utilities.weights import load_model  # noqa: E402
 
+VARIANTS = "fp32,bf16,bf16+bench,bf16w+bench,bf16+compile,bf16+bench@4x,bf16w+bench@4x,bf16+max-autotune"
 WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "sprites_ddpm.safetensors"
 
 
@@ -76,7 +80,7 @@ def profile_forward(net, batch: int, device, rows: int = 18) -> None:
     key = key if device.type == "cuda" else "self_cpu_time_total"
     total = sum(getattr(e, key) for e in averages) / 5
     print(f"one bf16 forward at B={batch}: {total / 1000:.3f} ms of kernels, {len(averages)} kernel kinds")
-    print(averages.table(sort_by=key, row_limit=rows, max_name_column_width=70))
+    print(averages.table(sort_by=key, row_limit=rows, max_name_column_width=110))
 
 
 def main() -> None:
@@ -87,6 +91,7 @@ def main() -> None:
     p.add_argument("--deadline-s", type=float, default=200)
     p.add_argument("--json", type=Path)
     p.add_argument("--device", default="cuda", help="cpu: a dry run of this script at a tiny batch")
+    p.add_argument("--variants", default=VARIANTS, help="comma-separated, as named in this file's docstring")
     a = p.parse_args()
     end = time.monotonic() + a.deadline_s
     device = torch.device(a.device)
@@ -100,46 +105,43 @@ def main() -> None:
     except Exception as e:  # a study: report and go on
         print(f"profile failed: {type(e).__name__}: {e}")
 
-    def run(net, batch, precision, fast, steps=None):
+    def run(net, batch, precision, steps=None):
         g = torch.Generator(device=device).manual_seed(0)
-        return sampling.sample(net, schedule, batch, sampler="ddpm", steps=steps, generator=g, fast=fast,
-                               precision=precision).x
+        return sampling.sample(net, schedule, batch, sampler="ddpm", steps=steps, generator=g,
+                               precision=precision, cuda_graph=False if "compile" in name else None).x
 
     default_cast = sampling._autocast_bf16
-    variants = [  # name, network, precision, fast, cudnn.benchmark, bf16 weights, batch multiple
-        ("fp32", model, "fp32", True, False, False, 1),
-        ("bf16", model, "bf16", True, False, False, 1),
-        ("bf16+bench", model, "bf16", True, True, False, 1),
-        ("bf16w+bench", model, "bf16", True, True, True, 1),
-        ("bf16+compile", "compile", "bf16", False, False, False, 1),
-        ("bf16+bench@4x", model, "bf16", True, True, False, 4),
-        ("bf16w+bench@4x", model, "bf16", True, True, True, 4),
-        ("bf16+max-autotune", "max-autotune", "bf16", False, False, False, 1),
-    ]
-    reference = None
-    results = []
-    for name, net, precision, fast, bench, weights16, mult in variants:
+    reference, results = None, []
+    for name in a.variants.split(","):
+        mods = name.split("+")
+        mult = int(mods[-1].split("@")[1].rstrip("x")) if "@" in mods[-1] else 1
+        mods[-1] = mods[-1].split("@")[0]
+        compiled = next((m for m in mods if m in ("compile", "max-autotune")), None)
         left = end - time.monotonic()
-        if left < (90 if isinstance(net, str) else 20):  # compiling takes a minute or more
+        if left < (90 if compiled else 20):  # compiling takes a minute or more
             print(f"{name}: skipped, {left:.0f} s left")
             continue
         batch = a.batch * mult
         try:
-            torch.backends.cudnn.benchmark = bench
-            sampling._autocast_bf16 = _bf16_weights if weights16 else default_cast
-            if net == "compile":
-                net = torch.compile(copy.deepcopy(folded))
-            elif net == "max-autotune":
-                net = torch.compile(copy.deepcopy(folded), mode="max-autotune-no-cudagraphs")
+            torch.backends.cudnn.benchmark = "bench" in mods
+            cast = _bf16_weights if mods[0] == "bf16w" else default_cast
+            if compiled:  # compiled once for the variant (a new module each call would compile again)
+                mode = "max-autotune-no-cudagraphs" if compiled == "max-autotune" else None
+                fn = cast(torch.compile(copy.deepcopy(folded), mode=mode), device)
+                cast = lambda _net, _device: fn  # noqa: E731
+            sampling._autocast_bf16 = cast
+            precision = "fp32" if mods[0] == "fp32" else "bf16"
             start = time.perf_counter()
-            run(net, batch, precision, fast, steps=2)  # warm: kernels chosen, graph captured, compiled
+            run(model, batch, precision, steps=2)  # warm: kernels chosen, graph captured, compiled
             sync(device)
             warm = time.perf_counter() - start
+            if compiled and "profile" in mods:
+                profile_forward(lambda x, t: fn(x, t), a.batch, device)
             times, x = [], None
             for _ in range(a.repeats):
                 sync(device)
                 start = time.perf_counter()
-                x = run(net, batch, precision, fast, a.steps)
+                x = run(model, batch, precision, a.steps)
                 sync(device)
                 times.append(time.perf_counter() - start)
             seconds = statistics.median(times)
@@ -160,7 +162,6 @@ def main() -> None:
         finally:
             torch.backends.cudnn.benchmark = False
             sampling._autocast_bf16 = default_cast
-
 
 if __name__ == "__main__":
     main()
