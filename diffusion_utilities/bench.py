@@ -12,13 +12,15 @@ Every row runs the same work both ways, repeats, and reports the median; ``speed
 baseline_s / ours_s.
 
 Rows with ``+`` suffixes measure candidate fast paths on top of ours, so one run tells which of
-them win: ``+bf16`` runs the network (or the training forward) under bfloat16 autocast;
+them win: ``+bf16`` samples with a bfloat16 copy of the network (training: the forward under
+bfloat16 autocast);
 ``+graph`` replays the whole training step (forward, backward, Adam) from a CUDA graph, its
 warm-up and capture counted in the time; ``+eager`` samples without the CUDA graph (ours'
-default on CUDA); ``+compile`` runs the network through ``torch.compile`` (its first call,
-which compiles, is logged apart; asked for by name only, since on the CPU it lost and on a GPU it
-is not yet measured). ``train-large`` trains at batch ``large_batch``; a train row's baseline_s is
-the course loop's measured seconds per image (at its batch of 100) times the same number of
+default on CUDA); ``+compile`` and ``+autotune`` sample with ``compile="default"`` or
+``"max-autotune"`` (training: the network through ``torch.compile``); their first call, which
+compiles, is logged apart, and they run only when named: on the CPU compiling lost, and on an
+H100 max-autotune took 84 s to compile. ``train-large`` trains at batch ``large_batch``; a train
+row's baseline_s is the course loop's measured seconds per image (at its batch of 100) times the same number of
 images. By default a CUDA run adds the ``+bf16`` and training ``+graph`` rows; a CPU run adds
 none (no CUDA graphs, and no bf16 units on most CPUs), though ``--rows`` can ask for the bf16 ones.
 
@@ -197,9 +199,9 @@ def run_bench(model: ContextUnet, schedule: NoiseSchedule, device: torch.device,
     on_cuda = [f"{r}+bf16" for r in specs] + ["train+bf16", "train-large+bf16", "train+graph", "train+graph+bf16",
                                               "train-large+graph+bf16"]
     variants = on_cuda + [f"{r}+eager" for r in specs] + [f"{r}+graph" for r in specs]
-    # torch.compile, not yet measured on a GPU (slower on the CPU): asked for by name only
-    variants += ["sample-ddpm500-large+compile", "sample-ddpm500-large+compile+bf16", "train+compile",
-                 "train+compile+graph", "train-large+compile+graph+bf16"]
+    # torch.compile: slower on the CPU, and it takes minutes to compile on a GPU: asked for by name only
+    variants += ["sample-ddpm500-large+compile", "sample-ddpm500-large+compile+bf16", "sample-ddpm500-large+autotune+bf16",
+                 "train+compile", "train+compile+graph", "train-large+compile+graph+bf16"]
     wanted = rows or (*specs, "train", *(on_cuda if device.type == "cuda" else ()))
     unknown = [r for r in wanted if r not in (*specs, "train", *variants)]
     if unknown:
@@ -215,8 +217,8 @@ def run_bench(model: ContextUnet, schedule: NoiseSchedule, device: torch.device,
         extra = {}
         for mod in mods:
             extra.update({"graph": {"cuda_graph": True}, "eager": {"cuda_graph": False}, "bf16": {"precision": "bf16"},
-                          "compile": {}}[mod])
-        compiled = "compile" in mods
+                          "compile": {"compile": "default"}, "autotune": {"compile": "max-autotune"}}[mod])
+        compiled = "compile" in mods or "autotune" in mods
         if base_name in specs:
             sampler, steps, b = specs[base_name]
             steps = schedule.T if sampler == "ddpm" else steps
@@ -225,14 +227,14 @@ def run_bench(model: ContextUnet, schedule: NoiseSchedule, device: torch.device,
             bare = bare_forward_s(model, b, device)  # also the warm-up: allocator, kernels, caches
             bare_ours = bare_forward_s(inference_copy(model), b, device)
             base = _median_time(lambda: course(model, schedule, b, device, **kwargs), device, repeats)
-            net, kw = model, extra
-            if compiled:  # the folded network compiled; its first call (timed apart) compiles it
-                net, kw = torch.compile(inference_copy(model)), {"fast": False, **extra}
-                warm = _median_time(lambda: sample(net, schedule, b, sampler=sampler, steps=2, **kw), device, 1)
+            kw = extra
+            if compiled:  # sample()'s compile option; its first call (timed apart) compiles
+                warm = _median_time(lambda: sample(model, schedule, b, sampler=sampler, steps=2, **kw), device, 1)
                 log(f"{name}: first call (compiling) {warm:.1f} s")
-            ours = _median_time(lambda: sample(net, schedule, b, sampler=sampler, steps=steps, **kw), device, repeats)
+            ours = _median_time(lambda: sample(model, schedule, b, sampler=sampler, steps=steps, **kw), device, repeats)
             row = BenchRow(name, base, ours, base / ours, ours / (steps * bare), ours / (steps * bare_ours), b)
         else:
+            extra.pop("compile", None)  # training's compile is _our_train's own flag
             batch = large_batch if base_name == "train-large" else 100
             x_all = sprites_to_tensor(procedural_dataset(batch * (train_steps + 1), 0).sprites).to(device)
             fresh = lambda: ContextUnet(**asdict(model.config)).to(device)  # noqa: E731

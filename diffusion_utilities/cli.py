@@ -120,7 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, default=Path("outputs"))
     s.add_argument("--device", default="auto")
     s.add_argument("--no-gif", action="store_true")
-    s.add_argument("--precision", default="fp32", help="fp32, or bf16 (GPU autocast; moves samples beyond float rounding)")
+    s.add_argument("--precision", default="fp32",
+                   help="fp32, or bf16 (a bfloat16 copy of the network, for GPUs; moves samples beyond float rounding)")
+    s.add_argument("--compile", choices=("default", "max-autotune"),
+                   help="run the network through torch.compile in this mode (off by default: max-autotune takes "
+                        "about 90 s to compile on a GPU and pays only for thousands of sprites)")
     s.add_argument("--cuda-graph", action=argparse.BooleanOptionalAction, default=None,
                    help="replay the network from a CUDA graph (default: on for CUDA)")
 
@@ -254,7 +258,7 @@ def _cmd_sample(a) -> None:
     start = time.perf_counter()
     out = sample(model, schedule, a.n, sampler=a.sampler, steps=steps, context=context, guidance=a.guidance,
                  eta=a.eta, generator=gen, save_every=None if a.no_gif else max(1, steps // 25), progress=True,
-                 precision=a.precision, cuda_graph=a.cuda_graph)
+                 precision=a.precision, cuda_graph=a.cuda_graph, compile=a.compile)
     seconds = time.perf_counter() - start
     png = save_grid(out.x, a.out / "samples.png", nrow=8)
     print(f"sampled {a.n} sprites with {a.sampler} in {steps} steps: {seconds:.1f} s")

@@ -185,8 +185,57 @@ def test_bf16_sampling_stays_close_to_fp32_but_is_not_the_same():
     assert 0 < diff < 0.05, diff
 
 
+def test_bf16_runs_a_bfloat16_copy_made_once_per_set_of_weights():
+    from diffusion_utilities import sampling
+
+    torch.manual_seed(0)
+    model = ContextUnet(n_feat=16).eval()
+    schedule = NoiseSchedule.linear(20, 1e-4, 0.02)
+    run = lambda: sample(model, schedule, 2, sampler="ddim", steps=3, generator=torch.Generator().manual_seed(0),  # noqa: E731
+                         precision="bf16").x
+    first = run()
+    folded = sampling.cached_inference_copy(model)
+    bf16_run = sampling._DERIVED[folded][("bf16", None)]
+    torch.testing.assert_close(run(), first, rtol=0, atol=0)  # same copy, same bits
+    assert sampling._DERIVED[folded][("bf16", None)] is bf16_run
+    assert next(model.parameters()).dtype == torch.float32  # the model itself is left alone
+    with torch.no_grad():
+        next(model.parameters()).add_(0.5)  # new weights: a new folded copy, so a new bf16 copy
+    assert not torch.equal(run(), first)
+
+
+def test_compiled_sampling_gives_the_same_samples_and_is_compiled_once(monkeypatch):
+    from diffusion_utilities import sampling
+
+    torch.manual_seed(0)
+    model = ContextUnet(n_feat=8).eval()
+    schedule = NoiseSchedule.linear(20, 1e-4, 0.02)
+    calls = []
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda *a, **k: calls.append(k) or real_compile(*a, **k))
+    run = lambda **k: sample(model, schedule, 2, sampler="ddpm", steps=4, generator=torch.Generator().manual_seed(0),  # noqa: E731
+                             **k).x
+    compiled = run(compile="default")
+    torch.testing.assert_close(compiled, run(), rtol=0, atol=1e-4)
+    run(compile="default")
+    assert calls == [{"mode": None}]  # the second call reused the compiled network
+
+
+def test_a_network_that_cannot_compile_is_one_line(monkeypatch):
+    def broken(net, **_):
+        def run(*args):
+            raise RuntimeError("no C compiler found\nlong traceback ...")
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken)
+    with pytest.raises(BadInput, match=r"torch.compile could not compile the network \(RuntimeError: no C compiler "
+                                        r"found\); sample without compile$"):
+        sample(ContextUnet(n_feat=8).eval(), NoiseSchedule.linear(10, 1e-4, 0.02), 2, compile="max-autotune")
+
+
 @pytest.mark.parametrize("kwargs,message", [({"cuda_graph": True}, "cuda_graph needs the model on a CUDA device"),
-                                            ({"precision": "fp16"}, "precision must be fp32 or bf16")])
+                                            ({"precision": "fp16"}, "precision must be fp32 or bf16"),
+                                            ({"compile": "fast"}, "compile must be one of default, max-autotune")])
 def test_gpu_options_refuse_what_they_cannot_do(kwargs, message):
     with pytest.raises(BadInput, match=message):
         sample(ContextUnet(n_feat=8).eval(), NoiseSchedule.linear(10, 1e-4, 0.02), 2, **kwargs)

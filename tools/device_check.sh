@@ -7,15 +7,16 @@
 # In order of importance, each step bounded by `timeout` and writing to $OUT as it goes, so a
 # step that fails or runs long still leaves the earlier results:
 #   tests      tests/test_cuda.py: fast path and CUDA graphs give the plain results; no per-step syncs
-#   study      tools/gpu_throughput_study.py: DDPM-500 img/s at batch 1024 for candidate fast paths
-#              (cuDNN autotuning, bf16 weights, torch.compile, 4× the batch) and a profile of one forward
+#   study      tools/gpu_throughput_study.py: DDPM-500 img/s at batch 1024 for fp32, bf16 and autocast,
+#              at 4× the batch, and a profile of one forward
 #   bench      bench --device cuda --json: the four rows and the +bf16 / +graph variants
 #   compile    bench rows through torch.compile (large-batch sampling, graphed training)
 #   train      each recipe of RECIPES, timed (process and card), its weights and card coming back;
 #              the default is the course's (90,000 sprites × 32 epochs, batch 100, fp32), graphed
 #   evaluate   FID and class accuracy of each recipe's weights for real, ddpm, ddim-eta1 at n = 200
 #   notebooks  each notebook's wall time, executed from a clean kernel as a learner would
-#   autotune   (only when named) the study's torch.compile max-autotune variant, in whatever time is left
+#   autotune   (only when named) the study's torch.compile variants (max-autotune compiles for ~90 s), with
+#              the sampler's CUDA graph, in whatever time is left; AUTOTUNE_VARIANTS picks them
 # STEPS="tests bench" (say) runs only those; BENCH_ROWS=a,b picks bench rows; RECIPES="name:train args;..."
 # names the recipes (e.g. RECIPES="b256:--batch-size 256 --precision bf16;course:"); BUDGET_S caps the
 # whole script (default 570 s), and a recipe's own limit is TRAIN_S seconds (default 180) or what is left.
@@ -36,7 +37,7 @@ COMMON=""
 if [ -n "${QUICK:-}" ]; then  # sizes for a dry run of the script, not for measuring
   BENCH="--repeats 1 --rows ${BENCH_ROWS:-sample-ddim25-b32,train} --train-steps 2"
   COMMON="$COMMON --n-sprites 1000 --epochs 1 --n-feat 16"
-  STUDY="--batch 2 --repeats 1 --steps 4 --deadline-s 200"
+  STUDY="--batch 2 --repeats 1 --steps 4 --deadline-s 200 --variants fp32,bf16,autocast+profile@2x"
   EVAL_N=20; NOTEBOOKS=notebooks/01_noise_schedule.ipynb
   COMPILE="--repeats 1 --large-batch 2 --rows sample-ddpm500-large+compile"
   SLOW=4  # time limits ×4: a busy 2-core CPU must not turn the dry run's every-step check into a timing test
@@ -114,7 +115,8 @@ fi
 if has autotune; then  # last: torch.compile's max-autotune takes minutes to compile, with whatever time is left
   step "study: max-autotune"
   timeout $(cap 400) "$PY" tools/gpu_throughput_study.py --device "$DEVICE" ${STUDY%%--deadline-s*} \
-    --deadline-s $(($(cap 400) - 10)) --variants fp32,bf16w+max-autotune --json "$OUT/study_autotune.json" || FAILED+=" autotune"
+    --deadline-s $(($(cap 400) - 10)) --variants "${AUTOTUNE_VARIANTS:-fp32,bf16+max-autotune+profile,bf16+max-autotune@4x,bf16+compile}" \
+    --json "$OUT/study_autotune.json" || FAILED+=" autotune"
 fi
 step "done; failed:${FAILED:- nothing}"
 [ -z "$FAILED" ]

@@ -1,4 +1,4 @@
-"""Where DDPM-500's large-batch time goes on a GPU, and which changes buy throughput (issue 8).
+"""Where DDPM-500's large-batch time goes on a GPU, and which paths buy throughput (issue 8).
 
 Run on a CUDA machine (tools/device_check.sh's ``study`` step):
 
@@ -6,26 +6,25 @@ Run on a CUDA machine (tools/device_check.sh's ``study`` step):
 
 1. The top kernels of one bfloat16 forward at that batch (torch.profiler), so a reader sees
    whether convolutions, element-wise passes or copies dominate.
-2. DDPM-500 through ``sample()`` at that batch, img/s (median of ``--repeats`` after a warm run),
-   one row per variant:
-     fp32                the library's default (cuDNN rounds fp32 convolutions to TF32)
-     bf16                ``precision="bf16"``: autocast, as the library runs it
-     bf16+bench          the same with cuDNN's autotuner (``cudnn.benchmark``) choosing each kernel
-     bf16w+bench         the folded network's weights cast to bfloat16 once (no autocast casts per call)
-     bf16+compile        the folded network through torch.compile (default mode), bf16 autocast
-     bf16+bench@4x       bf16+bench at four times the batch
-     bf16+max-autotune   torch.compile(mode="max-autotune-no-cudagraphs"), if time is left
-   ``--variants`` picks others from the same parts: fp32 | bf16 | bf16w, then +bench, +compile or
-   +max-autotune (compiled variants run without the sampler's CUDA graph), +profile (the kernels
-   of one compiled forward), and @Nx for N times the batch; e.g. bf16w+compile+profile@4x.
-   and for each, the largest and the mean |x - x_fp32| over the final samples drawn from the same noise.
+2. DDPM-500 through ``sample()`` at that batch, img/s (median of ``--repeats`` after a warm call,
+   which also compiles), one row per variant, named by parts joined with "+":
+     fp32 | bf16 | autocast   the network's precision: the default; ``precision="bf16"`` (a bfloat16
+                              copy of the network); bf16 autocast around the fp32 network (the
+                              library's bf16 path until this study measured it slower)
+     compile | max-autotune   ``sample(compile=...)``
+     eager                    without the sampler's CUDA graph (on by default on CUDA)
+     bench                    cuDNN's autotuner (``cudnn.benchmark``) choosing each kernel
+     profile                  also print the kernels of one forward of this variant's network
+     @Nx                      N times the batch, e.g. bf16+max-autotune@4x
+   and for each, the largest and the mean |x - x_fp32| over the final samples drawn from the same
+   noise (at the base batch).
 Every variant is bounded by the deadline; one that fails prints its error and the rest go on.
+Measured on an H100 on 2026-11-26: docs/measurements/h100_2026-11-26b_*, docs/benchmarks.md#gpu.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import statistics
 import sys
@@ -41,18 +40,21 @@ from diffusion_utilities.model import inference_copy  # noqa: E402
 from diffusion_utilities.schedule import DiffusionConfig, make_schedule  # noqa: E402
 from diffusion_utilities.weights import load_model  # noqa: E402
 
-VARIANTS = "fp32,bf16,bf16+bench,bf16w+bench,bf16+compile,bf16+bench@4x,bf16w+bench@4x,bf16+max-autotune"
+VARIANTS = "fp32,bf16,autocast,bf16@4x"  # device_check.sh's "autotune" step runs the compiled ones, last
 WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "sprites_ddpm.safetensors"
 
 
-def _bf16_weights(net, device):
-    """The network held in bfloat16 (GroupNorm too); float32 in and out, as _autocast_bf16."""
-    net16 = copy.deepcopy(net).to(torch.bfloat16)
+class _Autocast(torch.nn.Module):
+    """The fp32 network run under bfloat16 autocast, float32 out: the library's bf16 path before 2026-11-26."""
 
-    def run(x, t_norm, c=None):
-        return net16(x.to(torch.bfloat16), t_norm, None if c is None else c.to(torch.bfloat16)).float()
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+        self.in_channels, self.h, self.n_cfeat = net.in_channels, net.h, net.n_cfeat
 
-    return run
+    def forward(self, x, t, c=None):
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, cache_enabled=False):
+            return self.net(x, t, c).float()
 
 
 def sync(device) -> None:
@@ -67,7 +69,7 @@ def profile_forward(net, batch: int, device, rows: int = 18) -> None:
 
     x = torch.randn(batch, 3, 16, 16, device=device)
     t = torch.full((1,), 0.5, device=device)
-    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16):
+    with torch.inference_mode():
         for _ in range(3):
             net(x, t)
         sync(device)
@@ -79,7 +81,7 @@ def profile_forward(net, batch: int, device, rows: int = 18) -> None:
     key = "device_time_total" if hasattr(averages[0], "device_time_total") else "cuda_time_total"
     key = key if device.type == "cuda" else "self_cpu_time_total"
     total = sum(getattr(e, key) for e in averages) / 5
-    print(f"one bf16 forward at B={batch}: {total / 1000:.3f} ms of kernels, {len(averages)} kernel kinds")
+    print(f"one forward at B={batch}: {total / 1000:.3f} ms of kernels, {len(averages)} kernel kinds")
     print(averages.table(sort_by=key, row_limit=rows, max_name_column_width=110))
 
 
@@ -101,47 +103,48 @@ def main() -> None:
     name_ = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
     print(f"{name_}, torch {torch.__version__}, batch {a.batch}")
     try:
-        profile_forward(folded, a.batch, device)
+        profile_forward(_Autocast(folded), a.batch, device)  # the eager network, as first profiled
     except Exception as e:  # a study: report and go on
         print(f"profile failed: {type(e).__name__}: {e}")
 
-    def run(net, batch, precision, steps=None):
-        g = torch.Generator(device=device).manual_seed(0)
-        return sampling.sample(net, schedule, batch, sampler="ddpm", steps=steps, generator=g,
-                               precision=precision, cuda_graph=False if "compile" in name else None).x
-
-    default_cast = sampling._autocast_bf16
     reference, results = None, []
     for name in a.variants.split(","):
-        mods = name.split("+")
-        mult = int(mods[-1].split("@")[1].rstrip("x")) if "@" in mods[-1] else 1
-        mods[-1] = mods[-1].split("@")[0]
-        compiled = next((m for m in mods if m in ("compile", "max-autotune")), None)
+        base, _, times_ = name.partition("@")
+        mods = base.split("+")
+        mult = int(times_.rstrip("x")) if times_ else 1
+        compile_mode = next((m for m in mods if m in sampling.COMPILE_MODES or m == "compile"), None)
+        compile_mode = "default" if compile_mode == "compile" else compile_mode
         left = end - time.monotonic()
-        if left < (90 if compiled else 20):  # compiling takes a minute or more
+        if left < (90 if compile_mode else 20):  # compiling takes a minute or more
             print(f"{name}: skipped, {left:.0f} s left")
             continue
         batch = a.batch * mult
+        autocast = mods[0] == "autocast"
+        kwargs = {"precision": "bf16" if mods[0] == "bf16" else "fp32", "compile": compile_mode,
+                  "fast": not autocast, "cuda_graph": False if "eager" in mods else (True if autocast else None)}
+        net = _Autocast(folded) if autocast else model
+        if device.type != "cuda":
+            kwargs["cuda_graph"] = False
+
+        def run(steps):
+            g = torch.Generator(device=device).manual_seed(0)
+            return sampling.sample(net, schedule, batch, sampler="ddpm", steps=steps, generator=g, **kwargs).x
+
         try:
             torch.backends.cudnn.benchmark = "bench" in mods
-            cast = _bf16_weights if mods[0] == "bf16w" else default_cast
-            if compiled:  # compiled once for the variant (a new module each call would compile again)
-                mode = "max-autotune-no-cudagraphs" if compiled == "max-autotune" else None
-                fn = cast(torch.compile(copy.deepcopy(folded), mode=mode), device)
-                cast = lambda _net, _device: fn  # noqa: E731
-            sampling._autocast_bf16 = cast
-            precision = "fp32" if mods[0] == "fp32" else "bf16"
             start = time.perf_counter()
-            run(model, batch, precision, steps=2)  # warm: kernels chosen, graph captured, compiled
+            run(2)  # warm: kernels chosen, graph captured, compiled
             sync(device)
             warm = time.perf_counter() - start
-            if compiled and "profile" in mods:
-                profile_forward(lambda x, t: fn(x, t), a.batch, device)
+            if "profile" in mods:
+                derived = sampling._network(sampling.cached_inference_copy(model), kwargs["precision"], compile_mode,
+                                            reuse=True)
+                profile_forward(derived, a.batch, device)
             times, x = [], None
             for _ in range(a.repeats):
                 sync(device)
                 start = time.perf_counter()
-                x = run(model, batch, precision, a.steps)
+                x = run(a.steps)
                 sync(device)
                 times.append(time.perf_counter() - start)
             seconds = statistics.median(times)
@@ -155,13 +158,12 @@ def main() -> None:
             results.append(row)
             if a.json:  # after each row: a study stopped by its time limit keeps what it measured
                 a.json.write_text(json.dumps({"device": name_, "torch": torch.__version__, "rows": results}, indent=1))
-            print(f"{name:18s} B={batch:5d}  {seconds:7.3f} s  {batch / seconds:8.1f} img/s  "
+            print(f"{name:24s} B={batch:5d}  {seconds:7.3f} s  {batch / seconds:8.1f} img/s  "
                   f"(first call {warm:5.1f} s)  |x - x_fp32| max {diff.max():.3f} mean {diff.mean():.4f}", flush=True)
         except Exception as e:  # a study: report and go on
             print(f"{name}: failed: {type(e).__name__}: {str(e).splitlines()[0][:300]}", flush=True)
         finally:
             torch.backends.cudnn.benchmark = False
-            sampling._autocast_bf16 = default_cast
 
 if __name__ == "__main__":
     main()
