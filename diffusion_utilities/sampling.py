@@ -277,14 +277,14 @@ def sample(
     None (the default): on for the fast path's network on a CUDA device; a model run as given
     (``fast=False``) is replayed only if asked for.
     precision: "bf16" runs a bfloat16 copy of the network (x, the step arithmetic and the output
-    stay float32): faster on GPUs (683 against 396 img/s for fp32 at batch 1024 on an H100, and
-    ahead of autocast's 627), but the samples move by more than float rounding (the deterministic
+    stay float32): faster on GPUs (683 against 397 img/s for fp32 at batch 1024 on an H100, and
+    ahead of bf16 autocast's 629), but the samples move by more than float rounding (the deterministic
     samplers most), so it is never the default.
     compile: "default" or "max-autotune" runs the network through ``torch.compile`` in that mode,
     compiled at the first call for these weights, batch and precision and reused after that. Off by
     default: it pays only for long runs. On an H100 at batch 1024 in bf16, max-autotune took 84 s to
     compile and then sampled 1,235 img/s against 683 without it (measured without the CUDA graph;
-    with it, not yet measured); "default" gained nothing there. Needs a C compiler (and on a GPU, Triton).
+    with it, not yet measured); "default" was slower there (648 img/s). Needs a C compiler (and on a GPU, Triton).
 
     Noise is drawn with ``generator`` on its own device, or without one on the model's device;
     the schedule's arithmetic stays on the CPU, so a GPU sees only the image-sized work.

@@ -55,6 +55,22 @@ def test_fast_path_and_cuda_graph_give_the_plain_models_samples_on_cuda(sampler,
     torch.testing.assert_close(graphed, fast, atol=1e-5, rtol=0)  # the same kernels, launched as one graph
 
 
+@pytest.mark.parametrize("kwargs", [{"precision": "bf16"}, {"compile": "default"},
+                                    {"compile": "default", "precision": "bf16"}])
+def test_bf16_copy_and_compiled_networks_replay_from_a_cuda_graph_as_they_run_eagerly(kwargs):
+    # sample()'s CUDA graph around the bf16 copy and around torch.compile's code: the same samples
+    # as the same network launched kernel by kernel (compiled code captured after its compiling call)
+    model = _model()
+    eager = _samples(model, sampler="ddim", steps=10, cuda_graph=False, **kwargs)
+    graphed = _samples(model, sampler="ddim", steps=10, **kwargs)
+    plain = _samples(model, sampler="ddim", steps=10, cuda_graph=False)
+    print(f"{kwargs}: max |graph - eager| {(graphed - eager).abs().max().item():.2e}, "
+          f"max |this - fp32| {(eager - plain).abs().max().item():.2e}")
+    torch.testing.assert_close(graphed, eager, atol=1e-5, rtol=0)
+    if "precision" not in kwargs:
+        torch.testing.assert_close(eager, plain, atol=2e-3, rtol=0)  # compiling reorders sums, no more
+
+
 def test_how_far_tf32_moves_the_samples():
     # Not a pass/fail: PyTorch lets cuDNN round fp32 convolutions to TF32 by default; this prints by how much.
     model = _model()

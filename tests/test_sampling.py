@@ -205,8 +205,6 @@ def test_bf16_runs_a_bfloat16_copy_made_once_per_set_of_weights():
 
 
 def test_compiled_sampling_gives_the_same_samples_and_is_compiled_once(monkeypatch):
-    from diffusion_utilities import sampling
-
     torch.manual_seed(0)
     model = ContextUnet(n_feat=8).eval()
     schedule = NoiseSchedule.linear(20, 1e-4, 0.02)
