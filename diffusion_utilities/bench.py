@@ -17,7 +17,8 @@ bfloat16 autocast);
 ``+graph`` replays the whole training step (forward, backward, Adam) from a CUDA graph, its
 warm-up and capture counted in the time; ``+eager`` samples without the CUDA graph (ours'
 default on CUDA); ``+compile`` and ``+autotune`` sample with ``compile="default"`` or
-``"max-autotune"`` (training: the network through ``torch.compile``); their first call, which
+``"max-autotune"`` (so on CUDA with the sampler's CUDA graph, as sample() runs by default;
+training: the network through ``torch.compile``); their first call, which
 compiles, is logged apart, and they run only when named: on the CPU compiling lost, and on an
 H100 max-autotune took 84 s to compile. ``train-large`` trains at batch ``large_batch``; a train
 row's baseline_s is the course loop's measured seconds per image (at its batch of 100) times the same number of

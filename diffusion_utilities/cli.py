@@ -124,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fp32, or bf16 (a bfloat16 copy of the network, for GPUs; moves samples beyond float rounding)")
     s.add_argument("--compile", choices=("default", "max-autotune"),
                    help="run the network through torch.compile in this mode (off by default: max-autotune takes "
-                        "about 90 s to compile on a GPU and pays only for thousands of sprites)")
+                        "about 90 s to compile on a GPU and pays back only after some 100,000 sprites)")
     s.add_argument("--cuda-graph", action=argparse.BooleanOptionalAction, default=None,
                    help="replay the network from a CUDA graph (default: on for CUDA)")
 

@@ -277,14 +277,14 @@ def sample(
     None (the default): on for the fast path's network on a CUDA device; a model run as given
     (``fast=False``) is replayed only if asked for.
     precision: "bf16" runs a bfloat16 copy of the network (x, the step arithmetic and the output
-    stay float32): faster on GPUs (683 against 397 img/s for fp32 at batch 1024 on an H100, and
-    ahead of bf16 autocast's 629), but the samples move by more than float rounding (the deterministic
-    samplers most), so it is never the default.
+    stay float32): faster on GPUs (683 against 397 img/s for fp32 at batch 1024 on an H100, measured
+    with cuDNN's autotuner on, which changed nothing for autocast's 629), but the samples move by
+    more than float rounding (the deterministic samplers most), so it is never the default.
     compile: "default" or "max-autotune" runs the network through ``torch.compile`` in that mode,
     compiled at the first call for these weights, batch and precision and reused after that. Off by
-    default: it pays only for long runs. On an H100 at batch 1024 in bf16, max-autotune took 84 s to
-    compile and then sampled 1,235 img/s against 683 without it (measured without the CUDA graph;
-    with it, not yet measured); "default" was slower there (648 img/s). Needs a C compiler (and on a GPU, Triton).
+    default: it pays only for long runs. On an H100 at batch 1024 in bf16, max-autotune with the
+    CUDA graph took 84 s to compile, then sampled 1,235 img/s against the bf16 copy's 683. Needs a
+    C compiler (and on a GPU, Triton).
 
     Noise is drawn with ``generator`` on its own device, or without one on the model's device;
     the schedule's arithmetic stays on the CPU, so a GPU sees only the image-sized work.
@@ -309,7 +309,7 @@ def sample(
     context = None if context is None else context.to(device, dtype)  # e.g. float64 weights for a float32 model
     if compile is not None and compile not in COMPILE_MODES:
         raise BadInput(f"compile must be one of {', '.join(COMPILE_MODES)} (or None), got {compile!r}")
-    net = _network(net, precision, compile, reuse=net is not model)
+    net, made = _network(net, precision, compile, reuse=net is not model)
 
     def noise(shape):
         g_dev = generator.device if generator is not None else device
@@ -323,7 +323,7 @@ def sample(
     frames, frame_t = ([x.half().cpu()], [schedule.T]) if save_every else ([], [])
     ts = timesteps_for(schedule.T, steps)
     t_norms = torch.tensor([t / schedule.T for t in ts], device=device)  # one copy to the device, not one per step
-    if compile:  # compiles now, so that a failure is one line and not a traceback from inside the loop
+    if compile and made:  # compiles now, so that a failure is one line and not a traceback from inside the loop
         _first_compiled_call(net, x, t_norms[:1], context, guidance)
     graphed = _GraphedNoise(net, x, t_norms[:1], context, guidance) if cuda_graph else None
     for i, (t, t_prev) in enumerate(tqdm(list(zip(ts[:-1], ts[1:])), disable=not progress, desc=sampler)):
@@ -344,21 +344,25 @@ _DERIVED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _network(net, precision: str, compile: str | None, reuse: bool):
-    """``net`` as sample() runs it: in bfloat16 with float32 in and out, and/or through torch.compile."""
+    """``net`` as sample() runs it, in bfloat16 (float32 in and out) and/or through torch.compile.
+
+    Returns (network, made): made is False when a cached one was reused.
+    """
     key = (precision, compile)
     if reuse and key in _DERIVED.get(net, {}):
-        return _DERIVED[net][key]
+        return _DERIVED[net][key], False
     run = net
-    if precision == "bf16":
-        # weights cast once: measured faster than autocast, which casts every weight on every call
-        run = copy.deepcopy(net).to(torch.bfloat16)
+    if precision == "bf16" or (compile and reuse):
+        # a copy: for bf16, weights cast once (measured faster than autocast, which casts every weight on
+        # every call); for a cached compiled network, so that it holds no reference to its own key
+        run = copy.deepcopy(net).to(torch.bfloat16 if precision == "bf16" else next(net.parameters()).dtype)
     if compile:
         run = torch.compile(run, mode=COMPILE_MODES[compile])
     if precision == "bf16":
         run = _bf16_io(run)
     if reuse:
         _DERIVED.setdefault(net, {})[key] = run
-    return run
+    return run, True
 
 
 def _bf16_io(net16):
@@ -371,7 +375,7 @@ def _bf16_io(net16):
 def _first_compiled_call(net, x, t_norm, context, guidance) -> None:
     try:
         predict_noise(net, x, t_norm, context, guidance)
-    except BadInput:
+    except (BadInput, torch.OutOfMemoryError, MemoryError):  # not compile's fault: as they are
         raise
     except Exception as e:  # Dynamo and Inductor raise many kinds; the learner needs one line
         first = (str(e).strip().splitlines() or [""])[0][:200]

@@ -231,6 +231,42 @@ def test_a_network_that_cannot_compile_is_one_line(monkeypatch):
         sample(ContextUnet(n_feat=8).eval(), NoiseSchedule.linear(10, 1e-4, 0.02), 2, compile="max-autotune")
 
 
+def test_cached_compiled_networks_go_with_the_weights_they_were_made_from(monkeypatch):
+    import gc
+    import weakref
+
+    from diffusion_utilities import sampling
+
+    class Compiled:  # like torch.compile's module, it holds what it compiled
+        def __init__(self, net):
+            self.net = net
+
+        def __call__(self, *args):
+            return self.net(*args)
+
+    monkeypatch.setattr(torch, "compile", lambda net, **_: Compiled(net))
+    model = ContextUnet(n_feat=8).eval()
+    schedule = NoiseSchedule.linear(10, 1e-4, 0.02)
+    sample(model, schedule, 2, steps=2, compile="default")
+    old = weakref.ref(sampling.cached_inference_copy(model))
+    with torch.no_grad():
+        next(model.parameters()).add_(0.5)  # new weights: a new folded copy
+    sample(model, schedule, 2, steps=2, compile="default")
+    gc.collect()
+    assert old() is None  # the old copy and its compiled network are gone, not kept by the cache
+
+
+def test_running_out_of_memory_is_not_called_a_compile_failure(monkeypatch):
+    def oom(net, **_):
+        def run(*args):
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return run
+
+    monkeypatch.setattr(torch, "compile", oom)
+    with pytest.raises(torch.OutOfMemoryError):
+        sample(ContextUnet(n_feat=8).eval(), NoiseSchedule.linear(10, 1e-4, 0.02), 2, compile="default")
+
+
 @pytest.mark.parametrize("kwargs,message", [({"cuda_graph": True}, "cuda_graph needs the model on a CUDA device"),
                                             ({"precision": "fp16"}, "precision must be fp32 or bf16"),
                                             ({"compile": "fast"}, "compile must be one of default, max-autotune")])

@@ -87,7 +87,9 @@ fi
 if has train || has evaluate; then
   IFS=';' read -ra recipe_list <<< "$RECIPES"
   for recipe in "${recipe_list[@]}"; do
-    name=${recipe%%:*}; args=${recipe#*:}; run="$WORK/recipe_$name"
+    name=${recipe%%:*}; name=${name// /}; args=""; [[ $recipe == *:* ]] && args=${recipe#*:}
+    [ -n "$name" ] || continue
+    run="$WORK/recipe_$name"
     if has train; then
       step "train $name: $COMMON $args"
       rm -rf "$run"; started=$SECONDS
@@ -115,7 +117,7 @@ fi
 if has autotune; then  # last: torch.compile's max-autotune takes minutes to compile, with whatever time is left
   step "study: max-autotune"
   timeout $(cap 400) "$PY" tools/gpu_throughput_study.py --device "$DEVICE" ${STUDY%%--deadline-s*} \
-    --deadline-s $(($(cap 400) - 10)) --variants "${AUTOTUNE_VARIANTS:-fp32,bf16+max-autotune+profile,bf16+max-autotune@4x,bf16+compile}" \
+    --deadline-s $(( $(cap 400) > 20 ? $(cap 400) - 10 : 10 )) --variants "${AUTOTUNE_VARIANTS:-fp32,bf16+max-autotune+profile,bf16+max-autotune@4x,bf16+compile}" \
     --json "$OUT/study_autotune.json" || FAILED+=" autotune"
 fi
 step "done; failed:${FAILED:- nothing}"

@@ -137,7 +137,7 @@ def main() -> None:
             sync(device)
             warm = time.perf_counter() - start
             if "profile" in mods:
-                derived = sampling._network(sampling.cached_inference_copy(model), kwargs["precision"], compile_mode,
+                derived, _ = sampling._network(sampling.cached_inference_copy(model), kwargs["precision"], compile_mode,
                                             reuse=True)
                 profile_forward(derived, a.batch, device)
             times, x = [], None
