@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -36,6 +35,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from diffusion_utilities import sampling  # noqa: E402
+from diffusion_utilities.bench import _median_time, _sync  # noqa: E402
 from diffusion_utilities.model import inference_copy  # noqa: E402
 from diffusion_utilities.schedule import DiffusionConfig, make_schedule  # noqa: E402
 from diffusion_utilities.weights import load_model  # noqa: E402
@@ -57,11 +57,6 @@ class _Autocast(torch.nn.Module):
             return self.net(x, t, c).float()
 
 
-def sync(device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def profile_forward(net, batch: int, device, rows: int = 18) -> None:
     from torch.profiler import ProfilerActivity, profile
 
@@ -72,11 +67,11 @@ def profile_forward(net, batch: int, device, rows: int = 18) -> None:
     with torch.inference_mode():
         for _ in range(3):
             net(x, t)
-        sync(device)
+        _sync(device)
         with profile(activities=[activity]) as prof:
             for _ in range(5):
                 net(x, t)
-            sync(device)
+            _sync(device)
     averages = prof.key_averages()
     key = "device_time_total" if hasattr(averages[0], "device_time_total") else "cuda_time_total"
     key = key if device.type == "cuda" else "self_cpu_time_total"
@@ -132,22 +127,14 @@ def main() -> None:
 
         try:
             torch.backends.cudnn.benchmark = "bench" in mods
-            start = time.perf_counter()
-            run(2)  # warm: kernels chosen, graph captured, compiled
-            sync(device)
-            warm = time.perf_counter() - start
+            warm = _median_time(lambda: run(2), device, 1)  # warm: kernels chosen, graph captured, compiled
             if "profile" in mods:
                 derived, _ = sampling._network(sampling.cached_inference_copy(model), kwargs["precision"], compile_mode,
                                             reuse=True)
                 profile_forward(derived, a.batch, device)
-            times, x = [], None
-            for _ in range(a.repeats):
-                sync(device)
-                start = time.perf_counter()
-                x = run(a.steps)
-                sync(device)
-                times.append(time.perf_counter() - start)
-            seconds = statistics.median(times)
+            last = []  # the final samples of the timed runs (all alike: same seed)
+            seconds = _median_time(lambda: last.append(run(a.steps)), device, a.repeats)
+            x = last[-1]
             if name == "fp32":
                 reference = x
             same = reference is not None and mult == 1  # the same noise as the fp32 row's
