@@ -147,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     x = sub.add_parser("export-course-weights", help="write our weights under the labs' .pth names (git-ignored)")
     x.add_argument("--weights", type=Path, default=SHIPPED)
     x.add_argument("--out", type=Path, default=Path("weights"))
+    x.add_argument("--overwrite", action="store_true", help="replace .pth files there that hold other weights")
 
     m = sub.add_parser("demo", help="sample from the shipped weights: a sprite sheet PNG and a denoising GIF")
     m.add_argument("--weights", type=Path, help=f"default {SHIPPED}; if that is missing, a quick model is trained")
@@ -277,7 +278,7 @@ def _cmd_export(a) -> None:
     snapshot_dir = a.weights.parent / "snapshots"
     numbered = ((re.fullmatch(r"epoch_(\d+)", p.stem), p) for p in sorted(snapshot_dir.glob("epoch_*.safetensors")))
     snapshots = {int(m.group(1)): p for m, p in numbered if m}  # training names them epoch_NN; skip any other
-    for path in export_course_weights(a.weights, a.out, snapshots):
+    for path in export_course_weights(a.weights, a.out, snapshots, a.overwrite):
         print(f"wrote {path}")
 
 

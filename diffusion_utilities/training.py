@@ -25,9 +25,10 @@ import torch
 import torch.nn.functional as F
 
 from .data import SpriteData, procedural_dataset, sprites_to_tensor
-from .errors import BadInput, out_folder
+from .errors import BadInput, check_memory, out_folder
 from .model import ContextUnet, ModelConfig
 from .schedule import DiffusionConfig, make_schedule, perturb_input
+from .sprites import SIZE
 from .weights import read_tensors, save_model, save_tensors
 
 __all__ = ["TrainConfig", "train", "train_step", "diffusion_loss", "GraphedTrainStep", "set_lr", "scaled_lr", "TrainingInterrupted", "TrainingDiverged", "pick_device",
@@ -297,8 +298,12 @@ def train(
         config = replace(config, cuda_graph=device.type == "cuda")
     if config.cuda_graph and device.type != "cuda":
         raise BadInput(f"--cuda-graph needs a CUDA GPU and this run is on {device.type}; drop --cuda-graph or use --device cuda")
+    if data is None:  # before the out folder is made and minutes are spent making sprites
+        _check_tensor_memory(config.n_sprites, SIZE)
     _prepare_out_dir(out_dir, resume, overwrite)
-    data = data if data is not None else procedural_dataset(config.n_sprites, config.data_seed)
+    if data is None:
+        data = procedural_dataset(config.n_sprites, config.data_seed)
+    _check_tensor_memory(len(data), data.sprites.shape[1])
     n_classes = data.labels.shape[1]
     height = data.sprites.shape[1]
     model_config = model_config or ModelConfig(height=height, n_cfeat=max(n_classes, 1))
@@ -570,6 +575,12 @@ class GraphedTrainStep:
             self.idx.copy_(idx)
             self.graph.replay()
             return self.loss.clone()
+
+
+def _check_tensor_memory(n: int, height: int) -> None:
+    """The float32 copy of the sprites, and its temporary during the conversion, must fit in host memory."""
+    check_memory(2 * n * 3 * height * height * 4, f"holding {n:,} sprites as float32 tensors",
+                 "train on fewer sprites (--n-sprites, or a smaller --data set)")
 
 
 def _warm_start(path: Path, model, ema, card: dict) -> dict:

@@ -214,7 +214,8 @@ def load_legacy_pth(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def export_course_weights(model_path: Path, out_dir: Path, snapshots: dict[int, Path] | None = None) -> list[Path]:
+def export_course_weights(model_path: Path, out_dir: Path, snapshots: dict[int, Path] | None = None,
+                          overwrite: bool = False) -> list[Path]:
     """Write our weights under the labs' file names, as tensor-only ``.pth`` state dicts.
 
     The labs load ``model_trained.pth`` / ``context_model_trained.pth`` (and ``*_31.pth``, the last of
@@ -223,6 +224,10 @@ def export_course_weights(model_path: Path, out_dir: Path, snapshots: dict[int, 
     ``model_{e-1}.pth``, the labs' 0-based epoch numbering: epochs 1, 2, 4 give model_0, model_1,
     model_3. Every input is loaded and checked before anything is written. Load the results with
     ``torch.load(path, weights_only=True)``.
+
+    A file already there that holds other tensors (the course's own download, say, which the labs
+    read from the same names) is refused unless ``overwrite``; one that holds the same tensors, from
+    an earlier export, is simply written again.
     """
     model_path, out_dir = Path(model_path), Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
@@ -242,13 +247,26 @@ def export_course_weights(model_path: Path, out_dir: Path, snapshots: dict[int, 
             if path == model_path:  # its snapshots come from the same run, with the same config
                 _warn_if_labs_differ(path, card)
             states[path] = {k: v.contiguous() for k, v in model.state_dict().items()}
-    written = []
-    for name, path in jobs:
-        for prefix in ("", "context_"):
-            target = out_dir / f"{prefix}{name}.pth"
-            atomic_write(target, lambda tmp: torch.save(states[path], tmp))
-            written.append(target)
-    return written
+    targets = [(out_dir / f"{prefix}{name}.pth", states[path]) for name, path in jobs for prefix in ("", "context_")]
+    if not overwrite:
+        differ = [target for target, state in targets if target.exists() and not _holds(target, state)]
+        if differ:
+            more = f", as do {len(differ) - 1} more of the files to write" if len(differ) > 1 else ""
+            raise BadInput(f"{differ[0]} already exists and holds other weights{more}; pass --overwrite to "
+                           f"replace them, or choose another --out")
+    for target, state in targets:
+        atomic_write(target, lambda tmp: torch.save(state, tmp))
+    return [target for target, _ in targets]
+
+
+def _holds(path: Path, state: dict[str, torch.Tensor]) -> bool:
+    """Whether the .pth at ``path`` is a plain state dict with exactly these tensors."""
+    try:
+        saved = load_legacy_pth(path)
+    except BadInput:
+        return False
+    return saved.keys() == state.keys() and all(
+        saved[k].dtype == v.dtype and saved[k].shape == v.shape and torch.equal(saved[k], v) for k, v in state.items())
 
 
 def _warn_if_labs_differ(path: Path, card: dict) -> None:

@@ -70,6 +70,8 @@ def test_dataset_train_sample_end_to_end(tmp_path):
     (["sample", "--weights", "W", "--out", "FILE"], "is a file; give a folder"),
     (["demo", "--weights", "typo.safetensors", "--out", "x"], "weights file not found: typo.safetensors"),
     (["dataset", "--out", "FILE"], "is a file; give a folder"),
+    (["dataset", "--out", "x", "--n", "1000000"], "making 1,000,000 sprites needs about 2.2 GB of memory and 0.5 GB is free"),
+    (["train", "--out", "x", "--n-sprites", "100000"], "holding 100,000 sprites as float32 tensors needs about 0.6 GB"),
     (["dataset"], "the following arguments are required: --out"),
     (["frobnicate"], "invalid choice"),
 ])
@@ -90,7 +92,7 @@ def test_bad_arguments_one_line_exit_2(tmp_path, capsys, monkeypatch, args, mess
         args = [*args, "--weights", "W"]
     (tmp_path / "FILE").write_text("a file where a folder is expected")
     args = [tmp_path / a if a in ("x", "FILE", "W") else a for a in args]
-    if args[0] in ("sample", "evaluate") and "--n" in args:  # the same free memory on every machine
+    if "--n" in args or "--n-sprites" in args:  # the same free memory on every machine
         free = 1e9 if "5000" in args else 5e8
         monkeypatch.setattr("diffusion_utilities.errors.available_memory", lambda: int(free))
     monkeypatch.chdir(ROOT)  # the default --weights and --out are relative to the repository
