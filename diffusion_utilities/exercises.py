@@ -8,13 +8,17 @@ function with it before the check, and the check would pass whatever the learner
 
 from __future__ import annotations
 
+import inspect
 from typing import Callable
 
 __all__ = ["check_exercise"]
 
 
 def check_exercise(yours: Callable, solution: Callable, check: Callable[[Callable], None], passed: str) -> None:
-    """Run ``check(yours)``; while ``yours`` still raises NotImplementedError, run ``check(solution)``.
+    """Run ``check(yours)``; while ``yours`` is still the stub, run ``check(solution)``.
+
+    The stub is told apart by a NotImplementedError raised in ``yours``'s own body; one raised by
+    something it calls (an operation a device lacks, say) is the learner's error to see, and propagates.
 
     check: raises (say, AssertionError from ``torch.testing.assert_close``) when a function is wrong.
     passed: what a function that passes has shown, e.g. "matches the library's ddim_step".
@@ -22,8 +26,21 @@ def check_exercise(yours: Callable, solution: Callable, check: Callable[[Callabl
     name = getattr(yours, "__name__", "your function")
     try:
         check(yours)
-    except NotImplementedError:
+    except NotImplementedError as e:
+        if not _raised_by(yours, e):  # written, but something it calls is not implemented: show that
+            raise
         check(solution)
         print(f"{name} is not written yet; the folded solution {passed}. Fill in {name} and run this cell again.")
         return
     print(f"{name} {passed}")
+
+
+def _raised_by(fn: Callable, error: BaseException) -> bool:
+    """Whether ``error`` was raised in ``fn``'s own body (the stub), not in something it called."""
+    code = getattr(inspect.unwrap(fn), "__code__", None)
+    if code is None:  # a partial or a callable object: cannot tell, so take it for the stub
+        return True
+    tb = error.__traceback__
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb.tb_frame.f_code is code

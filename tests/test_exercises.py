@@ -41,6 +41,19 @@ def test_a_wrong_answer_fails_even_though_the_solution_is_right():
         check_exercise(my_double, solution_double, _double_check, "doubles")
 
 
+def test_not_implemented_from_deeper_down_is_shown_not_taken_for_the_stub():
+    # A written answer that calls something missing (an op a device lacks, say) must show that error,
+    # not "not written yet" with the solution's pass.
+    def unsupported(x):
+        raise NotImplementedError("aten::op is not implemented for this device")
+
+    def my_double(x):
+        return unsupported(x) * 2
+
+    with pytest.raises(NotImplementedError, match="aten::op"):
+        check_exercise(my_double, solution_double, _double_check, "doubles")
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_no_other_cell_redefines_the_learners_function(path):
     # Run All executes every cell, folded ones too: a solution named like the stub would replace the
