@@ -7,6 +7,8 @@ and its wall time is printed so docs can quote it. A notebook that fails is repo
 error's last line) and the others still run; the exit code is 1 if any failed.
 """
 
+import hashlib
+import json
 import sys
 import time
 from pathlib import Path
@@ -23,8 +25,26 @@ def run(path: Path, timeout: int = 1200) -> float:
     seconds = time.perf_counter() - start
     for cell in nb.cells:  # keep diffs small: execution metadata changes every run
         cell.get("metadata", {}).pop("execution", None)
-    nbformat.write(nb, path)
+    nbformat.write(stable_widget_ids(nb, path.stem), path)
     return seconds
+
+
+def stable_widget_ids(nb, name: str):
+    """``nb`` with its ipywidgets' random model ids replaced by ids derived from ``name`` and their order.
+
+    The kernel gives every widget model a fresh uuid4 on each run, and they appear in the outputs,
+    in the saved widget state and in its cross references ("IPY_MODEL_<id>"), so every re-run rewrote
+    dozens of lines that mean nothing. Widgets are created in the same order each run, so the
+    i-th model gets the same id every time; every occurrence is renamed, so the references still hold.
+    """
+    state = nb.get("metadata", {}).get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {})
+    ids = list(state.get("state", {}))  # in the order the kernel created them
+    if not ids:
+        return nb
+    text = json.dumps(nb)
+    for i, old in enumerate(ids):
+        text = text.replace(old, hashlib.sha256(f"{name}/{i}".encode()).hexdigest()[:32])
+    return nbformat.from_dict(json.loads(text))
 
 
 if __name__ == "__main__":
