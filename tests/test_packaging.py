@@ -37,6 +37,16 @@ def test_make_installs_setuptools_before_the_editable_install():
     assert int(needs.group(1)) >= int(build.group(1)), "the venv's setuptools must satisfy [build-system]"
 
 
+def test_make_demo_installs_the_course_without_the_test_tools():
+    # A classroom's laptops run `make demo`; pytest, nbval and playwright are for `make test`.
+    make = (ROOT / "Makefile").read_text()
+    course = make.split("$(STAMP):", 1)[1].split("\n\n", 1)[0]
+    assert "-r requirements.txt" in course and "requirements-dev" not in course
+    assert re.search(r"^demo: \$\(STAMP\)$", make, flags=re.M)
+    assert re.search(r"^test: \$\(DEV_STAMP\)$", make, flags=re.M)
+    assert "-r requirements-dev.txt" in make.split("$(DEV_STAMP):", 1)[1].split("\n\n", 1)[0]
+
+
 def test_the_licence_pyproject_declares_ships_with_the_repo():
     text = (ROOT / "pyproject.toml").read_text()
     assert re.search(r'^license = "MIT"$', text, flags=re.M)
