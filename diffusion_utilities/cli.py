@@ -171,12 +171,15 @@ def build_parser() -> argparse.ArgumentParser:
 def _cmd_dataset(a) -> None:
     from .data import procedural_dataset, save_dataset
     from .importing import from_images, from_sheet, parse_colour, parse_tile
+    from .sprites import check_room_for
 
     start = time.perf_counter()
     if a.from_images and a.from_sheet:
         raise BadInput("give --from-images or --from-sheet, not both")
     if a.from_images and a.out.resolve() == a.from_images.resolve():
         raise BadInput(f"--out is the image folder itself; write the dataset beside or inside it, e.g. --out {a.out / 'dataset'}")
+    if not (a.from_images or a.from_sheet):
+        check_room_for(a.n)  # before the --out folder is made
     out_folder(a.out, "dataset.json", *(["sheet.png"] if a.sheet else []))
     if a.from_images or a.from_sheet:
         background = parse_colour(a.background)
@@ -248,13 +251,13 @@ def _cmd_sample(a) -> None:
     from .training import pick_device
     from .weights import load_model
 
-    out_folder(a.out, "samples.png", *([] if a.no_gif else ["samples.gif"]))
     device = pick_device(a.device)
     model, card = load_model(a.weights, device)
     schedule = make_schedule(DiffusionConfig(**card.get("diffusion", {})))
     steps = a.steps if a.steps is not None else min({"ddim": 25, "dpm-solver++": 20}.get(a.sampler, schedule.T), schedule.T)
     check_sampling_memory(model, a.n, a.guidance, f"sampling {a.n:,} sprites at once",
                           "ask for fewer with --n, and run again with other --seed values for more")
+    out_folder(a.out, "samples.png", *([] if a.no_gif else ["samples.gif"]))  # after the checks: none is left empty
     context = parse_context(a.context, a.n, card.get("class_names", []))
     gen = torch.Generator().manual_seed(a.seed)
     start = time.perf_counter()

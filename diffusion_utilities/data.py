@@ -193,8 +193,8 @@ def procedural_dataset(n: int, seed: int = 0) -> SpriteData:
 
 def sprites_to_tensor(sprites: np.ndarray) -> torch.Tensor:
     """(N, H, W, 3) uint8 -> (N, 3, H, W) float32 in [-1, 1]; the course's ToTensor + Normalize(0.5, 0.5)."""
-    x = torch.from_numpy(np.ascontiguousarray(sprites)).permute(0, 3, 1, 2).float()
-    return x / 127.5 - 1
+    x = torch.from_numpy(np.ascontiguousarray(sprites)).permute(0, 3, 1, 2).to(torch.float32, copy=True)
+    return x.div_(127.5).sub_(1)  # in place (on the copy): out of place peaks at 3 float copies of the set
 
 
 def tensor_to_sprites(x: torch.Tensor) -> np.ndarray:

@@ -5,6 +5,7 @@ stderr and exits with code 2 instead of showing a traceback.
 """
 
 import json
+import os
 from pathlib import Path
 
 __all__ = ["BadInput", "out_folder", "read_json_object", "available_memory", "check_memory"]
@@ -46,11 +47,12 @@ def read_json_object(path: Path, fix: str) -> dict:
 def available_memory(proc: Path = Path("/proc"), cgroups: Path = Path("/sys/fs/cgroup")) -> int | None:
     """Bytes this process can still allocate before swapping or being killed; None where unknown.
 
-    The smaller of Linux's MemAvailable and the room left under any memory limit of the process's
-    cgroups (v2 ``memory.max``, v1 ``memory.limit_in_bytes``). Containers (Docker, SageMaker,
-    Kubernetes) set such limits, and /proc/meminfo there reports the whole host: a 4 GB container
-    on a 64 GB machine would otherwise be told it has 60 GB free. Page cache the kernel can drop
-    (``inactive_file``) is not counted as used, as ``docker stats`` does not count it.
+    The smaller of Linux's MemAvailable and the room left under every memory limit on the process's
+    cgroups and their parents (v2 ``memory.max``, v1 ``memory.limit_in_bytes``). Containers (Docker,
+    SageMaker, Kubernetes) set such limits, and /proc/meminfo there reports the whole host: a 4 GB
+    container on a 64 GB machine would otherwise be told it has 60 GB free. Page cache of files
+    (``active_file`` + ``inactive_file``), which the kernel drops before it kills anything, counts
+    as free, as MemAvailable counts it.
     """
     known = [n for n in (_meminfo_available(proc), _cgroup_room(proc, cgroups)) if n is not None]
     return min(known) if known else None
@@ -66,11 +68,17 @@ def _meminfo_available(proc: Path) -> int | None:
     return None
 
 
+# (limit file, usage file, the memory.stat keys of file page cache) of each cgroup version; v1's
+# total_* keys count the whole subtree, as its usage does
+_V2 = ("memory.max", "memory.current", ("active_file", "inactive_file"))
+_V1 = ("memory.limit_in_bytes", "memory.usage_in_bytes", ("total_active_file", "total_inactive_file"))
+
+
 def _cgroup_room(proc: Path, cgroups: Path) -> int | None:
     """Room left under the tightest memory limit of this process's cgroups and their parents."""
     try:
         lines = (proc / "self" / "cgroup").read_text().splitlines()
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a cgroup name that is not UTF-8
         return None
     rooms = []
     for line in lines:  # "hierarchy-id:controllers:path"; v2 is "0::path"
@@ -81,39 +89,31 @@ def _cgroup_room(proc: Path, cgroups: Path) -> int | None:
         relative = Path(path.lstrip("/"))
         if controllers == "":  # v2, at the root of the mount or (hybrid systems) under unified/
             for mount in (cgroups, cgroups / "unified"):
-                rooms += _v2_rooms(mount, relative)
+                rooms += _rooms(mount, relative, *_V2)
         elif "memory" in controllers.split(","):
-            rooms += _v1_rooms(cgroups / "memory", relative)
+            rooms += _rooms(cgroups / "memory", relative, *_V1)
     return max(0, min(rooms)) if rooms else None
 
 
-def _v2_rooms(mount: Path, relative: Path) -> list[int]:
-    """max - (current - inactive_file) at every level from the process's cgroup up to the mount."""
+def _rooms(mount: Path, relative: Path, limit_file: str, usage_file: str, cache_keys: tuple) -> list[int]:
+    """limit - (usage - file cache) at every level from the process's cgroup up to the mount.
+
+    Every level counts: a limit on a parent (a Slurm job, a systemd slice) caps the siblings' usage
+    together, and a level's usage covers its whole subtree.
+    """
     folder = mount / relative
-    if not folder.is_dir():  # a container's own cgroup namespace mounts its cgroup as the root
+    if ".." in relative.parts or not os.path.isdir(folder):
+        # a cgroup namespace (containers) mounts the process's own cgroup as the root; ".." appears
+        # for a process outside its namespace's root. os.path.isdir: no PermissionError, unlike pathlib's
         folder = mount
     rooms = []
     while True:
-        limit = _read_int(folder / "memory.max")
-        current = _read_int(folder / "memory.current")
-        if limit is not None and current is not None:
-            rooms.append(limit - current + _stat(folder / "memory.stat", "inactive_file"))
+        limit, usage = _read_int(folder / limit_file), _read_int(folder / usage_file)
+        if limit is not None and usage is not None and limit < 1 << 62:  # v1 writes "no limit" as about 2**63
+            rooms.append(limit - usage + sum(_stat(folder / "memory.stat", k) for k in cache_keys))
         if folder == mount or folder.parent == folder:
             return rooms
         folder = folder.parent
-
-
-def _v1_rooms(mount: Path, relative: Path) -> list[int]:
-    """v1 reports the tightest limit of the cgroup and its parents as ``hierarchical_memory_limit``."""
-    folder = mount / relative
-    if not folder.is_dir():
-        folder = mount
-    stat = folder / "memory.stat"
-    limit = _stat(stat, "hierarchical_memory_limit", None) or _read_int(folder / "memory.limit_in_bytes")
-    usage = _read_int(folder / "memory.usage_in_bytes")
-    if limit is None or usage is None or limit >= 1 << 62:  # v1 writes "no limit" as about 2**63
-        return []
-    return [limit - usage + _stat(stat, "total_inactive_file")]
 
 
 def _read_int(path: Path) -> int | None:
@@ -124,8 +124,8 @@ def _read_int(path: Path) -> int | None:
         return None
 
 
-def _stat(path: Path, key: str, default: int | None = 0) -> int | None:
-    """One ``key value`` line of a cgroup memory.stat file."""
+def _stat(path: Path, key: str) -> int:
+    """One ``key value`` line of a cgroup memory.stat file; 0 where it cannot be read."""
     try:
         for line in path.read_text().splitlines():
             name, _, value = line.partition(" ")
@@ -133,7 +133,7 @@ def _stat(path: Path, key: str, default: int | None = 0) -> int | None:
                 return int(value)
     except (OSError, ValueError):
         pass
-    return default
+    return 0
 
 
 def check_memory(need: int, what: str, fix: str) -> None:

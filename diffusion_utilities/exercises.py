@@ -8,6 +8,7 @@ function with it before the check, and the check would pass whatever the learner
 
 from __future__ import annotations
 
+import dis
 import inspect
 from typing import Callable
 
@@ -36,11 +37,19 @@ def check_exercise(yours: Callable, solution: Callable, check: Callable[[Callabl
 
 
 def _raised_by(fn: Callable, error: BaseException) -> bool:
-    """Whether ``error`` was raised in ``fn``'s own body (the stub), not in something it called."""
+    """Whether ``error`` came from a ``raise`` statement in ``fn``'s own body (the stub).
+
+    Not from something it called: a Python helper leaves a frame of its own, and a C++ operation
+    (a tensor op a device lacks) leaves none, so the last frame is fn's but the instruction that
+    raised is a call, not a raise.
+    """
     code = getattr(inspect.unwrap(fn), "__code__", None)
     if code is None:  # a partial or a callable object: cannot tell, so take it for the stub
         return True
     tb = error.__traceback__
     while tb.tb_next is not None:
         tb = tb.tb_next
-    return tb.tb_frame.f_code is code
+    if tb.tb_frame.f_code is not code:
+        return False
+    ops = {i.offset: i.opname for i in dis.get_instructions(code)}
+    return ops.get(tb.tb_lasti, "RAISE_VARARGS") == "RAISE_VARARGS"  # unknown offset: as before

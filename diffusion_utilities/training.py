@@ -578,8 +578,8 @@ class GraphedTrainStep:
 
 
 def _check_tensor_memory(n: int, height: int) -> None:
-    """The float32 copy of the sprites, and its temporary during the conversion, must fit in host memory."""
-    check_memory(2 * n * 3 * height * height * 4, f"holding {n:,} sprites as float32 tensors",
+    """The float32 copy of the sprites must fit in host memory (sprites_to_tensor converts in place)."""
+    check_memory(n * 3 * height * height * 4, f"holding {n:,} sprites as float32 tensors",
                  "train on fewer sprites (--n-sprites, or a smaller --data set)")
 
 

@@ -248,11 +248,14 @@ def export_course_weights(model_path: Path, out_dir: Path, snapshots: dict[int, 
                 _warn_if_labs_differ(path, card)
             states[path] = {k: v.contiguous() for k, v in model.state_dict().items()}
     targets = [(out_dir / f"{prefix}{name}.pth", states[path]) for name, path in jobs for prefix in ("", "context_")]
+    folders = [target for target, _ in targets if target.is_dir()]
+    if folders:
+        raise BadInput(f"{folders[0]} is a folder, but the labs' weights are written there; move it or choose another --out")
     if not overwrite:
         differ = [target for target, state in targets if target.exists() and not _holds(target, state)]
         if differ:
-            more = f", as do {len(differ) - 1} more of the files to write" if len(differ) > 1 else ""
-            raise BadInput(f"{differ[0]} already exists and holds other weights{more}; pass --overwrite to "
+            count = f" ({len(differ)} of the {len(targets)} files to write do)" if len(differ) > 1 else ""
+            raise BadInput(f"{differ[0]} already exists and holds other weights{count}; pass --overwrite to "
                            f"replace them, or choose another --out")
     for target, state in targets:
         atomic_write(target, lambda tmp: torch.save(state, tmp))

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,7 +72,7 @@ def test_dataset_train_sample_end_to_end(tmp_path):
     (["demo", "--weights", "typo.safetensors", "--out", "x"], "weights file not found: typo.safetensors"),
     (["dataset", "--out", "FILE"], "is a file; give a folder"),
     (["dataset", "--out", "x", "--n", "1000000"], "making 1,000,000 sprites needs about 2.2 GB of memory and 0.5 GB is free"),
-    (["train", "--out", "x", "--n-sprites", "100000"], "holding 100,000 sprites as float32 tensors needs about 0.6 GB"),
+    (["train", "--out", "x", "--n-sprites", "200000"], "holding 200,000 sprites as float32 tensors needs about 0.6 GB"),
     (["dataset"], "the following arguments are required: --out"),
     (["frobnicate"], "invalid choice"),
 ])
@@ -100,6 +101,27 @@ def test_bad_arguments_one_line_exit_2(tmp_path, capsys, monkeypatch, args, mess
     err = capsys.readouterr().err.strip()
     assert code == 2, err
     assert message in err and "\n" not in err and "Traceback" not in err
+    if "--n" in args or "--n-sprites" in args:  # refused before any work: no --out folder left behind
+        assert not (tmp_path / "x").exists()
+
+
+def test_export_keeps_the_courses_own_pth_until_overwrite_is_passed(tmp_path, capsys):
+    from diffusion_utilities import ContextUnet, save_model
+    from diffusion_utilities.cli import main
+
+    weights = tmp_path / "W"
+    save_model(ContextUnet(3, 16, 5, 16), weights, {"diffusion": {}})
+    out = tmp_path / "labs"
+    out.mkdir()
+    theirs = {"w": torch.ones(1)}
+    torch.save(theirs, out / "model_trained.pth")
+    args = ["export-course-weights", "--weights", str(weights), "--out", str(out)]
+    assert main(args) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("warning: ")]
+    assert len(errors) == 1 and "model_trained.pth already exists and holds other weights; pass --overwrite" in errors[0]
+    assert torch.equal(torch.load(out / "model_trained.pth", weights_only=True)["w"], theirs["w"])
+    assert main([*args, "--overwrite"]) == 0
+    assert "w" not in torch.load(out / "model_trained.pth", weights_only=True)
 
 
 def test_wrong_array_shape_exit_2(tmp_path):

@@ -54,6 +54,25 @@ def test_not_implemented_from_deeper_down_is_shown_not_taken_for_the_stub():
         check_exercise(my_double, solution_double, _double_check, "doubles")
 
 
+def test_not_implemented_from_a_torch_op_called_directly_is_shown_too():
+    # C++ ops leave no Python frame: the last frame is the learner's, but it raised in a call.
+    def my_double(x):
+        sparse = torch.sparse_coo_tensor(torch.tensor([[0, 1, 2]]), x, (3,), check_invariants=True)
+        return 2 * sparse.view(3)  # view is not implemented for sparse tensors
+
+    with pytest.raises(NotImplementedError):
+        check_exercise(my_double, solution_double, _double_check, "doubles")
+
+
+def test_a_stub_that_raises_an_instance_with_a_message_is_still_the_stub(capsys):
+    def my_double(x):
+        x = x + 0  # a line of the learner's before the raise
+        raise NotImplementedError("write this")
+
+    check_exercise(my_double, solution_double, _double_check, "doubles")
+    assert "not written yet" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_no_other_cell_redefines_the_learners_function(path):
     # Run All executes every cell, folded ones too: a solution named like the stub would replace the

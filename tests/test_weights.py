@@ -176,20 +176,26 @@ def test_export_keeps_other_weights_unless_told_to_overwrite(tmp_path, capsys):
     from diffusion_utilities.weights import export_course_weights
 
     _, path, _ = _save(tmp_path)
+    model, _ = load_model(path)
+    ours = model.state_dict()
     out = tmp_path / "out"
     export_course_weights(path, out)
     export_course_weights(path, out)  # the same tensors again: no refusal
-    theirs = {"init_conv.conv1.0.weight": torch.ones(2, 3)}  # e.g. the course's own download, same name
-    torch.save(theirs, out / "context_model_trained.pth")
+    # the course's own download: exactly our keys and shapes, other values
+    torch.save({k: v + 1 for k, v in ours.items()}, out / "context_model_trained.pth")
     before = (out / "context_model_trained.pth").read_bytes()
     with pytest.raises(BadInput, match=r"context_model_trained\.pth already exists and holds other weights; "
                                        r"pass --overwrite to replace them, or choose another --out$"):
         export_course_weights(path, out)
     assert (out / "context_model_trained.pth").read_bytes() == before
     (out / "model_31.pth").write_text("not a state dict")
-    with pytest.raises(BadInput, match=r"context_model_trained\.pth already exists and holds other weights, as do 1 more of the files"):
+    with pytest.raises(BadInput, match=r"context_model_trained\.pth already exists and holds other weights "
+                                       r"\(2 of the 4 files to write do\)"):
         export_course_weights(path, out)
     export_course_weights(path, out, overwrite=True)
-    model, _ = load_model(path)
     saved = torch.load(out / "context_model_trained.pth", weights_only=True)
-    assert all(torch.equal(saved[k], v) for k, v in model.state_dict().items())
+    assert all(torch.equal(saved[k], v) for k, v in ours.items())
+    (out / "model_31.pth").unlink()
+    (out / "model_31.pth").mkdir()
+    with pytest.raises(BadInput, match=r"model_31\.pth is a folder"):
+        export_course_weights(path, out, overwrite=True)
