@@ -1,9 +1,10 @@
 """How many sprites does fine-tuning need? A measurement for README's "Bring your own sprites".
 
 For N in (16, 64, 256, 1024) food sprites: fine-tune the shipped model on them, unconditionally,
-for a fixed 200 steps of batch 32 (as lesson 5 does for 64), then draw 64 samples (DDIM, 25 steps,
-η = 1) and measure
-  - food: the fraction the lesson-4 classifier calls food (the shipped model without a context: ~20%);
+for a fixed 200 steps of batch 32 (lesson 5 fine-tunes on 64 for 100), then draw 64 samples (DDIM,
+25 steps, η = 1) and measure
+  - food: the fraction the classifier calls food (the shipped model without a context: 41% of 32
+    samples in lesson 5);
   - copies: the fraction within RMS 0.05 of one of the N training sprites (memorisation).
 A from-scratch model trained the same way on 1,024 sprites is the control.
 
