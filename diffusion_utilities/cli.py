@@ -132,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--weights", type=Path, default=SHIPPED)
     e.add_argument("--classifier", type=Path, default=CLASSIFIER)
     e.add_argument("--n", type=_positive_int, default=200,
-                   help="sprites per row (FID at 200 varies by tens of points from draw to draw; 1000 to rank close models)")
+                   help="sprites per row (FID at 200 varies by tens of points from draw to draw; more cuts that)")
     e.add_argument("--rows", help="comma-separated rows (default: real,ddpm,ddpm-no-noise,ddim)")
     e.add_argument("--seed", type=_seed, default=0)
     e.add_argument("--device", default="auto")

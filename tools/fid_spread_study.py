@@ -1,16 +1,19 @@
 """How much does sprite-FID at evaluate's default n = 200 vary? Blocks of 200 against the whole 1,000.
 
-For the real held-out sprites and for each model given, draw 1,000 sprites (DDIM-25 with η = 1, the
-five classes in turn, seed 0, as `evaluate --rows ddim-eta1` draws them), then score the whole set
+For the real held-out sprites and for each model given, draw 1,000 sprites on the CPU (DDIM-25 with
+η = 1, the five classes in turn, seed 0, as `evaluate --rows ddim-eta1` draws them on a CPU), then score the whole set
 and five disjoint blocks of 200 (each block keeps the classes balanced) against the same 2,000
 reference sprites.
 
-    python tools/fid_spread_study.py [NAME=WEIGHTS ...]   # default: shipped=weights/sprites_ddpm.safetensors
-                                                           # about 1 minute per model on 2 CPU cores
+    python tools/fid_spread_study.py [NAME=WEIGHTS ...] > spread.json   # progress on stderr
+        # default: shipped=weights/sprites_ddpm.safetensors; about 1 minute per model on 2 CPU cores
 
-Measured 2026-11-26 (docs/measurements/cpu_2026-11-26c_fid_spread_n200.json): the real sprites'
-blocks scored 25.0 to 65.1 while the whole 1,000 scored 15.0, so two models whose FIDs at n = 200
-differ by less than about 30 may be in either order. Compare models at n = 1000 or more.
+docs/measurements/cpu_2026-11-26c_fid_spread_n200.json came from
+    python tools/fid_spread_study.py shipped=weights/sprites_ddpm.safetensors \
+        course=/work/gpu_weights/recipe_course_model.safetensors b256=/work/gpu_weights/recipe_b256_model.safetensors
+(the two H100 recipe weights of docs/benchmarks.md, not shipped). The real sprites' blocks scored
+25.0 to 65.1 while the whole 1,000 scored 15.0, so two models whose FIDs at n = 200 differ by less
+than about 40 may be in either order.
 """
 
 import json
@@ -43,13 +46,13 @@ def main(models: dict[str, Path]) -> dict:
         reference = Evaluator(classifier, card).ref_features
         if "real" not in out:  # labels cycle through the classes with the index, as the contexts do
             out["real"] = scores(classifier, sprites_to_tensor(procedural_dataset(N, HELD_OUT_SEED).sprites), reference)
-            print("real", out["real"], flush=True)
+            print("real", out["real"], file=sys.stderr, flush=True)
         start = time.perf_counter()
         x = sample(model, make_schedule(DiffusionConfig(**card["diffusion"])), N, sampler="ddim", steps=25, eta=1.0,
                    context=context, generator=torch.Generator().manual_seed(0)).x
         out[name] = {"row": "ddim-eta1", **scores(classifier, x, reference),
                      "seconds": round(time.perf_counter() - start, 1)}
-        print(name, out[name], flush=True)
+        print(name, out[name], file=sys.stderr, flush=True)
     return out
 
 
