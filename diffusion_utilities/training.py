@@ -298,12 +298,11 @@ def train(
         config = replace(config, cuda_graph=device.type == "cuda")
     if config.cuda_graph and device.type != "cuda":
         raise BadInput(f"--cuda-graph needs a CUDA GPU and this run is on {device.type}; drop --cuda-graph or use --device cuda")
-    if data is None:  # before the out folder is made and minutes are spent making sprites
-        _check_tensor_memory(config.n_sprites, SIZE)
+    # before the out folder is made and, for procedural sprites, minutes are spent making them
+    _check_tensor_memory(*((config.n_sprites, SIZE) if data is None else (len(data), data.sprites.shape[1])))
     _prepare_out_dir(out_dir, resume, overwrite)
     if data is None:
         data = procedural_dataset(config.n_sprites, config.data_seed)
-    _check_tensor_memory(len(data), data.sprites.shape[1])
     n_classes = data.labels.shape[1]
     height = data.sprites.shape[1]
     model_config = model_config or ModelConfig(height=height, n_cfeat=max(n_classes, 1))

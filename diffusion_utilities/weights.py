@@ -268,8 +268,8 @@ def _holds(path: Path, state: dict[str, torch.Tensor]) -> bool:
         saved = load_legacy_pth(path)
     except BadInput:
         return False
-    return saved.keys() == state.keys() and all(
-        saved[k].dtype == v.dtype and saved[k].shape == v.shape and torch.equal(saved[k], v) for k, v in state.items())
+    return saved.keys() == state.keys() and all(saved[k].dtype == v.dtype and torch.equal(saved[k], v)
+                                                for k, v in state.items())
 
 
 def _warn_if_labs_differ(path: Path, card: dict) -> None:
