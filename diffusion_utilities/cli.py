@@ -93,6 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--n-feat", type=_positive_int, default=64)
     t.add_argument("--timesteps", type=_positive_int, default=500)
     t.add_argument("--schedule", default="linear", help="linear (course) or cosine")
+    t.add_argument("--prediction", default="eps",
+                   help="what the network learns to predict: eps, the noise (the course), or v (Salimans & Ho 2022)")
+    t.add_argument("--zero-terminal-snr", action="store_true",
+                   help="rescale the schedule so x_T is pure noise (Lin et al. 2024); needs --prediction v")
     t.add_argument("--context-dropout", type=float, default=0.1)
     t.add_argument("--ema-decay", type=float, default=0.999)
     t.add_argument("--seed", type=_seed, default=0)
@@ -116,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=_seed, default=0)
     s.add_argument("--context", help="a class name or index, or 'mixed' for all classes in turn")
     s.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance weight w")
+    s.add_argument("--guidance-rescale", type=float, default=0.0,
+                   help="φ from 0 to 1: rescale guided predictions to the conditional one's spread (Lin et al. 2024 use 0.7)")
     s.add_argument("--eta", type=float, default=0.0, help="DDIM η")
     s.add_argument("--out", type=Path, default=Path("outputs"))
     s.add_argument("--device", default="auto")
@@ -216,7 +222,9 @@ def _cmd_train(a, argv) -> None:
     n_classes = data.labels.shape[1] if data else 5  # 0 classes: an unconditional model (n_cfeat=1, never used)
     model_config = ModelConfig(n_feat=a.n_feat, n_cfeat=max(n_classes, 1), height=height)
     command = "python -m diffusion_utilities " + shlex.join(argv)
-    card = train(config, a.out, data, model_config, DiffusionConfig(timesteps=a.timesteps, schedule=a.schedule),
+    diffusion = DiffusionConfig(timesteps=a.timesteps, schedule=a.schedule, prediction=a.prediction,
+                                zero_terminal_snr=a.zero_terminal_snr)
+    card = train(config, a.out, data, model_config, diffusion,
                  resume=a.resume, device=a.device, progress=not a.no_progress, command=command,
                  init_from=a.init_from, overwrite=a.overwrite)
     print(f"trained {card['steps']} steps in {card['wall_time_s']} s, final loss {card['final_loss']:.4f}; "
@@ -263,7 +271,7 @@ def _cmd_sample(a) -> None:
     gen = torch.Generator().manual_seed(a.seed)
     start = time.perf_counter()
     out = sample(model, schedule, a.n, sampler=a.sampler, steps=steps, context=context, guidance=a.guidance,
-                 eta=a.eta, generator=gen, save_every=None if a.no_gif else max(1, steps // 25), progress=True,
+                 guidance_rescale=a.guidance_rescale, eta=a.eta, generator=gen, save_every=None if a.no_gif else max(1, steps // 25), progress=True,
                  precision=a.precision, cuda_graph=a.cuda_graph, compile=a.compile)
     seconds = time.perf_counter() - start
     png = save_grid(out.x, a.out / "samples.png", nrow=8)

@@ -1,7 +1,9 @@
 """Samplers: one loop, parameterised by a step rule and a list of time steps.
 
-A step rule maps (x_t, predicted noise ε, t, t_prev) to the mean and standard deviation
-of x_{t_prev}; the loop adds σ·z (z ~ N(0, I)) except on the final step to t = 0.
+At each step the network's output (ε or v: the schedule knows which) becomes the predicted clean
+image x̂₀ and noise ε̂ (``NoiseSchedule.x0_eps``), and a step rule maps (x_t, x̂₀, ε̂, t, t_prev)
+to the mean and standard deviation of x_{t_prev}; the loop adds σ·z (z ~ N(0, I)) except on the
+final step to t = 0.
 
     ddpm           DDPM Algorithm 2 (Ho et al. 2020), σ_t² = β_t as in the course
     ddpm-no-noise  the same update with z = 0: the course's ablation, which collapses
@@ -9,7 +11,8 @@ of x_{t_prev}; the loop adds σ·z (z ~ N(0, I)) except on the final step to t =
     dpm-solver++   DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2), deterministic, second order
 
 Classifier-free guidance (Ho & Salimans 2022), in the convention
-ε̃ = (1 + w)·ε(x, c) − w·ε(x, ∅): w = 0 is plain conditioning.
+ε̃ = (1 + w)·ε(x, c) − w·ε(x, ∅): w = 0 is plain conditioning; optionally rescaled
+(Lin et al. 2024, §3.4) so that strong guidance does not over-expose.
 """
 
 from __future__ import annotations
@@ -93,36 +96,49 @@ def denoise_add_noise(x, t: int, pred_noise, schedule: NoiseSchedule, z=None):
 
     x_{t-1} = (x_t − (1 − α_t) / √(1 − ᾱ_t) · ε) / √α_t + √β_t · z
     """
+    if schedule.prediction != "eps":
+        raise BadInput(f"denoise_add_noise is the course's step for a noise-predicting model; this schedule's model "
+                       f"predicts {schedule.prediction}: use sample(model, schedule, n, sampler='ddpm')")
     if z is None:
         z = torch.randn_like(x)
     mean, sigma = ddpm_step(schedule, x, pred_noise, t, t - 1)
     return mean + sigma * z
 
 
-def ddpm_step(schedule: NoiseSchedule, x, eps, t: int, t_prev: int):
+def ddpm_step(schedule: NoiseSchedule, x, eps, t: int, t_prev: int, x0=None):
     """Mean and σ of the DDPM ancestral step from t to t_prev; returns (mean, sigma).
 
     1. α = α_t for consecutive steps (the course's arithmetic exactly); for a stride,
        α = ᾱ_t / ᾱ_{t_prev}, the α of the respaced chain.
     2. mean = (x_t − (1 − α) / √(1 − ᾱ_t) · ε) / √α
+       At α = 0 (the first step of a zero-terminal-SNR schedule) this is 0/0; the posterior mean
+       (DDPM Eq. 7) there is √ᾱ_prev · x̂₀, which needs x0 (x̂₀) to be given.
     3. σ = √(1 − α) = √β: the course's choice, not the posterior's β̃ (see ddim_step with η = 1).
     """
     ab = schedule.ab_t[t]
     a = schedule.a_t[t] if t_prev == t - 1 else ab / schedule.ab_t[t_prev]
-    mean = (x - eps * ((1 - a) / (1 - ab).sqrt())) / a.sqrt()
+    if a == 0:
+        if x0 is None:
+            raise BadInput("at α_t = 0 (a zero-terminal-SNR schedule's first step) the DDPM step needs x0, "
+                           "the predicted clean image")
+        mean = schedule.ab_t[t_prev].sqrt() * x0
+    else:
+        mean = (x - eps * ((1 - a) / (1 - ab).sqrt())) / a.sqrt()
     sigma = schedule.b_t[t].sqrt() if t_prev == t - 1 else (1 - a).sqrt()
     return mean, sigma
 
 
-def ddim_step(schedule: NoiseSchedule, x, eps, t: int, t_prev: int, eta: float = 0.0):
+def ddim_step(schedule: NoiseSchedule, x, eps, t: int, t_prev: int, eta: float = 0.0, x0=None):
     """Mean and σ of the DDIM step from t to t_prev (DDIM Eq. 12 and 16); returns (mean, sigma).
 
     1. x̂_0 = (x_t − √(1 − ᾱ_t) · ε) / √ᾱ_t                      the predicted clean image
+       (or x0 itself when given: a v-model's, NoiseSchedule.x0_eps)
     2. σ = η · √((1 − ᾱ_prev) / (1 − ᾱ_t)) · √(1 − ᾱ_t / ᾱ_prev)  η = 1 gives DDPM's posterior β̃_t
     3. mean = √ᾱ_prev · x̂_0 + √(1 − ᾱ_prev − σ²) · ε              "direction pointing to x_t"
     """
     ab, ab_prev = schedule.ab_t[t], schedule.ab_t[t_prev]
-    x0 = (x - (1 - ab).sqrt() * eps) / ab.sqrt()
+    if x0 is None:
+        x0 = (x - (1 - ab).sqrt() * eps) / ab.sqrt()
     sigma = eta * ((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)).sqrt() if eta else 0.0
     mean = ab_prev.sqrt() * x0 + (1 - ab_prev - sigma**2).clamp(min=0).sqrt() * eps
     return mean, sigma
@@ -132,7 +148,7 @@ class DPMSolverPP2M:
     """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2): a multistep solver of the diffusion ODE.
 
     With α = √ᾱ, σ = √(1 − ᾱ), λ = log(α / σ) and h = λ_prev − λ_t:
-    1. D_t = x̂_0, the data prediction (as in DDIM step 1).
+    1. D_t = x̂_0, the data prediction (as in DDIM step 1, or x0 when given).
     2. From the second step on, extrapolate with the previous prediction:
        D = (1 + 1/(2r)) · D_t − 1/(2r) · D_last,  r = h_last / h.
     3. x_prev = (σ_prev / σ_t) · x_t − α_prev · (e^{−h} − 1) · D
@@ -144,14 +160,14 @@ class DPMSolverPP2M:
         self.schedule = schedule
         self.last = None  # (D_last, h_last) from the previous step
 
-    def __call__(self, x, eps, t: int, t_prev: int):
+    def __call__(self, x, eps, t: int, t_prev: int, x0=None):
         ab = self.schedule.ab_t
         alpha, sigma = ab[t].sqrt(), (1 - ab[t]).sqrt()
-        d = (x - sigma * eps) / alpha
+        d = (x - sigma * eps) / alpha if x0 is None else x0
         if t_prev == 0:
             return d, 0.0
         alpha_p, sigma_p = ab[t_prev].sqrt(), (1 - ab[t_prev]).sqrt()
-        h = torch.log(alpha_p / sigma_p) - torch.log(alpha / sigma)
+        h = torch.log(alpha_p / sigma_p) - torch.log(alpha / sigma)  # +∞ from ᾱ_T = 0: e^{−h} = 0, x_prev = σ_p·x + α_p·D
         d_used = d
         if self.last is not None:
             d_last, h_last = self.last
@@ -162,14 +178,16 @@ class DPMSolverPP2M:
 
 
 def _step_rule(sampler: str, schedule: NoiseSchedule, eta: float):
+    """rule(x, x0, eps, t, t_prev) -> (mean, sigma) for ``sampler``."""
     if sampler == "ddpm":
-        return lambda x, eps, t, tp: ddpm_step(schedule, x, eps, t, tp)
+        return lambda x, x0, eps, t, tp: ddpm_step(schedule, x, eps, t, tp, x0)
     if sampler == "ddpm-no-noise":
-        return lambda x, eps, t, tp: (ddpm_step(schedule, x, eps, t, tp)[0], 0.0)
+        return lambda x, x0, eps, t, tp: (ddpm_step(schedule, x, eps, t, tp, x0)[0], 0.0)
     if sampler == "ddim":
-        return lambda x, eps, t, tp: ddim_step(schedule, x, eps, t, tp, eta)
+        return lambda x, x0, eps, t, tp: ddim_step(schedule, x, eps, t, tp, eta, x0)
     if sampler == "dpm-solver++":
-        return DPMSolverPP2M(schedule)
+        solver = DPMSolverPP2M(schedule)
+        return lambda x, x0, eps, t, tp: solver(x, eps, t, tp, x0)
     raise BadInput(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
 
 
@@ -186,17 +204,26 @@ def check_context(context, n: int, n_cfeat: int) -> None:
         raise BadInput("context has negative, NaN or infinite weights; use weights ≥ 0 (one-hot or a mix)")
 
 
-def predict_noise(model, x, t_norm: torch.Tensor, context=None, guidance: float = 0.0):
+def predict_noise(model, x, t_norm: torch.Tensor, context=None, guidance: float = 0.0, guidance_rescale: float = 0.0):
     """ε(x, t, c), or with guidance w: (1 + w)·ε(x, c) − w·ε(x, ∅), both halves in one batch.
 
-    t_norm is one t/T for the whole batch or one per sprite, as for the model.
+    The same for a v-model's output (guidance is linear in it). t_norm is one t/T for the whole
+    batch or one per sprite, as for the model.
+    guidance_rescale φ (Lin et al. 2024, §3.4, Eq. 15–16): scale the guided output back to the
+    per-sprite standard deviation of the conditional one, and mix: φ·rescaled + (1 − φ)·guided.
+    Strong guidance otherwise inflates it, which shows as over-saturated, over-exposed sprites.
     """
     if context is None or guidance == 0:
         return model(x, t_norm, context)
     t_both = t_norm if t_norm.numel() == 1 else torch.cat([t_norm, t_norm])
     eps = model(torch.cat([x, x]), t_both, torch.cat([context, torch.zeros_like(context)]))
     eps_c, eps_u = eps.chunk(2)
-    return (1 + guidance) * eps_c - guidance * eps_u
+    guided = (1 + guidance) * eps_c - guidance * eps_u
+    if guidance_rescale:
+        dims = list(range(1, guided.dim()))  # per sprite: (B, 1, 1, 1)
+        rescaled = guided * (eps_c.std(dim=dims, keepdim=True) / guided.std(dim=dims, keepdim=True))
+        guided = guidance_rescale * rescaled + (1 - guidance_rescale) * guided
+    return guided
 
 
 class _GraphedNoise:
@@ -208,11 +235,12 @@ class _GraphedNoise:
     next one (the step rule has finished with it by then).
     """
 
-    def __init__(self, net, x, t_norm, context, guidance):
+    def __init__(self, net, x, t_norm, context, guidance, guidance_rescale=0.0):
         self.device = x.device
         self.x, self.t = x.clone(), t_norm.clone()
         # the warm-up outside the graph lets cuDNN pick its kernels
-        self.graph, self.eps = capture_cuda_graph(self.device, lambda: predict_noise(net, self.x, self.t, context, guidance))
+        self.graph, self.eps = capture_cuda_graph(
+            self.device, lambda: predict_noise(net, self.x, self.t, context, guidance, guidance_rescale))
 
     def __call__(self, x, t_norm):
         with torch.cuda.device(self.device):
@@ -254,6 +282,7 @@ def sample(
     steps: int | None = None,
     context: torch.Tensor | None = None,
     guidance: float = 0.0,
+    guidance_rescale: float = 0.0,
     eta: float = 0.0,
     x_T: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
@@ -267,6 +296,7 @@ def sample(
     """Draw ``n`` images from ``model`` by running ``sampler`` over ``steps`` time steps (default: T).
 
     context: (n, n_cfeat) weights or None; guidance: the classifier-free guidance weight w;
+    guidance_rescale: φ in [0, 1] (Lin et al. 2024 §3.4; they use 0.7), see ``predict_noise``;
     x_T: (n, C, H, W) starting noise (default: drawn from ``generator``);
     save_every: keep a frame every that many steps, for animations;
     fast: sample with ``inference_copy(model)`` (BatchNorm folded, channels_last; made once per
@@ -297,6 +327,8 @@ def sample(
     check_context(context, n, model.n_cfeat)
     if guidance and context is None:
         raise BadInput("guidance needs a context to guide towards; pass --context or set guidance to 0")
+    if not isinstance(guidance_rescale, (int, float)) or not 0 <= guidance_rescale <= 1:
+        raise BadInput(f"guidance_rescale must be a number from 0 to 1 (Lin et al. use 0.7), got {guidance_rescale!r}")
     if precision not in PRECISIONS:
         raise BadInput(f"precision must be {' or '.join(PRECISIONS)}, got {precision!r}")
     device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
@@ -326,11 +358,12 @@ def sample(
     t_norms = torch.tensor([t / schedule.T for t in ts], device=device)  # one copy to the device, not one per step
     if compile and made:  # compiles now, so that a failure is one line and not a traceback from inside the loop
         _first_compiled_call(net, x, t_norms[:1], context, guidance)
-    graphed = _GraphedNoise(net, x, t_norms[:1], context, guidance) if cuda_graph else None
+    graphed = _GraphedNoise(net, x, t_norms[:1], context, guidance, guidance_rescale) if cuda_graph else None
     for i, (t, t_prev) in enumerate(tqdm(list(zip(ts[:-1], ts[1:])), disable=not progress, desc=sampler)):
         t_norm = t_norms[i:i + 1]
-        eps = graphed(x, t_norm) if graphed else predict_noise(net, x, t_norm, context, guidance)
-        mean, sigma = rule(x, eps, t, t_prev)
+        out = graphed(x, t_norm) if graphed else predict_noise(net, x, t_norm, context, guidance, guidance_rescale)
+        x0, eps = schedule.x0_eps(x, out, t)  # what the network's ε or v says about the clean sprite
+        mean, sigma = rule(x, x0, eps, t, t_prev)
         x = mean + sigma * noise(shape) if t_prev > 0 and not _is_zero(sigma) else mean
         if save_every and ((i + 1) % save_every == 0 or t_prev == 0):
             frames.append(x.half().cpu())

@@ -4,20 +4,27 @@ The course's names are kept: ``b_t`` (β_t), ``a_t`` (α_t = 1 - β_t) and ``ab_
 (ᾱ_t = ∏ α_s), each a tensor of length T + 1 indexed by the integer time step t,
 with t = 0 meaning "clean image" (ᾱ_0 = 1). ``beta``, ``alpha`` and ``alpha_bar``
 are the same tensors under the papers' names.
+
+The schedule also knows what the network predicts (``prediction``): the noise ε (the course)
+or v = √ᾱ·ε − √(1−ᾱ)·x₀ (Salimans & Ho 2022, §4). ``NoiseSchedule.x0_eps`` turns either
+into the predicted clean image x̂₀ and noise ε̂, the one place the samplers read it from, and
+``NoiseSchedule.target`` is what training regresses onto.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
 from .errors import BadInput
 
-__all__ = ["NoiseSchedule", "DiffusionConfig", "make_schedule", "perturb_input", "SCHEDULES"]
+__all__ = ["NoiseSchedule", "DiffusionConfig", "make_schedule", "perturb_input", "rescale_zero_terminal_snr",
+           "SCHEDULES", "PREDICTIONS"]
 
 SCHEDULES = ("linear", "cosine")
+PREDICTIONS = ("eps", "v")
 MAX_TIMESTEPS = 100_000  # far past any use (DDPM used 1,000); keeps a typo from filling the memory
 
 
@@ -29,6 +36,10 @@ class DiffusionConfig:
     beta1: float = 1e-4  # β at t = 0 (linear schedule)
     beta2: float = 0.02  # β at t = T (linear schedule)
     schedule: str = "linear"  # "linear" (the course, DDPM) or "cosine" (Nichol & Dhariwal 2021)
+    prediction: str = "eps"  # what the network predicts: "eps" (the course) or "v" (Salimans & Ho 2022)
+    # rescale ᾱ so that ᾱ_T = 0 and x_T is pure noise (Lin et al. 2024, Algorithm 1); needs "v":
+    # at ᾱ_T = 0 the noise is all of x_T, so a network predicting it learns nothing about the sprite
+    zero_terminal_snr: bool = False
 
 
 @dataclass(frozen=True)
@@ -39,6 +50,7 @@ class NoiseSchedule:
     a_t: torch.Tensor
     ab_t: torch.Tensor
     name: str = "linear"
+    prediction: str = "eps"  # what the network's output is: "eps" or "v"
 
     @property
     def T(self) -> int:
@@ -62,7 +74,34 @@ class NoiseSchedule:
         return self.b_t.device
 
     def to(self, device) -> "NoiseSchedule":
-        return NoiseSchedule(self.b_t.to(device), self.a_t.to(device), self.ab_t.to(device), self.name)
+        return NoiseSchedule(self.b_t.to(device), self.a_t.to(device), self.ab_t.to(device), self.name, self.prediction)
+
+    def _coefficients(self, t, like: torch.Tensor):
+        """√ᾱ_t and √(1 − ᾱ_t) for an integer t or a (B,) tensor of them, shaped to broadcast over ``like``."""
+        ab = self.ab_t.to(like.device)[t]
+        if ab.dim():
+            ab = ab.view(-1, *[1] * (like.dim() - 1))  # (B, 1, 1, 1)
+        return ab.sqrt(), (1 - ab).sqrt()
+
+    def x0_eps(self, x: torch.Tensor, out: torch.Tensor, t):
+        """(x̂₀, ε̂): the clean image and the noise that the network's output ``out`` at x_t implies.
+
+        With x_t = √ᾱ·x₀ + √(1−ᾱ)·ε:
+          eps:  ε̂ = out,                 x̂₀ = (x_t − √(1−ᾱ)·ε̂) / √ᾱ      (DDPM Eq. 15)
+          v:    x̂₀ = √ᾱ·x_t − √(1−ᾱ)·v,  ε̂ = √(1−ᾱ)·x_t + √ᾱ·v          (Salimans & Ho §4)
+        The v form never divides, so it holds at ᾱ_T = 0, where x̂₀ from ε would be 0/0.
+        """
+        a, s = self._coefficients(t, x)
+        if self.prediction == "v":
+            return a * x - s * out, s * x + a * out
+        return (x - s * out) / a, out
+
+    def target(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """What the network learns to output at x_t: ε, or v = √ᾱ·ε − √(1−ᾱ)·x₀."""
+        if self.prediction == "v":
+            a, s = self._coefficients(t, x0)
+            return a * noise - s * x0
+        return noise
 
     def snr(self) -> torch.Tensor:
         """Signal-to-noise ratio ᾱ_t / (1 - ᾱ_t), shape (T + 1,); infinite at t = 0."""
@@ -100,6 +139,29 @@ class NoiseSchedule:
         ab_t = torch.cumprod(a_t, dim=0)  # equals f/f(0) except where β was clipped
         return cls(b_t.float(), a_t.float(), ab_t.float(), "cosine")
 
+    def rescaled_zero_terminal_snr(self) -> "NoiseSchedule":
+        """This schedule with ᾱ_T = 0 (Lin et al. 2024, Algorithm 1), β_T = 1: see rescale_zero_terminal_snr."""
+        ab_t = rescale_zero_terminal_snr(self.ab_t)
+        a_t = torch.ones_like(ab_t)
+        a_t[1:] = ab_t[1:] / ab_t[:-1]  # α_T = 0: the last step forgets the sprite entirely
+        return NoiseSchedule(1 - a_t, a_t, ab_t, self.name + "+zero-snr", self.prediction)
+
+
+def rescale_zero_terminal_snr(ab_t: torch.Tensor) -> torch.Tensor:
+    """ᾱ_t rescaled so that ᾱ_T = 0 while ᾱ_0 keeps its value (Lin et al. 2024, Algorithm 1).
+
+    1. take √ᾱ_t;
+    2. shift it so that its last value is 0;
+    3. scale it so that its first value is what it was: (√ᾱ_t − √ᾱ_T) · √ᾱ_0 / (√ᾱ_0 − √ᾱ_T);
+    4. square it back.
+    The course's T = 500 with DDPM's β range (chosen for T = 1000) ends at ᾱ_T = 0.0063:
+    x_T keeps √0.0063 = 8% of the sprite, which sampling from N(0, I) never has.
+    """
+    s = ab_t.double().sqrt()
+    s0, sT = s[0].clone(), s[-1].clone()
+    s = (s - sT) * s0 / (s0 - sT)
+    return (s**2).to(ab_t.dtype)
+
 
 def _check_timesteps(timesteps) -> None:
     if isinstance(timesteps, bool) or not isinstance(timesteps, int) or not 1 <= timesteps <= MAX_TIMESTEPS:
@@ -110,11 +172,26 @@ def make_schedule(config: DiffusionConfig | str = "linear", timesteps: int | Non
     """Build the schedule a :class:`DiffusionConfig` (or a schedule name) describes."""
     if isinstance(config, str):
         config = DiffusionConfig(schedule=config, **({"timesteps": timesteps} if timesteps else {}))
+    check_diffusion_config(config)
     if config.schedule == "linear":
-        return NoiseSchedule.linear(config.timesteps, config.beta1, config.beta2)
-    if config.schedule == "cosine":
-        return NoiseSchedule.cosine(config.timesteps)
-    raise BadInput(f"unknown schedule {config.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+        schedule = NoiseSchedule.linear(config.timesteps, config.beta1, config.beta2)
+    else:
+        schedule = NoiseSchedule.cosine(config.timesteps)
+    schedule = replace(schedule, prediction=config.prediction)
+    return schedule.rescaled_zero_terminal_snr() if config.zero_terminal_snr else schedule
+
+
+def check_diffusion_config(config: DiffusionConfig) -> None:
+    """One BadInput line for a schedule, prediction or combination this library cannot build."""
+    if config.schedule not in SCHEDULES:
+        raise BadInput(f"unknown schedule {config.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+    if config.prediction not in PREDICTIONS:
+        raise BadInput(f"unknown prediction {config.prediction!r}; choose one of {', '.join(PREDICTIONS)}")
+    if not isinstance(config.zero_terminal_snr, bool):
+        raise BadInput(f"zero_terminal_snr must be true or false, got {config.zero_terminal_snr!r}")
+    if config.zero_terminal_snr and config.prediction == "eps":
+        raise BadInput("a zero-terminal-SNR schedule needs v-prediction: at ᾱ_T = 0 the noise is all of x_T, "
+                       "so predicting it says nothing about the sprite; add --prediction v")
 
 
 def perturb_input(x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, schedule: NoiseSchedule) -> torch.Tensor:

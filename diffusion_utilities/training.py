@@ -483,6 +483,9 @@ def _augment(x0: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
 def diffusion_loss(model, schedule, x0, c, gen, context_dropout, T, precision: str = "fp32") -> torch.Tensor:
     """DDPM Algorithm 1's loss on one batch: ‖ε − ε_θ(√ᾱ_t·x0 + √(1−ᾱ_t)·ε, t/T, c)‖².
 
+    For a v-model (schedule.prediction "v") the target is v = √ᾱ_t·ε − √(1−ᾱ_t)·x0 instead
+    (Salimans & Ho 2022): the one line that changes.
+
     gen draws, in this order, the noise ε, the times t ~ U{1..T} and the context dropout; None
     draws from x0's device's default generator (what a CUDA graph can replay).
     """
@@ -497,7 +500,7 @@ def diffusion_loss(model, schedule, x0, c, gen, context_dropout, T, precision: s
     # no weight-cast cache: each weight is used once per forward, and a cache breaks CUDA graph capture
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16", cache_enabled=False):
         pred = model(x_t, t / T, c)
-    return F.mse_loss(pred.float(), noise)
+    return F.mse_loss(pred.float(), schedule.target(x0, noise, t))
 
 
 def train_step(model, opt, schedule, x0, c, gen, context_dropout, T, precision: str = "fp32") -> torch.Tensor:
@@ -589,11 +592,12 @@ def _warm_start(path: Path, model, ema, card: dict) -> dict:
     if not path.exists():
         raise BadInput(f"--init-from weights not found: {path}")
     start, start_card = load_model(path)
-    for key, ignored in (("model", "n_cfeat"), ("diffusion", None)):  # the number of classes may differ
-        theirs = {k: v for k, v in (start_card.get(key) or {}).items() if k != ignored}
-        if theirs != {k: v for k, v in card[key].items() if k != ignored}:
-            raise BadInput(f"{path} has a different {key} config ({json.dumps(start_card.get(key))}) from this run's "
-                           f"({json.dumps(card[key])}); pass matching --n-feat/--timesteps/--schedule or drop --init-from")
+    # The number of classes may differ, and so may the diffusion config: a course model is a good start
+    # for a v-model on a rescaled schedule (the card keeps the start's config under init_from).
+    theirs = {k: v for k, v in (start_card.get("model") or {}).items() if k != "n_cfeat"}
+    if theirs != {k: v for k, v in card["model"].items() if k != "n_cfeat"}:
+        raise BadInput(f"{path} has a different model config ({json.dumps(start_card.get('model'))}) from this run's "
+                       f"({json.dumps(card['model'])}); pass a matching --n-feat or drop --init-from")
     # Another number of classes: the context embeddings' input weights start fresh; their biases are
     # kept, so "no context" (all zeros) still means what it meant to the starting model.
     state = model.state_dict()
@@ -602,6 +606,9 @@ def _warm_start(path: Path, model, ema, card: dict) -> dict:
     model.load_state_dict(state)
     ema.model.load_state_dict(state)
     lineage = {k: start_card.get(k) for k in ("command", "steps", "images_seen", "wall_time_s", "hardware", "data")}
+    start_diffusion = {**asdict(DiffusionConfig()), **(start_card.get("diffusion") or {})}
+    if start_diffusion != card["diffusion"]:  # e.g. a course model fine-tuned into a v-model
+        lineage["diffusion"] = start_card.get("diffusion")
     lineage["class_names"] = start_card.get("class_names")
     lineage["reinitialised"] = fresh
     lineage["images_seen_total"] = start_card.get("images_seen_total", start_card.get("images_seen", 0))
@@ -610,9 +617,10 @@ def _warm_start(path: Path, model, ema, card: dict) -> dict:
 
 def _resume(ckpt: Path, model, ema, opt, card) -> tuple[int, float, list, list, dict | None]:
     tensors, saved = read_tensors(ckpt)
-    if isinstance(saved.get("training"), dict):  # fields added since the checkpoint was written take their defaults
-        defaults = json.loads(json.dumps(asdict(TrainConfig())))
-        saved["training"] = {**{k: v for k, v in defaults.items() if k not in saved["training"]}, **saved["training"]}
+    for key, config in (("training", TrainConfig()), ("diffusion", DiffusionConfig())):
+        if isinstance(saved.get(key), dict):  # fields added since the checkpoint was written take their defaults
+            defaults = json.loads(json.dumps(asdict(config)))
+            saved[key] = {**{k: v for k, v in defaults.items() if k not in saved[key]}, **saved[key]}
     if not isinstance(saved.get("state"), dict) or not any(k.startswith("ema.") for k in tensors):
         raise BadInput(f"{ckpt} is not a training checkpoint (model weights?); move it away, or train into another --out")
     for key in ("model", "diffusion", "training", "data", "init_from"):

@@ -244,6 +244,10 @@ def export_course_weights(model_path: Path, out_dir: Path, snapshots: dict[int, 
     for _, path in jobs:
         if path not in states:
             model, card = load_model(path)
+            prediction = (card.get("diffusion") or {}).get("prediction", "eps")
+            if prediction != "eps":
+                raise BadInput(f"{path} predicts {prediction}, but the labs' samplers read the network's output as "
+                               f"the noise; export a course model (e.g. weights/sprites_ddpm.safetensors)")
             if path == model_path:  # its snapshots come from the same run, with the same config
                 _warn_if_labs_differ(path, card)
             states[path] = {k: v.contiguous() for k, v in model.state_dict().items()}
