@@ -4,6 +4,11 @@ Each exercise is three cells: a stub ``my_x`` that raises NotImplementedError, a
 under another name (``solution_x``), and a check cell that calls ``check_exercise``. The solution's
 own name matters: were it ``my_x`` too, running every cell (Run All) would replace the learner's
 function with it before the check, and the check would pass whatever the learner wrote.
+
+A wrong answer is told in a line or two what differs, with a hint, and never shown the expected
+answer: the checks below raise ``Mismatch`` with that message, and ``check_exercise`` prints it in
+place of a traceback. An answer in another float dtype (float64, say) is compared in the expected
+one: the exercises never ask for a dtype.
 """
 
 from __future__ import annotations
@@ -12,17 +17,32 @@ import dis
 import inspect
 from typing import Callable
 
-__all__ = ["check_exercise"]
+import torch
+
+__all__ = ["Mismatch", "check_exercise", "compare", "check_cosine_alpha_bar", "check_unet_shapes",
+           "check_mean_via_x0", "check_guided_noise"]
 
 
-def check_exercise(yours: Callable, solution: Callable, check: Callable[[Callable], None], passed: str) -> None:
+class Mismatch(AssertionError):
+    """A wrong answer: ``what`` differs (one line, no expected values) and a ``hint``."""
+
+    def __init__(self, what: str, hint: str = ""):
+        super().__init__(what)
+        self.what, self.hint = what, hint
+
+
+def check_exercise(yours: Callable, solution: Callable, check: Callable[[Callable], None], passed: str,
+                   hint: str = "") -> bool:
     """Run ``check(yours)``; while ``yours`` is still the stub, run ``check(solution)``.
 
     The stub is told apart by a NotImplementedError raised in ``yours``'s own body; one raised by
     something it calls (an operation a device lacks, say) is the learner's error to see, and propagates.
+    A wrong answer (an AssertionError from ``check``) prints what differs and a hint, and returns False.
 
-    check: raises (say, AssertionError from ``torch.testing.assert_close``) when a function is wrong.
+    check: raises ``Mismatch`` (or any AssertionError, e.g. from ``torch.testing.assert_close``)
+    when a function is wrong.
     passed: what a function that passes has shown, e.g. "matches the library's ddim_step".
+    hint: printed under a plain AssertionError; a ``Mismatch`` brings its own.
     """
     name = getattr(yours, "__name__", "your function")
     try:
@@ -32,8 +52,136 @@ def check_exercise(yours: Callable, solution: Callable, check: Callable[[Callabl
             raise
         check(solution)
         print(f"{name} is not written yet; the folded solution {passed}. Fill in {name} and run this cell again.")
-        return
+        return False
+    except AssertionError as e:
+        what = e.what if isinstance(e, Mismatch) else _first_lines(str(e))
+        print(f"{name} is not right yet: {what}")
+        hint = e.hint if isinstance(e, Mismatch) and e.hint else hint
+        if hint:
+            print(f"Hint: {hint}")
+        return False
     print(f"{name} {passed}")
+    return True
+
+
+def _first_lines(message: str, n: int = 2) -> str:
+    """The gist of a long assertion message (assert_close's say what and how much, then list values)."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    return "; ".join(lines[:n]) or "the check failed"
+
+
+def compare(yours, expected: torch.Tensor, what: str, hint: str = "", rtol: float = 1.3e-6, atol: float = 1e-5) -> None:
+    """Raise ``Mismatch`` saying how ``yours`` differs from ``expected``, without showing ``expected``.
+
+    yours: a tensor (any float dtype: it is compared in ``expected``'s), or anything
+    ``torch.as_tensor`` takes. what: how to name it in the message, e.g. "ᾱ at T = 500".
+    """
+    if not isinstance(yours, torch.Tensor):
+        try:
+            yours = torch.as_tensor(yours)
+        except (TypeError, ValueError, RuntimeError):
+            raise Mismatch(f"{what} is a {type(yours).__name__}, not a tensor", hint) from None
+    if tuple(yours.shape) != tuple(expected.shape):
+        raise Mismatch(f"{what} has shape {tuple(yours.shape)}; it should have shape {tuple(expected.shape)}", hint)
+    yours = yours.detach().to(expected.device, expected.dtype)
+    bad = ~torch.isclose(yours, expected, rtol=rtol, atol=atol)
+    if not yours.isfinite().all():
+        i = tuple(int(k) for k in (~yours.isfinite()).nonzero()[0])
+        raise Mismatch(f"{what} has {yours[i].item()} at index {_index(i)}", hint)
+    if bad.any():
+        i = tuple(int(k) for k in bad.nonzero()[0])
+        worst = (yours - expected).abs().max().item()
+        raise Mismatch(f"{what}: {int(bad.sum())} of {bad.numel()} values are off, the first at index {_index(i)}, "
+                       f"by up to {worst:.3g}", hint)
+
+
+def _index(i: tuple) -> str:
+    return str(i[0]) if len(i) == 1 else str(i)
+
+
+def check_cosine_alpha_bar(fn: Callable) -> None:
+    """Lesson 1: ``fn(T)`` is the cosine schedule's ᾱ_t for t = 0..T, as ``NoiseSchedule.cosine`` builds it."""
+    from .schedule import NoiseSchedule
+
+    T = 500
+    yours, expected = fn(T), NoiseSchedule.cosine(T).ab_t
+    if isinstance(yours, torch.Tensor) and yours.ndim == 1 and len(yours) != T + 1:
+        raise Mismatch(f"fn({T}) has {len(yours)} entries; it should have T + 1 = {T + 1}, one for each t = 0..T",
+                       "torch.arange(T + 1) gives every t from 0 to T.")
+    # the library clips β at 0.999, which changes only the last entry: compare t < T
+    yours = yours[:T] if isinstance(yours, torch.Tensor) and yours.ndim == 1 else yours
+    compare(yours, expected[:T], f"ᾱ_t for T = {T}", rtol=1e-4, atol=1e-7,
+            hint="ᾱ_0 must be 1 (divide by f(0)); f(t) = cos² of (t/T + s)/(1 + s)·π/2, with s = 0.008.")
+
+
+UNET_BLOCKS = ("init_conv", "down1", "down2", "to_vec", "up0", "up1", "up2", "out")
+
+
+def check_unet_shapes(fn: Callable, heights=(16, 28, 32), batch: int = 8, n_feat: int = 64) -> None:
+    """Lesson 2: ``fn(height)`` is {block: output shape} of a ContextUnet, as its forward hooks record them."""
+    from .model import ContextUnet
+
+    for height in heights:
+        net, seen = ContextUnet(3, n_feat=n_feat, n_cfeat=5, height=height).eval(), {}
+        hooks = [getattr(net, name).register_forward_hook(
+            lambda mod, inp, out, name=name: seen.__setitem__(name, tuple(out.shape))) for name in UNET_BLOCKS]
+        with torch.no_grad():
+            net(torch.randn(batch, 3, height, height), torch.full((batch,), 0.5))
+        for h in hooks:
+            h.remove()
+        yours = fn(height)
+        if not isinstance(yours, dict):
+            raise Mismatch(f"my_shapes({height}) returned a {type(yours).__name__}, not a dict of block name -> shape")
+        missing = [b for b in UNET_BLOCKS if b not in yours]
+        if missing:
+            raise Mismatch(f"my_shapes({height}) has no entry for {', '.join(missing)}",
+                           f"one entry for each of {', '.join(UNET_BLOCKS)}")
+        for block in UNET_BLOCKS:
+            try:
+                shape = tuple(int(d) for d in yours[block])
+            except (TypeError, ValueError):
+                raise Mismatch(f"at height {height}, {block}'s shape {yours[block]!r} is not a tuple of numbers") from None
+            if shape != seen[block]:
+                raise Mismatch(f"at height {height}, {block} is {shape}, not what the network gives "
+                               f"({'the channels' if shape[1] != seen[block][1] else 'the size'} differ)",
+                               _SHAPE_HINTS[block])
+
+
+_SHAPE_HINTS = {
+    "init_conv": "init_conv keeps the size and turns 3 colours into n_feat feature maps.",
+    "down1": "each down block halves the height and width.",
+    "down2": "each down block halves the height and width; down2 also doubles the channels.",
+    "to_vec": "to_vec averages each feature map to a single number.",
+    "up0": "up0 blows the vector back up to down2's size.",
+    "up1": "the up path mirrors the down path: up1 has down1's shape.",
+    "up2": "the up path mirrors the down path: up2 has init_conv's shape.",
+    "out": "the output is the predicted noise: it has the input's shape.",
+}
+
+
+def check_mean_via_x0(fn: Callable, schedule, x: torch.Tensor, eps: torch.Tensor, ts=(500, 250, 10, 2)) -> None:
+    """Lesson 3: ``fn(x, t, eps)`` is the DDPM step's mean, computed through x̂₀ (DDPM Eq. 7)."""
+    from .sampling import ddpm_step
+
+    for t in ts:
+        mean, _ = ddpm_step(schedule, x, eps, t, t - 1)
+        compare(fn(x, t, eps), mean, f"the mean at t = {t}", rtol=0, atol=1e-3,
+                hint="x̂₀ = (x − √(1 − ᾱ_t)·ε)/√ᾱ_t first; in the two weights, ᾱ_{t−1} is ab_t[t - 1] and β_t is b_t[t].")
+
+
+def check_guided_noise(fn: Callable, model, x: torch.Tensor, t_norm: torch.Tensor, c: torch.Tensor,
+                       ws=(0.0, 1.0, 4.0)) -> None:
+    """Lesson 6: ``fn(x, t_norm, c, w)`` is classifier-free guidance's (1 + w)·ε(x, c) − w·ε(x, ∅)."""
+    from .sampling import predict_noise
+
+    # one batch of 20 (the library) or two of 10 may round differently; a GPU may round convolutions
+    # to TF32 (10-bit mantissa), and w = 4 scales that by 9
+    tol = 1e-4 if x.device.type == "cpu" else 1e-2
+    with torch.no_grad():
+        for w in ws:
+            compare(fn(x, t_norm, c, w), predict_noise(model, x, t_norm, c, guidance=w), f"the guided noise for w = {w:g}",
+                    rtol=tol, atol=tol,
+                    hint="w = 0 must give ε(x, c) itself; ∅ is an all-zero context of c's shape.")
 
 
 def _raised_by(fn: Callable, error: BaseException) -> bool:

@@ -4,7 +4,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from diffusion_utilities.exercises import check_exercise
+from diffusion_utilities import NoiseSchedule, load_model
+from diffusion_utilities.exercises import (Mismatch, check_cosine_alpha_bar, check_exercise, check_guided_noise,
+                                           check_mean_via_x0, check_unet_shapes, compare)
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
 
@@ -33,12 +35,15 @@ def test_a_written_answer_is_the_one_checked(capsys):
     assert capsys.readouterr().out == "my_double doubles\n"
 
 
-def test_a_wrong_answer_fails_even_though_the_solution_is_right():
+def test_a_wrong_answer_fails_even_though_the_solution_is_right(capsys):
     def my_double(x):
         return 3 * x
 
-    with pytest.raises(AssertionError):
-        check_exercise(my_double, solution_double, _double_check, "doubles")
+    assert check_exercise(my_double, solution_double, _double_check, "doubles", hint="twice x") is False
+    out = capsys.readouterr().out.splitlines()
+    # two short lines, no traceback: what differs (from assert_close's message), then the hint
+    assert out[0].startswith("my_double is not right yet: Tensor-likes are not close!") and out[1] == "Hint: twice x"
+    assert len(out) == 2
 
 
 def test_not_implemented_from_deeper_down_is_shown_not_taken_for_the_stub():
@@ -82,3 +87,132 @@ def test_no_other_cell_redefines_the_learners_function(path):
     stubs = {name for src, names in zip(code, defined) if "NotImplementedError" in src for name in names}
     for name in stubs:
         assert sum(name in names for names in defined) == 1, f"{path.name}: {name} is defined in more than one cell"
+
+
+# Each notebook exercise's check, as the notebook calls it: a right answer in float64 passes (the
+# exercises never ask for a dtype), a wrong one gets one or two lines saying what differs and a hint,
+# and never the expected answer.
+
+def _run(check, yours, capsys):
+    def stub(*args):
+        raise NotImplementedError
+
+    ok = check_exercise(yours, stub, check, "passes")
+    return ok, capsys.readouterr().out.splitlines()
+
+
+def _wrong(check, yours, capsys, *expected_in_message):
+    ok, out = _run(check, yours, capsys)
+    assert ok is False
+    assert 1 <= len(out) <= 2 and out[0].startswith(f"{yours.__name__} is not right yet: "), out
+    assert len(out) == 1 or out[1].startswith("Hint: ")
+    for text in expected_in_message:
+        assert text in out[0], out
+    return out
+
+
+def _cosine(T, s=0.008, dtype=torch.float64):
+    t = torch.arange(T + 1, dtype=dtype)
+    f = torch.cos((t / T + s) / (1 + s) * torch.pi / 2) ** 2
+    return f / f[0]
+
+
+def test_lesson1_cosine_exercise(capsys):
+    def my_cosine_alpha_bar(T):
+        return _cosine(T)  # float64: right
+
+    assert _run(check_cosine_alpha_bar, my_cosine_alpha_bar, capsys) == (True, ["my_cosine_alpha_bar passes"])
+
+    def my_cosine_alpha_bar(T):
+        return _cosine(T)[1:]  # one entry short
+
+    _wrong(check_cosine_alpha_bar, my_cosine_alpha_bar, capsys, "500 entries", "501")
+
+    def my_cosine_alpha_bar(T):
+        t = torch.arange(T + 1, dtype=torch.float64)
+        return torch.cos((t / T + 0.008) / 1.008 * torch.pi / 2) ** 2  # not divided by f(0)
+
+    out = _wrong(check_cosine_alpha_bar, my_cosine_alpha_bar, capsys, "values are off", "index 0")
+    assert "f(0)" in out[1]
+    assert f"{NoiseSchedule.cosine(500).ab_t[1].item():.4f}" not in "\n".join(out)  # no expected values
+
+
+def _shapes(height, batch=8, n_feat=64, container=tuple):
+    h, n = height, n_feat
+    shapes = {"init_conv": (batch, n, h, h), "down1": (batch, n, h // 2, h // 2), "down2": (batch, 2 * n, h // 4, h // 4),
+              "to_vec": (batch, 2 * n, 1, 1), "up0": (batch, 2 * n, h // 4, h // 4), "up1": (batch, n, h // 2, h // 2),
+              "up2": (batch, n, h, h), "out": (batch, 3, h, h)}
+    return {k: container(v) for k, v in shapes.items()}
+
+
+def test_lesson2_shapes_exercise(capsys):
+    def my_shapes(height, batch=8, n_feat=64):
+        return _shapes(height, batch, n_feat, container=torch.Size)  # another sequence type: right
+
+    assert _run(check_unet_shapes, my_shapes, capsys)[0] is True
+
+    def my_shapes(height, batch=8, n_feat=64):
+        shapes = _shapes(height, batch, n_feat)
+        shapes["down2"] = (batch, n_feat, height // 4, height // 4)  # forgot the doubled channels
+        return shapes
+
+    out = _wrong(check_unet_shapes, my_shapes, capsys, "height 16", "down2", "channels")
+    assert "doubles the channels" in out[1]
+    assert "(8, 128, 4, 4)" not in "\n".join(out) and "init_conv': (" not in "\n".join(out)  # not the answer
+
+    def my_shapes(height, batch=8, n_feat=64):
+        return {k: v for k, v in _shapes(height).items() if k != "out"}
+
+    _wrong(check_unet_shapes, my_shapes, capsys, "no entry for out")
+
+
+def _lesson3_inputs():
+    schedule = NoiseSchedule.linear(500, 1e-4, 0.02)
+    g = torch.Generator().manual_seed(0)
+    return schedule, torch.randn(4, 3, 16, 16, generator=g), torch.randn(4, 3, 16, 16, generator=g)
+
+
+def test_lesson3_mean_via_x0_exercise(capsys):
+    schedule, x, eps = _lesson3_inputs()
+    ab, a, b = (v.double() for v in (schedule.ab_t, schedule.a_t, schedule.b_t))
+
+    def my_mean_via_x0(x, t, eps):  # right, in float64
+        x, eps = x.double(), eps.double()
+        x0 = (x - (1 - ab[t]).sqrt() * eps) / ab[t].sqrt()
+        return ab[t - 1].sqrt() * b[t] / (1 - ab[t]) * x0 + a[t].sqrt() * (1 - ab[t - 1]) / (1 - ab[t]) * x
+
+    check = lambda fn: check_mean_via_x0(fn, schedule, x, eps)
+    assert _run(check, my_mean_via_x0, capsys)[0] is True
+
+    def my_mean_via_x0(x, t, eps):  # the weights use ᾱ_t where ᾱ_{t-1} belongs
+        x0 = (x - (1 - ab[t]).sqrt() * eps) / ab[t].sqrt()
+        return ab[t].sqrt() * b[t] / (1 - ab[t]) * x0 + a[t].sqrt() * (1 - ab[t]) / (1 - ab[t]) * x
+
+    _wrong(check, my_mean_via_x0, capsys, "the mean at t = ", "values are off")
+
+
+def test_lesson6_guided_noise_exercise(capsys):
+    # the shipped weights: a freshly initialised network all but ignores its context
+    model, _ = load_model(Path(__file__).resolve().parents[1] / "weights" / "sprites_ddpm.safetensors", "cpu")
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn((10, 3, 16, 16), generator=g)
+    t_norm = torch.full((10,), 0.6)
+    c = torch.nn.functional.one_hot(torch.arange(10) % 5, 5).float()
+    check = lambda fn: check_guided_noise(fn, model, x, t_norm, c)
+
+    def my_guided_noise(x, t_norm, c, w):  # right, returned in float64
+        return ((1 + w) * model(x, t_norm, c) - w * model(x, t_norm, torch.zeros_like(c))).double()
+
+    assert _run(check, my_guided_noise, capsys)[0] is True
+
+    def my_guided_noise(x, t_norm, c, w):  # the signs swapped
+        return (1 + w) * model(x, t_norm, torch.zeros_like(c)) - w * model(x, t_norm, c)
+
+    _wrong(check, my_guided_noise, capsys, "w = 0")
+
+
+def test_compare_names_a_non_tensor_and_a_shape():
+    with pytest.raises(Mismatch, match="is a NoneType, not a tensor"):
+        compare(None, torch.zeros(3), "your answer")
+    with pytest.raises(Mismatch, match=r"shape \(2,\); it should have shape \(3,\)"):
+        compare(torch.zeros(2), torch.zeros(3), "your answer")
