@@ -32,12 +32,13 @@ class Mismatch(AssertionError):
 
 
 def check_exercise(yours: Callable, solution: Callable, check: Callable[[Callable], None], passed: str,
-                   hint: str = "") -> bool:
+                   hint: str = "") -> None:
     """Run ``check(yours)``; while ``yours`` is still the stub, run ``check(solution)``.
 
     The stub is told apart by a NotImplementedError raised in ``yours``'s own body; one raised by
     something it calls (an operation a device lacks, say) is the learner's error to see, and propagates.
-    A wrong answer (an AssertionError from ``check``) prints what differs and a hint, and returns False.
+    A wrong answer (an AssertionError from ``check``) prints what differs and a hint, not a traceback.
+    Returns None, so that a check cell shows only what it prints.
 
     check: raises ``Mismatch`` (or any AssertionError, e.g. from ``torch.testing.assert_close``)
     when a function is wrong.
@@ -52,16 +53,15 @@ def check_exercise(yours: Callable, solution: Callable, check: Callable[[Callabl
             raise
         check(solution)
         print(f"{name} is not written yet; the folded solution {passed}. Fill in {name} and run this cell again.")
-        return False
+        return
     except AssertionError as e:
         what = e.what if isinstance(e, Mismatch) else _first_lines(str(e))
         print(f"{name} is not right yet: {what}")
         hint = e.hint if isinstance(e, Mismatch) and e.hint else hint
         if hint:
             print(f"Hint: {hint}")
-        return False
+        return
     print(f"{name} {passed}")
-    return True
 
 
 def _first_lines(message: str, n: int = 2) -> str:

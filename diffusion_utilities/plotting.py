@@ -13,7 +13,7 @@ import torch
 
 from .data import tensor_to_sprites
 
-__all__ = ["to_uint8", "upscale", "make_grid", "save_grid", "animate", "save_gif", "show_gif"]
+__all__ = ["to_uint8", "upscale", "make_grid", "save_grid", "animate", "save_gif", "show_gif", "unet_diagram"]
 
 
 def to_uint8(x) -> np.ndarray:
@@ -108,3 +108,63 @@ def show_gif(anim, path: Path, fps: int = 12):
 
     save_gif(anim, path, fps)
     return IPImage(data=Path(path).read_bytes(), format="gif")
+
+
+# Where each ContextUnet block sits in the diagram: (column, row), row 0 at the bottom of the U.
+_UNET_LAYOUT = {"input x": (0, 3), "init_conv": (1, 3), "down1": (2, 2), "down2": (3, 1), "to_vec": (4, 0),
+                "up0": (5, 1), "up1": (6, 2), "up2": (7, 3), "out": (8, 3)}
+
+
+def unet_diagram(model, height: int | None = None):
+    """A matplotlib figure of ``model``'s U: each block with the shape it outputs, measured by a
+    forward hook on one batch of 1 (so the picture is the network's, not a drawing of it), the skip
+    connections, and where the time and context embeddings enter.
+    """
+    import matplotlib.pyplot as plt
+
+    h = height or model.h
+    shapes = {"input x": (1, model.in_channels, h, h)}
+    blocks = [b for b in _UNET_LAYOUT if b != "input x"]
+    hooks = [getattr(model, b).register_forward_hook(lambda m, i, o, b=b: shapes.__setitem__(b, tuple(o.shape)))
+             for b in blocks]
+    try:
+        with torch.no_grad():
+            model(torch.zeros(shapes["input x"], device=next(model.parameters()).device), torch.tensor([0.5]))
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+    fig, ax = plt.subplots(figsize=(10, 5))
+    w, hh = 0.95, 0.5
+
+    def centre(b):
+        x, y = _UNET_LAYOUT[b]
+        return x, y * 1.1
+
+    for b, (x, _) in _UNET_LAYOUT.items():
+        _, y = centre(b)
+        c, size = shapes[b][1], shapes[b][2]
+        colour = "#dde8f5" if x < 4 else "#f5e6d3" if x > 4 else "#e4e4e4"
+        ax.add_patch(plt.Rectangle((x - w / 2, y - hh / 2), w, hh, fc=colour, ec="black", lw=0.8))
+        ax.text(x, y + 0.08, b, ha="center", va="center", fontsize=9, weight="bold")
+        ax.text(x, y - 0.12, f"(B, {c}, {size}, {size})", ha="center", va="center", fontsize=8)
+    arrow = dict(arrowstyle="->", lw=1.1, color="black")
+    path = list(_UNET_LAYOUT)
+    for a, b in zip(path, path[1:]):
+        (xa, ya), (xb, yb) = centre(a), centre(b)
+        ax.annotate("", xy=(xb - w / 2, yb), xytext=(xa + w / 2, ya), arrowprops=arrow)
+    skip = dict(arrowstyle="->", lw=1, color="tab:green", ls="--", connectionstyle="arc3,rad=-0.25")
+    for a, b, rad in (("down2", "up1", -0.25), ("down1", "up2", -0.25), ("init_conv", "out", -0.12)):  # concatenated
+        (xa, ya), (xb, yb) = centre(a), centre(b)
+        ax.annotate("", xy=(xb - 0.1, yb + hh / 2), xytext=(xa + 0.1, ya + hh / 2),
+                    arrowprops={**skip, "connectionstyle": f"arc3,rad={rad}"})
+    for (a, b), k in ((("up0", "up1"), 1), (("up1", "up2"), 2)):  # the embeddings act between up blocks
+        (xa, ya), (xb, yb) = centre(a), centre(b)
+        ax.text((xa + xb) / 2 + 0.35, (ya + yb) / 2 - 0.05, f"× c_emb{k}\n+ t_emb{k}", fontsize=8, color="tab:red",
+                va="center")
+    ax.text(-0.5, 0.3, "green, dashed: skip connections\n(channels concatenated)", fontsize=9, color="tab:green")
+    ax.text(-0.5, -0.2, "red: the context scales the\nfeatures, the time shifts them", fontsize=9, color="tab:red")
+    ax.set_xlim(-0.6, 8.6); ax.set_ylim(-0.45, 4.25); ax.set_aspect("equal"); ax.axis("off")
+    ax.set_title(f"ContextUnet for {h}×{h} sprites: each block's output shape, measured by a forward hook", fontsize=10)
+    fig.tight_layout()
+    return fig
