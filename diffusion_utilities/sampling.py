@@ -9,6 +9,8 @@ final step to t = 0.
     ddpm-no-noise  the same update with z = 0: the course's ablation, which collapses
     ddim           DDIM Eq. 12 (Song et al. 2021) with η (η = 0: deterministic)
     dpm-solver++   DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2), deterministic, second order
+    euler, heun    for a flow-matching model (FlowSchedule): Euler's method and Heun's second-order
+                   method on the ODE dx/dt = u(x, t), as Karras et al. 2022 (Algorithm 1) use them
 
 Classifier-free guidance (Ho & Salimans 2022), in the convention
 ε̃ = (1 + w)·ε(x, c) − w·ε(x, ∅): w = 0 is plain conditioning; optionally rescaled
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import math
+import numbers
 import weakref
 from dataclasses import dataclass
 
@@ -26,7 +29,7 @@ import torch
 
 from .errors import BadInput, check_memory
 from .model import ContextUnet, cached_inference_copy
-from .schedule import NoiseSchedule
+from .schedule import FlowSchedule, NoiseSchedule, timesteps_for
 from .training import PRECISIONS, capture_cuda_graph
 
 __all__ = [
@@ -36,6 +39,9 @@ __all__ = [
     "sample_ddpm",
     "sample_ddim",
     "timesteps_for",
+    "euler_step",
+    "HeunStep",
+    "network_calls",
     "denoise_add_noise",
     "ddpm_step",
     "ddim_step",
@@ -45,7 +51,7 @@ __all__ = [
     "COMPILE_MODES",
 ]
 
-SAMPLERS = ("ddpm", "ddpm-no-noise", "ddim", "dpm-solver++")
+SAMPLERS = NoiseSchedule.samplers + FlowSchedule.samplers
 # torch.compile modes for sampling's network: "max-autotune" is torch's "max-autotune-no-cudagraphs",
 # since sample() captures its own CUDA graph around the compiled network
 COMPILE_MODES = {"default": None, "max-autotune": "max-autotune-no-cudagraphs"}
@@ -84,11 +90,6 @@ def check_sampling_memory(model, n: int, guidance: float, what: str, fix: str) -
     """
     if next(model.parameters()).device.type == "cpu":
         check_memory(sampling_memory(model, n, guidance), what, fix)
-
-
-def timesteps_for(T: int, steps: int) -> list[int]:
-    """``steps`` + 1 evenly spaced integer times from T down to 0, e.g. T=500, steps=25: 500, 480, ..., 0."""
-    return [T - (T * k) // steps for k in range(steps + 1)]
 
 
 def denoise_add_noise(x, t: int, pred_noise, schedule: NoiseSchedule, z=None):
@@ -177,8 +178,43 @@ class DPMSolverPP2M:
         return (sigma_p / sigma) * x - alpha_p * torch.expm1(-h) * d_used, 0.0
 
 
-def _step_rule(sampler: str, schedule: NoiseSchedule, eta: float):
-    """rule(x, x0, eps, t, t_prev) -> (mean, sigma) for ``sampler``."""
+def euler_step(x, x0, eps, t: float, t_prev: float):
+    """Euler's step on a flow-matching ODE from t to t_prev; returns (x_prev, 0.0).
+
+    x_prev = x_t + (t_prev − t)·u with u = ε̂ − x̂₀. Written with x̂₀ and ε̂ it is (1 − t_prev)·x̂₀ + t_prev·ε̂:
+    DDIM's η = 0 step on the straight path (α = 1 − t, σ = t), which is why DDIM is "Euler" too.
+    """
+    return x + (t_prev - t) * (eps - x0), 0.0
+
+
+class HeunStep:
+    """Heun's method (Karras et al. 2022, Algorithm 1): an Euler step to t_prev, a second look at the
+    velocity there, and the step taken again with the average of the two. Two network calls a step,
+    except the last step to t = 0, which stays Euler's (it would add a call for little)."""
+
+    def __init__(self, denoise):
+        self.denoise = denoise  # (x, t) -> (x̂₀, ε̂): one more network call
+
+    def __call__(self, x, x0, eps, t: float, t_prev: float):
+        x_euler, _ = euler_step(x, x0, eps, t, t_prev)
+        if t_prev == 0:
+            return x_euler, 0.0
+        x0_b, eps_b = self.denoise(x_euler, t_prev)
+        u = ((eps - x0) + (eps_b - x0_b)) / 2
+        return x + (t_prev - t) * u, 0.0
+
+
+def network_calls(sampler: str, steps: int) -> int:
+    """How many times ``sampler`` calls the network in ``steps`` steps (Heun: twice a step but the last)."""
+    return 2 * steps - 1 if sampler == "heun" else steps
+
+
+def _step_rule(sampler: str, schedule, eta: float, denoise=None):
+    """rule(x, x0, eps, t, t_prev) -> (mean, sigma) for ``sampler``; denoise(x, t) -> (x̂₀, ε̂) for Heun."""
+    if sampler == "euler":
+        return euler_step
+    if sampler == "heun":
+        return HeunStep(denoise)
     if sampler == "ddpm":
         return lambda x, x0, eps, t, tp: ddpm_step(schedule, x, eps, t, tp, x0)
     if sampler == "ddpm-no-noise":
@@ -250,9 +286,17 @@ class _GraphedNoise:
         return self.eps
 
 
+def _whole(v):
+    """A numpy or other integral number as an int (for n and steps); anything else as it is, for the checks to refuse."""
+    return int(v) if isinstance(v, numbers.Integral) and not isinstance(v, bool) else v
+
+
 def _check_args(model, schedule, n, sampler, steps, guidance, eta, x_T) -> int:
     if sampler not in SAMPLERS:
         raise BadInput(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+    if sampler not in schedule.samplers:
+        kind = "a flow-matching" if isinstance(schedule, FlowSchedule) else "a diffusion"
+        raise BadInput(f"sampler {sampler} does not fit {kind} model; choose one of {', '.join(schedule.samplers)}")
     T = schedule.T
     if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= T:
         raise BadInput(f"steps must be an integer from 1 to T={T}, got {steps!r}")
@@ -267,8 +311,11 @@ def _check_args(model, schedule, n, sampler, steps, guidance, eta, x_T) -> int:
         if not torch.is_tensor(x_T) or x_T.dim() != 4 or tuple(x_T.shape[1:]) != shape:
             raise BadInput(f"x_T must be a (B, {', '.join(map(str, shape))}) tensor")
         return x_T.shape[0]
+    n = _whole(n)
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise BadInput(f"n (the number of sprites) must be a positive integer, got {n!r}")
+    if isinstance(model, ContextUnet):  # as the CLI checks: far too many is one line, not the kernel's kill
+        check_sampling_memory(model, n, guidance, f"sampling {n:,} sprites at once", "sample fewer at a time")
     return n
 
 
@@ -322,7 +369,7 @@ def sample(
     """
     from tqdm.auto import tqdm
 
-    steps = schedule.T if steps is None else steps
+    steps = schedule.T if steps is None else _whole(steps)
     n = _check_args(model, schedule, n, sampler, steps, guidance, eta, x_T)
     check_context(context, n, model.n_cfeat)
     if guidance and context is None:
@@ -335,7 +382,6 @@ def sample(
     if cuda_graph and device.type != "cuda":
         raise BadInput(f"cuda_graph needs the model on a CUDA device; it is on {device.type}")
     schedule = schedule.to("cpu")  # coefficients are 0-dim CPU tensors: no kernel launches for scalar math
-    rule = _step_rule(sampler, schedule, eta)
     net = cached_inference_copy(model) if fast and isinstance(model, ContextUnet) else model
     if cuda_graph is None:
         cuda_graph = device.type == "cuda" and net is not model
@@ -353,16 +399,23 @@ def sample(
 
     shape = (n, model.in_channels, model.h, model.h)
     x = noise(shape) if x_T is None else x_T.to(device, dtype).clone()
-    frames, frame_t = ([x.half().cpu()], [schedule.T]) if save_every else ([], [])
-    ts = timesteps_for(schedule.T, steps)
-    t_norms = torch.tensor([t / schedule.T for t in ts], device=device)  # one copy to the device, not one per step
+    ts = schedule.grid(steps)  # T, ..., 0 (a flow model: 1.0, ..., 0.0)
+    frames, frame_t = ([x.half().cpu()], [ts[0]]) if save_every else ([], [])
+    t_in = torch.tensor([schedule.model_time(t) for t in ts], device=device)  # one copy to the device, not one per step
+    at = {t: i for i, t in enumerate(ts)}
     if compile and made:  # compiles now, so that a failure is one line and not a traceback from inside the loop
-        _first_compiled_call(net, x, t_norms[:1], context, guidance)
-    graphed = _GraphedNoise(net, x, t_norms[:1], context, guidance, guidance_rescale) if cuda_graph else None
+        _first_compiled_call(net, x, t_in[:1], context, guidance)
+    graphed = _GraphedNoise(net, x, t_in[:1], context, guidance, guidance_rescale) if cuda_graph else None
+
+    def denoise(x, t):
+        """(x̂₀, ε̂): what the network's ε, v or velocity at (x, t) says about the clean sprite and the noise."""
+        t_model = t_in[at[t]:at[t] + 1]
+        out = graphed(x, t_model) if graphed else predict_noise(net, x, t_model, context, guidance, guidance_rescale)
+        return schedule.x0_eps(x, out, t)
+
+    rule = _step_rule(sampler, schedule, eta, denoise)
     for i, (t, t_prev) in enumerate(tqdm(list(zip(ts[:-1], ts[1:])), disable=not progress, desc=sampler)):
-        t_norm = t_norms[i:i + 1]
-        out = graphed(x, t_norm) if graphed else predict_noise(net, x, t_norm, context, guidance, guidance_rescale)
-        x0, eps = schedule.x0_eps(x, out, t)  # what the network's ε or v says about the clean sprite
+        x0, eps = denoise(x, t)
         mean, sigma = rule(x, x0, eps, t, t_prev)
         x = mean + sigma * noise(shape) if t_prev > 0 and not _is_zero(sigma) else mean
         if save_every and ((i + 1) % save_every == 0 or t_prev == 0):

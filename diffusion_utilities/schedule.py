@@ -20,11 +20,12 @@ import torch
 
 from .errors import BadInput
 
-__all__ = ["NoiseSchedule", "DiffusionConfig", "make_schedule", "perturb_input", "rescale_zero_terminal_snr",
-           "SCHEDULES", "PREDICTIONS"]
+__all__ = ["NoiseSchedule", "FlowSchedule", "DiffusionConfig", "make_schedule", "perturb_input",
+           "rescale_zero_terminal_snr", "timesteps_for", "SCHEDULES", "PREDICTIONS", "OBJECTIVES"]
 
 SCHEDULES = ("linear", "cosine")
 PREDICTIONS = ("eps", "v")
+OBJECTIVES = ("diffusion", "flow")
 MAX_TIMESTEPS = 100_000  # far past any use (DDPM used 1,000); keeps a typo from filling the memory
 
 
@@ -40,6 +41,9 @@ class DiffusionConfig:
     # rescale ᾱ so that ᾱ_T = 0 and x_T is pure noise (Lin et al. 2024, Algorithm 1); needs "v":
     # at ᾱ_T = 0 the noise is all of x_T, so a network predicting it learns nothing about the sprite
     zero_terminal_snr: bool = False
+    # "diffusion" (DDPM's discrete chain, the fields above) or "flow": flow matching on the straight path
+    # x_t = (1 − t)·x₀ + t·ε, t in [0, 1] (Lipman et al. 2023; Liu et al. 2023), see FlowSchedule
+    objective: str = "diffusion"
 
 
 @dataclass(frozen=True)
@@ -78,9 +82,10 @@ class NoiseSchedule:
 
     def _coefficients(self, t, like: torch.Tensor):
         """√ᾱ_t and √(1 − ᾱ_t) for an integer t or a (B,) tensor of them, shaped to broadcast over ``like``."""
-        ab = self.ab_t.to(like.device)[t]
-        if ab.dim():
-            ab = ab.view(-1, *[1] * (like.dim() - 1))  # (B, 1, 1, 1)
+        if not torch.is_tensor(t):  # one step's time: a 0-dim tensor, which mixes with x on any device
+            ab = self.ab_t[t]
+        else:
+            ab = self.ab_t.to(like.device)[t].view(-1, *[1] * (like.dim() - 1))  # (B, 1, 1, 1)
         return ab.sqrt(), (1 - ab).sqrt()
 
     def x0_eps(self, x: torch.Tensor, out: torch.Tensor, t):
@@ -102,6 +107,25 @@ class NoiseSchedule:
             a, s = self._coefficients(t, x0)
             return a * noise - s * x0
         return noise
+
+    # What training and the sampling loop ask of a schedule (FlowSchedule answers the same questions).
+    samplers = ("ddpm", "ddpm-no-noise", "ddim", "dpm-solver++")
+
+    def grid(self, steps: int) -> list[int]:
+        """The times a sampler visits with ``steps`` steps: T down to 0, evenly spaced."""
+        return timesteps_for(self.T, steps)
+
+    def model_time(self, t):
+        """The network's time input: t / T, in [0, 1]."""
+        return t / self.T
+
+    def sample_t(self, b: int, gen, device) -> torch.Tensor:
+        """Training's times, t ~ U{1..T} (DDPM Algorithm 1, line 3), drawn on ``device`` with ``gen``."""
+        return torch.randint(1, self.T + 1, (b,), generator=gen, device=device)
+
+    def add_noise(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """x_t for the integer times t: perturb_input."""
+        return perturb_input(x0, t, noise, self)
 
     def snr(self) -> torch.Tensor:
         """Signal-to-noise ratio ᾱ_t / (1 - ᾱ_t), shape (T + 1,); infinite at t = 0."""
@@ -163,16 +187,72 @@ def rescale_zero_terminal_snr(ab_t: torch.Tensor) -> torch.Tensor:
     return (s**2).to(ab_t.dtype)
 
 
+@dataclass(frozen=True)
+class FlowSchedule:
+    """Flow matching on the straight path x_t = (1 − t)·x₀ + t·ε, t in [0, 1] (Lipman et al. 2023;
+    Liu et al. 2023, "rectified flow"; Esser et al. 2024 train Stable Diffusion 3 this way).
+
+    Sign convention: t = 0 is the sprite and t = 1 pure noise, as in the DDPM lessons; the network
+    predicts the velocity u = dx_t/dt = ε − x₀, so sampling runs t from 1 down to 0 and each step
+    moves x by (t_prev − t)·u. There is no β, no ᾱ and no T: time is continuous, and ``T`` is only
+    the finest grid a sampler may ask for.
+
+    shift s: a sampling grid with more steps at high noise, t ↦ s·t / (1 + (s − 1)·t)
+    (Esser et al. 2024, §5.3.2); 1 is the uniform grid.
+    """
+
+    shift: float = 1.0
+    T: int = 1000
+    name: str = "flow"
+    prediction: str = "velocity"
+    samplers = ("euler", "heun")
+
+    def to(self, device) -> "FlowSchedule":
+        return self  # nothing to move: its numbers are computed from t
+
+    def grid(self, steps: int) -> list[float]:
+        u = [1 - k / steps for k in range(steps + 1)]  # 1, ..., 0 evenly
+        return [self.shift * t / (1 + (self.shift - 1) * t) for t in u]
+
+    def model_time(self, t):
+        return t
+
+    def sample_t(self, b: int, gen, device) -> torch.Tensor:
+        """t ~ U[0, 1) (Lipman et al.; Esser et al. also weigh the middle more, which is not done here)."""
+        return torch.rand(b, generator=gen, device=device)
+
+    def add_noise(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        t = t.to(x0.device).view(-1, *[1] * (x0.dim() - 1))  # (B, 1, 1, 1)
+        return (1 - t) * x0 + t * noise
+
+    def target(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return noise - x0  # u = d/dt [(1 − t)·x₀ + t·ε]
+
+    def x0_eps(self, x: torch.Tensor, out: torch.Tensor, t):
+        """(x̂₀, ε̂) from the velocity u at x_t: x̂₀ = x_t − t·u, ε̂ = x_t + (1 − t)·u."""
+        if torch.is_tensor(t) and t.dim():
+            t = t.to(x.device).view(-1, *[1] * (x.dim() - 1))
+        return x - t * out, x + (1 - t) * out
+
+
+def timesteps_for(T: int, steps: int) -> list[int]:
+    """``steps`` + 1 evenly spaced integer times from T down to 0, e.g. T=500, steps=25: 500, 480, ..., 0."""
+    return [T - (T * k) // steps for k in range(steps + 1)]
+
+
 def _check_timesteps(timesteps) -> None:
     if isinstance(timesteps, bool) or not isinstance(timesteps, int) or not 1 <= timesteps <= MAX_TIMESTEPS:
         raise BadInput(f"timesteps must be a whole number from 1 to {MAX_TIMESTEPS:,} (the course's is 500), got {timesteps!r}")
 
 
-def make_schedule(config: DiffusionConfig | str = "linear", timesteps: int | None = None) -> NoiseSchedule:
-    """Build the schedule a :class:`DiffusionConfig` (or a schedule name) describes."""
+def make_schedule(config: DiffusionConfig | str = "linear", timesteps: int | None = None) -> NoiseSchedule | FlowSchedule:
+    """Build the schedule a :class:`DiffusionConfig` (or a schedule name, or "flow") describes."""
     if isinstance(config, str):
-        config = DiffusionConfig(schedule=config, **({"timesteps": timesteps} if timesteps else {}))
+        config = (DiffusionConfig(objective="flow") if config == "flow" else
+                  DiffusionConfig(schedule=config, **({"timesteps": timesteps} if timesteps else {})))
     check_diffusion_config(config)
+    if config.objective == "flow":
+        return FlowSchedule()
     if config.schedule == "linear":
         schedule = NoiseSchedule.linear(config.timesteps, config.beta1, config.beta2)
     else:
@@ -183,6 +263,11 @@ def make_schedule(config: DiffusionConfig | str = "linear", timesteps: int | Non
 
 def check_diffusion_config(config: DiffusionConfig) -> None:
     """One BadInput line for a schedule, prediction or combination this library cannot build."""
+    if config.objective not in OBJECTIVES:
+        raise BadInput(f"unknown objective {config.objective!r}; choose one of {', '.join(OBJECTIVES)}")
+    if config.objective == "flow" and (config.prediction != "eps" or config.zero_terminal_snr):
+        raise BadInput("flow matching predicts the velocity on its own path; drop --prediction and "
+                       "--zero-terminal-snr, which are the diffusion schedule's")
     if config.schedule not in SCHEDULES:
         raise BadInput(f"unknown schedule {config.schedule!r}; choose one of {', '.join(SCHEDULES)}")
     if config.prediction not in PREDICTIONS:

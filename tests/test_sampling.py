@@ -109,7 +109,8 @@ def test_guidance_formula(tiny_model, schedule):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(sampler="euler"), "unknown sampler 'euler'"),
+        (dict(sampler="rk4"), "unknown sampler 'rk4'"),
+        (dict(sampler="euler"), "sampler euler does not fit a diffusion model; choose one of ddpm,"),
         (dict(steps=0), "steps must be an integer from 1 to T=500"),
         (dict(steps=501), "steps must be an integer from 1 to T=500"),
         (dict(guidance=float("nan"), context=torch.eye(5)[:2]), "guidance must be a finite number"),

@@ -1,0 +1,87 @@
+"""Flow matching: the straight path, its velocity target, and the Euler and Heun samplers."""
+
+import pytest
+import torch
+
+from diffusion_utilities import BadInput, sample
+from diffusion_utilities.sampling import euler_step, network_calls
+from diffusion_utilities.schedule import DiffusionConfig, FlowSchedule, make_schedule
+
+
+def test_path_target_and_inversion():
+    f = make_schedule(DiffusionConfig(objective="flow"))
+    gen = torch.Generator().manual_seed(0)
+    x0, eps = torch.randn(3, 3, 8, 8, generator=gen), torch.randn(3, 3, 8, 8, generator=gen)
+    t = torch.tensor([0.0, 0.3, 1.0])
+    x_t = f.add_noise(x0, t, eps)
+    torch.testing.assert_close(x_t[0], x0[0]) and torch.testing.assert_close(x_t[2], eps[2])
+    torch.testing.assert_close(x_t[1], 0.7 * x0[1] + 0.3 * eps[1])
+    u = f.target(x0, eps, t)
+    torch.testing.assert_close(u, eps - x0)  # d/dt of (1 − t)·x0 + t·ε
+    x0_hat, eps_hat = f.x0_eps(x_t, u, t)
+    torch.testing.assert_close(x0_hat, x0, rtol=0, atol=1e-6)
+    torch.testing.assert_close(eps_hat, eps, rtol=0, atol=1e-6)
+
+
+def test_grids():
+    assert make_schedule("flow").grid(4) == [1.0, 0.75, 0.5, 0.25, 0.0]
+    g = FlowSchedule(shift=3.0).grid(4)
+    assert g[0] == 1 and g[-1] == 0 and g == sorted(g, reverse=True)
+    assert g[2] == pytest.approx(0.75)  # 3·0.5 / (1 + 2·0.5): more of the steps at high noise
+
+
+def test_euler_is_ddim_on_the_straight_path():
+    gen = torch.Generator().manual_seed(1)
+    x, x0, eps = (torch.randn(2, 3, 4, 4, generator=gen) for _ in range(3))
+    torch.testing.assert_close(euler_step(x, x0, eps, 0.8, 0.5)[0], x + (0.5 - 0.8) * (eps - x0))
+    # and with (x̂₀, ε̂) consistent with x at t = 0.8 it lands on (1 − t_prev)·x̂₀ + t_prev·ε̂
+    x = 0.2 * x0 + 0.8 * eps
+    torch.testing.assert_close(euler_step(x, x0, eps, 0.8, 0.5)[0], 0.5 * x0 + 0.5 * eps)
+
+
+class VelocityOracle(torch.nn.Module):
+    """Knows x0, so predicts the true velocity ε − x0 with ε = (x_t − (1 − t)·x0) / t; counts its calls."""
+
+    def __init__(self, x0):
+        super().__init__()
+        self.x0, self.calls = x0, 0
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+        self.in_channels, self.h, self.n_cfeat = x0.shape[1], x0.shape[2], 5
+
+    def forward(self, x, t, c=None):
+        self.calls += 1
+        t = float(t.flatten()[0])
+        return (x - (1 - t) * self.x0) / t - self.x0
+
+
+@pytest.mark.parametrize("sampler, steps", [("euler", 1), ("euler", 7), ("heun", 1), ("heun", 4)])
+def test_oracle_flow_model_recovers_x0_and_counts_calls(sampler, steps):
+    gen = torch.Generator().manual_seed(2)
+    x0 = torch.rand(2, 3, 8, 8, generator=gen) * 2 - 1
+    model = VelocityOracle(x0)
+    out = sample(model, make_schedule("flow"), 2, sampler=sampler, steps=steps, generator=gen)
+    torch.testing.assert_close(out.x, x0, rtol=0, atol=1e-5)  # the true velocity is constant on the straight path
+    assert model.calls == network_calls(sampler, steps) == (2 * steps - 1 if sampler == "heun" else steps)
+
+
+def test_samplers_must_fit_the_model(tiny_model, schedule):
+    with pytest.raises(BadInput, match="sampler ddpm does not fit a flow-matching model; choose one of euler, heun"):
+        sample(tiny_model, make_schedule("flow"), 2, sampler="ddpm", steps=3)
+    with pytest.raises(BadInput, match="sampler heun does not fit a diffusion model"):
+        sample(tiny_model, schedule, 2, sampler="heun", steps=3)
+    with pytest.raises(BadInput, match="flow matching predicts the velocity"):
+        make_schedule(DiffusionConfig(objective="flow", prediction="v"))
+
+
+def test_flow_training_regresses_onto_the_velocity(tiny_model):
+    from diffusion_utilities.training import diffusion_loss
+
+    f = make_schedule("flow")
+    x0 = torch.rand(4, 3, 16, 16) * 2 - 1
+    loss = diffusion_loss(tiny_model, f, x0, None, torch.Generator().manual_seed(3), 0.0, f.T)
+    gen = torch.Generator().manual_seed(3)  # the same draws: noise, then t
+    noise = torch.randn(x0.shape, generator=gen)
+    t = torch.rand(4, generator=gen)
+    with torch.no_grad():
+        pred = tiny_model((1 - t.view(-1, 1, 1, 1)) * x0 + t.view(-1, 1, 1, 1) * noise, t)
+    torch.testing.assert_close(loss.detach(), ((pred - (noise - x0)) ** 2).mean(), rtol=1e-5, atol=1e-6)
