@@ -52,11 +52,12 @@ def plot_grid(x: torch.Tensor, n_sample: int, n_rows: int, save_dir, w):
     """Save a grid of (n_sample, 3, H, W) images as ``save_dir/run_image_w{w}.png``; returns the grid."""
     from torchvision.utils import make_grid, save_image
 
+    from .weights import atomic_write
+
     ncols = n_sample // n_rows
     grid = make_grid(norm_torch(x), nrow=ncols)  # torchvision's nrow is images per row
     path = Path(save_dir) / f"run_image_w{w}.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(grid, path)
+    atomic_write(path, lambda tmp: save_image(grid, tmp))  # never half a file, nor through a link
     print(f"saved image at {path}")
     return grid
 
@@ -86,9 +87,10 @@ def plot_sample(x_gen_store: np.ndarray, n_sample: int, nrows: int, save_dir, fn
     anim = FuncAnimation(fig, draw, interval=200, blit=False, repeat=True, frames=store.shape[0])
     plt.close(fig)
     if save:
+        from .weights import atomic_write
+
         path = Path(save_dir) / f"{fn}_w{w}.gif"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        anim.save(path, dpi=100, writer=PillowWriter(fps=5))
+        atomic_write(path, lambda tmp: anim.save(tmp, dpi=100, writer=PillowWriter(fps=5)))
         print(f"saved gif at {path}")
     return anim
 

@@ -9,18 +9,21 @@ and optionally ``dataset.json`` with class names, the count and which two files 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .errors import BadInput, read_json_object
+from .errors import BadInput, check_regular_file, read_json_object
 
 __all__ = [
     "SpriteData",
     "COURSE_FILES",
     "check_sprite_arrays",
+    "check_class_names",
+    "check_dataset_out",
     "load_dataset",
     "save_dataset",
     "procedural_dataset",
@@ -75,7 +78,21 @@ def check_sprite_arrays(sprites, labels=None) -> tuple[np.ndarray, np.ndarray]:
     labels = labels.astype(np.float32)
     if labels.size and (not np.isfinite(labels).all() or (labels < 0).any()):
         raise BadInput("labels contain negative, NaN or infinite values; expected one-hot rows of 0 and 1")
+    if labels.size and labels.max() > 1 + 1e-4:  # one class per column: a weight above 1 is not a label
+        if labels.shape[1] == 1:
+            raise BadInput(f"labels are one column of values up to {labels.max():g}: class indices, not one-hot rows; "
+                           f"convert them with np.eye(n_classes)[indices]")
+        raise BadInput(f"labels hold values greater than 1 (up to {labels.max():g}); expected one-hot rows of 0 and 1")
+    if labels.size and labels.sum(1).max() > 1 + 1e-4:  # a mix of classes sums to 1; all zeros is "no context"
+        raise BadInput("some label rows sum to more than 1; expected one-hot rows (or mixes that sum to 1)")
     return sprites, labels
+
+
+def check_class_names(names, where: str, fix: str) -> None:
+    """One BadInput line unless ``names`` is None (none recorded) or a list of strings."""
+    if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+        raise BadInput(f"{where} has class_names {json.dumps(names)[:80]}; it must be a list of strings, e.g. "
+                       f'["hero", "food"]; {fix}')
 
 
 def load_dataset(folder: Path) -> SpriteData:
@@ -98,9 +115,13 @@ def load_dataset(folder: Path) -> SpriteData:
     sprites = _load_npy(folder / s_name)
     labels = _load_npy(folder / l_name) if (folder / l_name).exists() else None
     sprites, labels = check_sprite_arrays(sprites, labels)
-    if meta.get("count", len(sprites)) != len(sprites):
-        raise BadInput(f"{folder / 'dataset.json'} says {meta['count']} sprites but {s_name} holds {len(sprites)}; "
-                       f"re-create the dataset with `python -m diffusion_utilities dataset --out {folder}`")
+    fix = f"re-create the dataset with `python -m diffusion_utilities dataset --out {folder}`"
+    count = meta.get("count", len(sprites))
+    if isinstance(count, bool) or not isinstance(count, int):
+        raise BadInput(f"{folder / 'dataset.json'}: \"count\" {count!r} is not a whole number; {fix}")
+    if count != len(sprites):
+        raise BadInput(f"{folder / 'dataset.json'} says {count} sprites but {s_name} holds {len(sprites)}; {fix}")
+    check_class_names(meta.get("class_names"), folder / "dataset.json", fix)
     names = list(meta.get("class_names") or [])
     if labels.shape[1] and len(names) != labels.shape[1]:
         from .sprites import CLASS_NAMES
@@ -130,35 +151,57 @@ def _recorded_files(folder: Path, files) -> tuple[str, str]:
 
 
 def _load_npy(path: Path) -> np.ndarray:
+    check_regular_file(path, "re-create the dataset with `python -m diffusion_utilities dataset`")
     try:
         return np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
         raise BadInput(f"cannot read {path} as a numpy array ({str(e).splitlines()[0][:120]})") from None
 
 
-def save_dataset(folder: Path, data: SpriteData, course_names: bool = False, sheet: bool = False) -> None:
-    """Write ``sprites.npy``/``labels.npy`` (or the course's file names) and ``dataset.json``.
+def check_dataset_out(folder: Path, course_names: bool = False, sheet: bool = False, overwrite: bool = False) -> None:
+    """One BadInput line if saving a dataset in ``folder`` would replace a file there, unless ``overwrite``.
+
+    Checked before any work: a dataset of another run, or the course's own download under
+    ``course_names``, is replaced only when asked for.
+    """
+    if overwrite:
+        return
+    names = [*(COURSE_FILES if course_names else PLAIN_FILES), "dataset.json", *([SHEET] if sheet else [])]
+    there = [name for name in names if os.path.lexists(Path(folder) / name)]
+    if there:
+        raise BadInput(f"{Path(folder) / there[0]} already exists; pass --overwrite (overwrite=True) to replace the "
+                       f"dataset there, or choose another --out")
+
+
+def save_dataset(folder: Path, data: SpriteData, course_names: bool = False, sheet: bool = False,
+                 overwrite: bool = False) -> None:
+    """Write ``sprites.npy``/``labels.npy`` (or the course's file names) and ``dataset.json``, each atomically.
 
     ``sheet``: also write ``sheet.png`` (10 sprites per class, or the first 50 of an unlabelled set).
-    Files an earlier ``save_dataset`` wrote here that this one does not (the other file names, a
+    A folder that already holds any of these files is refused unless ``overwrite`` (see
+    ``check_dataset_out``). dataset.json is written last: a run killed before it leaves arrays
+    that disagree with the old card's count, which ``load_dataset`` refuses. With ``overwrite``, files ``save_dataset`` wrote here that this one does not (the other file names, a
     sheet of the old sprites) are removed, so the folder holds one dataset and nothing that shows
     another; files it did not write (say, the course's own download) are left alone. A sheet.png
     beside a dataset.json written before sheets were recorded counts as ours.
     """
+    from .weights import atomic_write
+
     folder = Path(folder)
+    check_dataset_out(folder, course_names, sheet, overwrite)
     folder.mkdir(parents=True, exist_ok=True)
     try:
         earlier = _read_meta(folder)
     except BadInput:
         earlier = {}  # an unreadable card owns nothing
     s_name, l_name = COURSE_FILES if course_names else PLAIN_FILES
-    np.save(folder / s_name, data.sprites)
-    np.save(folder / l_name, data.labels)
+    for name, array in ((s_name, data.sprites), (l_name, data.labels)):
+        atomic_write(folder / name, lambda tmp: _save_npy(tmp, array))
     if sheet:
         _save_sheet(data, folder / SHEET)
     meta = {**data.meta, "class_names": data.class_names, "count": len(data), "files": [s_name, l_name],
             "sheet": SHEET if sheet else None}  # always present, so an older card is told by its absence
-    (folder / "dataset.json").write_text(json.dumps(meta, indent=2) + "\n")
+    atomic_write(folder / "dataset.json", lambda tmp: tmp.write_text(json.dumps(meta, indent=2) + "\n"))
     files = earlier.get("files")
     for name in files if isinstance(files, list) else []:
         if name in PLAIN_FILES + COURSE_FILES and name not in (s_name, l_name):
@@ -169,13 +212,20 @@ def save_dataset(folder: Path, data: SpriteData, course_names: bool = False, she
         (folder / SHEET).unlink(missing_ok=True)
 
 
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as f:  # a file object: np.save would add .npy to a temporary file's name
+        np.save(f, array)
+
+
 def _save_sheet(data: SpriteData, path: Path) -> None:
     from PIL import Image
 
     if data.labels.shape[1]:
         from .sprites import sprite_sheet
+        from .weights import atomic_write
 
-        Image.fromarray(sprite_sheet(data.sprites, data.labels, per_class=10, scale=4)).save(path)
+        picture = Image.fromarray(sprite_sheet(data.sprites, data.labels, per_class=10, scale=4))
+        atomic_write(path, lambda tmp: picture.save(tmp, format="PNG"))
     else:
         from .plotting import save_grid
 

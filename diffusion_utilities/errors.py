@@ -6,9 +6,13 @@ stderr and exits with code 2 instead of showing a traceback.
 
 import json
 import os
+import stat
 from pathlib import Path
 
-__all__ = ["BadInput", "out_folder", "read_json_object", "available_memory", "check_memory"]
+__all__ = ["BadInput", "out_folder", "settle_out_folders", "check_regular_file", "read_json_object",
+           "available_memory", "check_memory"]
+
+MAX_JSON_BYTES = 32 << 20  # a card or dataset.json; a crafted one of gigabytes would fill the memory when parsed
 
 
 class BadInput(ValueError):
@@ -23,22 +27,59 @@ def out_folder(path: Path, *files: str) -> Path:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise BadInput(f"--out {path} is a file; give a folder")
+    new = [p for p in (path, *path.parents) if not os.path.lexists(p)]
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise BadInput(f"cannot create the --out folder {path}: {e.strerror}; choose another --out") from None
+    _made.extend(new)  # deepest first
     for name in files:
         if (path / name).is_dir():
             raise BadInput(f"{path / name} is a folder, but this command writes a file there; move it or choose another --out")
     return path
 
 
-def read_json_object(path: Path, fix: str) -> dict:
-    """A JSON file that must hold an object, or one BadInput line naming it and ``fix``."""
+_made: list[Path] = []  # folders out_folder created in this process, deepest first
+
+
+def settle_out_folders(failed: bool) -> None:
+    """After a command: if it ``failed``, remove the folders ``out_folder`` made that are still empty
+    (a refusal leaves nothing behind); either way, forget them."""
+    for path in _made if failed else []:
+        try:
+            path.rmdir()  # only an empty folder goes
+        except OSError:
+            pass
+    _made.clear()
+
+
+def check_regular_file(path: Path, fix: str) -> Path:
+    """One BadInput line unless ``path`` is a regular file (a FIFO or device would block or never end)."""
     try:
-        value = json.loads(Path(path).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise BadInput(f"{path} is not valid JSON ({e}); {fix}") from None
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        raise BadInput(f"cannot read {path}: {e.strerror}; {fix}") from None
+    if stat.S_ISDIR(mode):
+        raise BadInput(f"{path} is a folder, not a file; {fix}")
+    if not stat.S_ISREG(mode):
+        raise BadInput(f"{path} is not a regular file (a pipe or a device?); {fix}")
+    return Path(path)
+
+
+def read_json_object(path: Path, fix: str) -> dict:
+    """A JSON file that must hold an object, or one BadInput line naming it and ``fix``.
+
+    At most MAX_JSON_BYTES are read, and only from a regular file.
+    """
+    check_regular_file(path, fix)
+    with open(path, "rb") as f:
+        text = f.read(MAX_JSON_BYTES + 1)
+    if len(text) > MAX_JSON_BYTES:
+        raise BadInput(f"{path} is larger than {MAX_JSON_BYTES >> 20} MB, too large for a card; {fix}")
+    try:
+        value = json.loads(text.decode())
+    except (ValueError, RecursionError) as e:  # ValueError: bad JSON, bad UTF-8, an integer of too many digits
+        raise BadInput(f"{path} is not valid JSON ({str(e)[:120]}); {fix}") from None
     if not isinstance(value, dict):
         raise BadInput(f"{path} is not a JSON object; {fix}")
     return value

@@ -1,29 +1,33 @@
 """Bring your own sprites: a folder of images or a sprite sheet in, a dataset in the course's layout out.
 
-- ``from_images(DIR)``: PNG/JPEG/GIF files found recursively; each first-level subfolder is a class
+- ``from_images(DIR)``: PNG/JPEG/GIF/BMP/WebP files found recursively; each first-level subfolder is a class
   (its name is kept), files directly in DIR are unlabelled (an all-zero label row: "no context").
 - ``from_sheet(FILE, tile)``: cut a sprite sheet into tiles, skipping empty (single-colour) ones.
 
 Every image is converted to RGB: alpha is composited on a background colour (default white),
-greyscale and palette images are expanded, and images that are not ``size``×``size`` are padded
+greyscale and palette images are expanded (16-bit greyscale scaled to 8 bits), and images that are not ``size``×``size`` are padded
 to a square with the background and resized, nearest-neighbour for pixel art or area averaging.
-A file that cannot be read is reported by name and skipped, never ending the whole import.
+A file that cannot be read is reported by name and skipped, never ending the whole import; so
+are images in other formats, and folders that hold an earlier dataset (a ``dataset.json``).
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .data import SpriteData
-from .errors import BadInput
+from .errors import BadInput, check_memory
 
-__all__ = ["from_images", "from_sheet", "parse_tile", "parse_colour", "ImportReport", "IMAGE_SUFFIXES"]
+__all__ = ["from_images", "from_sheet", "parse_tile", "parse_colour", "check_options", "ImportReport",
+           "IMAGE_SUFFIXES", "MAX_SIZE"]
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp"}
 RESIZE = ("nearest", "area")
+MAX_SIZE = 256  # sprites: 16 is the course's; a 20,000-pixel side would need 1.2 GB an image
 
 
 @dataclass
@@ -70,6 +74,8 @@ def _to_rgb(img, background: tuple[int, int, int]):
     """Any PIL mode -> RGB, compositing transparency over ``background``."""
     from PIL import Image
 
+    if img.mode.startswith("I"):  # 16-bit greyscale ("I;16", or "I" holding 0..65535): Pillow would clip at 255
+        img = Image.fromarray((np.asarray(img, dtype=np.float64) / 257).round().clip(0, 255).astype(np.uint8), "L")
     if img.mode == "P" and "transparency" in img.info or img.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
         rgba = img.convert("RGBA")
         canvas = Image.new("RGBA", rgba.size, (*background, 255))
@@ -92,11 +98,14 @@ def _fit(img, size: int, resize: str, background: tuple[int, int, int]) -> np.nd
     return np.asarray(img, dtype=np.uint8)
 
 
-def _check_options(size: int, resize: str) -> None:
+def check_options(size: int, resize: str) -> None:
+    """One BadInput line unless ``size`` (the sprites' side) and ``resize`` can be imported to."""
     if resize not in RESIZE:
         raise BadInput(f"unknown --resize {resize!r}; choose nearest (pixel art) or area")
     if isinstance(size, bool) or not isinstance(size, int) or size < 4 or size % 4:
         raise BadInput(f"size must be a multiple of 4 (the U-Net halves it twice), got {size!r}")
+    if size > MAX_SIZE:
+        raise BadInput(f"--size {size} is larger than {MAX_SIZE} pixels, more than a sprite needs; the course's is 16")
 
 
 def from_images(folder: Path, size: int = 16, resize: str = "nearest",
@@ -106,28 +115,45 @@ def from_images(folder: Path, size: int = 16, resize: str = "nearest",
 
     ``exclude``: a folder whose images are left out, such as the dataset's own output folder when it
     lies inside ``folder`` (its sheet.png is not a sprite, and must not become a class on a re-run).
+    Any other folder that holds a dataset.json (an earlier dataset, with its sheet.png) is left out
+    too, and listed in the report, as are images in formats this import does not read.
     """
     from PIL import Image
 
-    _check_options(size, resize)
+    check_options(size, resize)
     folder = Path(folder)
     if not folder.is_dir():
-        raise BadInput(f"image folder not found: {folder}")
-    skip = Path(exclude).resolve() if exclude is not None else None
-    if skip is not None and (skip == folder.resolve() or not skip.is_relative_to(folder.resolve())):
+        loop = " (a symbolic link that leads nowhere or in a loop)" if folder.is_symlink() else ""
+        raise BadInput(f"image folder not found: {folder}{loop}")
+    # realpath, not resolve: it never raises on a symbolic link loop
+    root, skip = os.path.realpath(folder), os.path.realpath(exclude) if exclude is not None else None
+    if skip is not None and (skip == root or not Path(skip).is_relative_to(root)):
         skip = None  # only a folder inside the image folder holds images that are not sprites
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    found = sorted(p for p in folder.rglob("*") if p.is_file()
                    and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-                   and not (skip and p.resolve().is_relative_to(skip)))
+                   and not (skip and Path(os.path.realpath(p)).is_relative_to(skip)))
+    datasets = sorted({p.parent for p in found if p.name == "dataset.json" and p.parent != folder})
+    found = [p for p in found if not any(p.is_relative_to(d) for d in datasets)]
+    files = [p for p in found if p.suffix.lower() in IMAGE_SUFFIXES]
+    report, sprites, label_idx = ImportReport(), [], []
+    for d in datasets:
+        report.skipped.append((f"{d.relative_to(folder)}/", "an earlier dataset (it holds dataset.json), not images"))
+    known = Image.registered_extensions()  # other image formats are said, not silently passed over
+    for p in found:
+        if p.suffix.lower() not in IMAGE_SUFFIXES and p.suffix.lower() in known:
+            report.skipped.append((str(p.relative_to(folder)), f"{p.suffix} files are not read; convert it to PNG"))
+    check_memory(2 * len(files) * size * size * 3, f"importing {len(files):,} images at {size}×{size}",
+                 "import fewer images, or choose a smaller --size")
     # a class is a first-level subfolder with images in it: not an empty one, nor a dataset --out made inside
     classes = sorted({p.relative_to(folder).parts[0] for p in files if len(p.relative_to(folder).parts) > 1})
-    report, sprites, label_idx = ImportReport(), [], []
     for path in files:
         name = str(path.relative_to(folder))
         try:
             with Image.open(path) as img:
                 img.seek(0)  # a GIF's first frame
                 sprites.append(_fit(_to_rgb(img, background), size, resize, background))
+        except MemoryError:
+            raise  # not the file's fault: the CLI says so in one line
         except Exception as e:  # noqa: BLE001 — any unreadable file is reported and skipped
             report.skipped.append((name, (str(e).splitlines() or [type(e).__name__])[0][:120] or type(e).__name__))
             continue
@@ -136,7 +162,7 @@ def from_images(folder: Path, size: int = 16, resize: str = "nearest",
         label_idx.append(classes.index(top[0]) if len(top) > 1 else -1)
     if not sprites:
         raise BadInput(f"no usable images in {folder} ({len(files)} image files found, {len(report.skipped)} "
-                       f"unreadable); add PNG, JPEG or GIF files")
+                       f"skipped); add PNG, JPEG, GIF, BMP or WebP files")
     labels = np.zeros((len(sprites), len(classes)), np.float32)
     for i, k in enumerate(label_idx):
         if k >= 0:
@@ -155,7 +181,7 @@ def from_sheet(path: Path, tile: tuple[int, int] = (16, 16), margin: int = 0, sp
     """Cut a sprite sheet into ``tile`` (w, h) tiles, ``margin`` px from the edges and ``spacing`` px apart."""
     from PIL import Image
 
-    _check_options(size, resize)
+    check_options(size, resize)
     if margin < 0 or spacing < 0:
         raise BadInput(f"--margin and --spacing must be ≥ 0, got {margin} and {spacing}")
     path = Path(path)
@@ -164,6 +190,8 @@ def from_sheet(path: Path, tile: tuple[int, int] = (16, 16), margin: int = 0, sp
     try:
         with Image.open(path) as img:
             sheet = _to_rgb(img, background)
+    except MemoryError:
+        raise
     except Exception as e:  # noqa: BLE001
         raise BadInput(f"cannot read sprite sheet {path}: {(str(e).splitlines() or ['unreadable'])[0][:120]}") from None
     tw, th = tile

@@ -184,7 +184,10 @@ class ContextUnet(nn.Module):
         return self.out(torch.cat((up3, x), 1))  # (B, 2·n_feat, H, W) -> (B, C, H, W)
 
     def _check_inputs(self, x, t, c) -> None:
-        # Shape checks only: they cost no device sync, so they stay on in the sampling loop.
+        # Type and shape checks only: they cost no device sync, so they stay on in the sampling loop.
+        for name, value in (("x", x), ("t", t), ("context", c)):
+            if value is not None and not torch.is_tensor(value):  # e.g. a numpy array: an AttributeError deep inside
+                raise BadInput(f"{name} must be a torch tensor, got {type(value).__name__}; convert it with torch.as_tensor")
         if x.dim() != 4 or x.shape[1] != self.in_channels or x.shape[2] != self.h or x.shape[3] != self.h:
             raise BadInput(
                 f"x has shape {tuple(x.shape)}; this model takes (B, {self.in_channels}, {self.h}, {self.h}) images"

@@ -42,11 +42,14 @@ def make_grid(images, nrow: int = 8, scale: int = 4, pad: int = 1, pad_value: in
 
 
 def save_grid(images, path: Path, nrow: int = 8, scale: int = 4) -> Path:
+    """Write ``make_grid(images)`` to ``path`` atomically (a PNG unless the suffix says otherwise)."""
     from PIL import Image
 
+    from .weights import atomic_write
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(make_grid(images, nrow, scale)).save(path)
+    picture = Image.fromarray(make_grid(images, nrow, scale))
+    atomic_write(path, lambda tmp: picture.save(tmp))  # the temporary name keeps path's suffix
     return path
 
 
@@ -93,12 +96,13 @@ def animate(frames: torch.Tensor, frame_t: list[int] | None = None, nrow: int = 
 
 
 def save_gif(anim, path: Path, fps: int = 12) -> Path:
-    """Save a FuncAnimation as a GIF with Pillow."""
+    """Save a FuncAnimation as a GIF with Pillow, atomically."""
     from matplotlib.animation import PillowWriter
 
+    from .weights import atomic_write
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    anim.save(path, writer=PillowWriter(fps=fps))
+    atomic_write(path, lambda tmp: anim.save(tmp, writer=PillowWriter(fps=fps)))
     return path
 
 

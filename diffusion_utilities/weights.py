@@ -9,6 +9,7 @@ state dicts are read with ``torch.load(..., weights_only=True)`` only.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -21,12 +22,13 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from .errors import BadInput, read_json_object
+from .errors import BadInput, check_regular_file, read_json_object
 from .model import ContextUnet, ModelConfig
 from .schedule import DiffusionConfig
 
 __all__ = [
     "atomic_write",
+    "remove_stale_temps",
     "sha256_file",
     "save_tensors",
     "read_tensors",
@@ -43,11 +45,14 @@ __all__ = [
 def atomic_write(path: Path, write) -> None:
     """Call ``write(tmp_path)``, fsync, then rename over ``path``.
 
-    A crash or kill at any moment leaves either the old file or the new one, never half of one.
+    A crash or kill at any moment leaves either the old file or the new one, never half of one
+    (and at worst a temporary file ``.NAME.*.tmp*``: see ``remove_stale_temps``). A link at
+    ``path`` is replaced, never written through. The temporary file ends in ``path``'s own suffix,
+    so writers that choose a format by the name (Pillow, matplotlib) choose the right one.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
     os.close(fd)
     try:
         write(Path(tmp))
@@ -65,6 +70,17 @@ def atomic_write(path: Path, write) -> None:
         os.close(dir_fd)
 
 
+def remove_stale_temps(folder: Path, *names: str) -> None:
+    """Delete the temporary files ``atomic_write`` left in ``folder`` for files named ``names`` (glob patterns).
+
+    A kill -9 during a write leaves one beside the file; call this only where no other process can be
+    writing (training holds its --out folder's lock).
+    """
+    for name in names:
+        for p in Path(folder).glob(f".{name}.*.tmp*"):
+            p.unlink(missing_ok=True)
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -76,7 +92,15 @@ def sha256_file(path: Path) -> str:
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], card: dict) -> None:
     """Write tensors and a JSON-able card into one safetensors file, atomically."""
     flat = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    atomic_write(path, lambda tmp: save_file(flat, str(tmp), metadata={"card": json.dumps(card)}))
+
+    def write(tmp):
+        try:
+            save_file(flat, str(tmp), metadata={"card": json.dumps(card)})
+        except SafetensorError as e:  # not an OSError: a full disk would be a traceback
+            code = errno.ENOSPC if "StorageFull" in str(e) or "code: 28" in str(e) else errno.EIO
+            raise OSError(code, f"{os.strerror(code)} while writing ({str(e)[:160]})", str(path)) from None
+
+    atomic_write(path, write)
 
 
 def read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
@@ -86,6 +110,7 @@ def read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
         raise BadInput(f"weights file not found: {path}")
     if path.is_dir():
         raise BadInput(f"{path} is a folder; pass the .safetensors file inside it")
+    check_regular_file(path, "pass a .safetensors file")
     if path.stat().st_size == 0:
         raise BadInput(f"weights file is empty: {path}; re-train or re-copy it")
     try:
@@ -134,8 +159,13 @@ def save_model(model: ContextUnet, path: Path, card: dict, half: bool = False) -
     return card_with_hash
 
 
-def check_state_dict(state: dict[str, torch.Tensor], model: torch.nn.Module) -> None:
-    """Raise one BadInput line saying how ``state`` differs from ``model``'s parameters."""
+def check_state_dict(state: dict[str, torch.Tensor], model: torch.nn.Module, source: str = "weights") -> None:
+    """Raise one BadInput line saying how ``state`` differs from ``model``'s parameters.
+
+    Besides names and shapes: a floating-point tensor of the model must be floating point in
+    ``state`` and finite (NaN or infinite weights sample black sprites, with no error).
+    ``source``: what the messages call ``state``, e.g. its file.
+    """
     expected = model.state_dict()
     if hasattr(model, "config") and "init_conv.conv1.0.weight" in state and "contextembed1.model.0.weight" in state:
         found = {
@@ -161,6 +191,12 @@ def check_state_dict(state: dict[str, torch.Tensor], model: torch.nn.Module) -> 
     for k, v in expected.items():
         if state[k].shape != v.shape:
             raise BadInput(f"weights do not fit this model: {k} is {tuple(state[k].shape)}, model has {tuple(v.shape)}")
+    fix = "re-train or re-copy the weights"
+    for k, v in expected.items():
+        if v.is_floating_point() and not state[k].is_floating_point():
+            raise BadInput(f"{source}: {k} is {str(state[k].dtype).removeprefix('torch.')}, not floating point; {fix}")
+        if v.is_floating_point() and not bool(torch.isfinite(state[k]).all()):
+            raise BadInput(f"{source}: {k} holds NaN or infinite values; {fix}")
 
 
 def load_model(path: Path, device="cpu", verify_hash: bool = True) -> tuple[ContextUnet, dict]:
@@ -172,10 +208,13 @@ def load_model(path: Path, device="cpu", verify_hash: bool = True) -> tuple[Cont
     tensors, card = read_tensors(path)
     _refuse_other_kinds(path, tensors, card)
     sidecar = _card_path(path)
-    if verify_hash and sidecar.exists():
+    if verify_hash and os.path.lexists(sidecar):
         expected = read_card_file(sidecar).get("sha256")
         if expected and sha256_file(path) != expected:
             raise BadInput(f"{path} does not match the SHA-256 in {sidecar.name}; the file is damaged or was replaced")
+    from .data import check_class_names
+
+    check_class_names(card.get("class_names"), f"{path}'s card", "re-train, or correct the card")
     if "model" not in card:
         raise BadInput(f"{path} has no model card; it was not written by diffusion_utilities")
     try:  # a card from another version may name fields this one does not know
@@ -184,7 +223,7 @@ def load_model(path: Path, device="cpu", verify_hash: bool = True) -> tuple[Cont
     except TypeError as e:
         raise BadInput(f"{path} has a card this version cannot use ({e}); "
                        f"update diffusion_utilities or re-train") from None
-    check_state_dict(tensors, model)
+    check_state_dict(tensors, model, str(path))
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in tensors.items()})
     return model.to(device).eval(), card
 
@@ -204,6 +243,7 @@ def load_legacy_pth(path: Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.exists():
         raise BadInput(f"weights file not found: {path}")
+    check_regular_file(path, "pass a .pth file")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # weights_only refuses anything but tensors and plain containers
@@ -249,7 +289,7 @@ def export_course_weights(model_path: Path, out_dir: Path, snapshots: dict[int, 
                 raise BadInput(f"{path} predicts {prediction}, but the labs' samplers read the network's output as "
                                f"the noise; export a course model (e.g. weights/sprites_ddpm.safetensors)")
             if path == model_path:  # its snapshots come from the same run, with the same config
-                _warn_if_labs_differ(path, card)
+                model_card = card
             states[path] = {k: v.contiguous() for k, v in model.state_dict().items()}
     targets = [(out_dir / f"{prefix}{name}.pth", states[path]) for name, path in jobs for prefix in ("", "context_")]
     folders = [target for target, _ in targets if target.is_dir()]
@@ -261,6 +301,7 @@ def export_course_weights(model_path: Path, out_dir: Path, snapshots: dict[int, 
             count = f" ({len(differ)} of the {len(targets)} files to write do)" if len(differ) > 1 else ""
             raise BadInput(f"{differ[0]} already exists and holds other weights{count}; pass --overwrite to "
                            f"replace them, or choose another --out")
+    _warn_if_labs_differ(model_path, model_card)  # once nothing can be refused: a refusal is the only line
     for target, state in targets:
         atomic_write(target, lambda tmp: torch.save(state, tmp))
     return [target for target, _ in targets]

@@ -90,7 +90,7 @@ def test_loader_either_works_or_raises_badinput(sprites, labels):
 def test_a_new_set_under_the_other_names_replaces_the_old_one(tmp_path):
     old, new = procedural_dataset(10, seed=0), procedural_dataset(12, seed=1)
     save_dataset(tmp_path, old)
-    save_dataset(tmp_path, new, course_names=True)
+    save_dataset(tmp_path, new, course_names=True, overwrite=True)
     assert not (tmp_path / "sprites.npy").exists()  # written by the first save, so removed by the second
     back = load_dataset(tmp_path)
     assert np.array_equal(back.sprites, new.sprites) and back.meta["count"] == 12
@@ -131,10 +131,10 @@ def test_a_sheet_is_removed_with_the_dataset_it_showed(tmp_path):
     data = procedural_dataset(60, 0)
     save_dataset(tmp_path, data, sheet=True)
     assert (tmp_path / "sheet.png").is_file() and json.loads((tmp_path / "dataset.json").read_text())["sheet"] == "sheet.png"
-    save_dataset(tmp_path, procedural_dataset(60, 1))  # a new set without a sheet: the old one showed other sprites
+    save_dataset(tmp_path, procedural_dataset(60, 1), overwrite=True)  # a new set without a sheet: the old one showed other sprites
     assert not (tmp_path / "sheet.png").exists()
     Image.new("RGB", (4, 4)).save(tmp_path / "sheet.png")  # the user's own file, not recorded: left alone
-    save_dataset(tmp_path, data)
+    save_dataset(tmp_path, data, overwrite=True)
     assert (tmp_path / "sheet.png").exists()
 
 
@@ -143,5 +143,5 @@ def test_a_sheet_from_before_sheets_were_recorded_goes_too(tmp_path):
     card = json.loads((tmp_path / "dataset.json").read_text())
     del card["sheet"]  # as `dataset --sheet` wrote it before dataset.json recorded sheets
     (tmp_path / "dataset.json").write_text(json.dumps(card))
-    save_dataset(tmp_path, procedural_dataset(60, 1))
+    save_dataset(tmp_path, procedural_dataset(60, 1), overwrite=True)
     assert not (tmp_path / "sheet.png").exists()

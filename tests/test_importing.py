@@ -158,7 +158,7 @@ def test_a_dataset_made_inside_its_image_folder_is_not_imported_again(folder, ca
     args = ["dataset", "--from-images", str(folder), "--out", str(folder / "ds"), "--sheet"]
     assert main(args) == 0 and (folder / "ds" / "sheet.png").is_file()
     first = json.loads((folder / "ds" / "dataset.json").read_text())
-    assert main(args) == 0  # a re-run: the first run's sheet.png is not a sprite, and ds is not a class
+    assert main([*args, "--overwrite"]) == 0  # a re-run: the first run's sheet.png is not a sprite, and ds is not a class
     again = json.loads((folder / "ds" / "dataset.json").read_text())
     assert again["class_names"] == first["class_names"] == ["slimes", "swords"]
     assert again["count"] == first["count"] == 5
