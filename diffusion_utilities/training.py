@@ -10,6 +10,7 @@ a run resumed from any step continues exactly as if it had never stopped.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -27,9 +28,9 @@ import torch.nn.functional as F
 from .data import SpriteData, procedural_dataset, sprites_to_tensor
 from .errors import BadInput, check_memory, out_folder
 from .model import ContextUnet, ModelConfig
-from .schedule import DiffusionConfig, make_schedule, perturb_input
-from .sprites import SIZE
-from .weights import read_tensors, save_model, save_tensors
+from .schedule import DiffusionConfig, make_schedule
+from .sprites import CLASS_NAMES, SIZE
+from .weights import read_tensors, remove_stale_temps, save_model, save_tensors
 
 __all__ = ["TrainConfig", "train", "train_step", "diffusion_loss", "GraphedTrainStep", "set_lr", "scaled_lr", "TrainingInterrupted", "TrainingDiverged", "pick_device",
            "hardware_name"]
@@ -263,6 +264,43 @@ def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict, groups: list) -> 
                 st[name] = torch.empty_like(p).copy_(v)
 
 
+_HELD: list[int] = []  # the --out folders train() holds locked, as open file descriptors
+
+
+def _lock_out_dir(out_dir: Path) -> None:
+    """Lock the --out folder for this train() call: a second run into it, in any process, is refused.
+
+    flock on the folder itself: no lock file is left behind, and the kernel drops the lock when the
+    process ends, so a killed run never leaves the folder locked. (No fcntl, on Windows: no lock.)
+    """
+    try:
+        import fcntl
+    except ImportError:
+        return
+    fd = os.open(out_dir, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise BadInput(f"another train run is using {out_dir}; wait for it to end (or stop it), or choose "
+                       f"another --out") from None
+    _HELD.append(fd)
+
+
+def _releases_out_dir_lock(fn):
+    """Run ``fn`` (train) and then release the --out locks it took, however it ends."""
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        held = len(_HELD)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            while len(_HELD) > held:
+                os.close(_HELD.pop())
+    return run
+
+
+@_releases_out_dir_lock
 def train(
     config: TrainConfig,
     out_dir: Path,
@@ -286,7 +324,9 @@ def train(
     longer with a fresh learning-rate schedule); the card records them as ``init_from``.
 
     A folder that already holds a run is refused unless ``resume`` (continue it) or
-    ``overwrite`` (start a new run there; its checkpoint and snapshots are replaced).
+    ``overwrite`` (start a new run there; its checkpoint and snapshots are replaced), and so is a
+    folder another train() is using (it is locked while a call runs); temporary files that a killed
+    run left there are removed.
     """
     from tqdm.auto import tqdm
 
@@ -300,16 +340,21 @@ def train(
         raise BadInput(f"--cuda-graph needs a CUDA GPU and this run is on {device.type}; drop --cuda-graph or use --device cuda")
     # before the out folder is made and, for procedural sprites, minutes are spent making them
     _check_tensor_memory(*((config.n_sprites, SIZE) if data is None else (len(data), data.sprites.shape[1])))
-    _prepare_out_dir(out_dir, resume, overwrite)
-    if data is None:
-        data = procedural_dataset(config.n_sprites, config.data_seed)
-    n_classes = data.labels.shape[1]
-    height = data.sprites.shape[1]
+    # the model, and the weights it starts from, before the out folder too: a bad --n-feat or --init-from
+    # leaves nothing behind (procedural sprites are 16×16 in 5 classes)
+    height, n_classes = (SIZE, len(CLASS_NAMES)) if data is None else (data.sprites.shape[1], data.labels.shape[1])
     model_config = model_config or ModelConfig(height=height, n_cfeat=max(n_classes, 1))
     if model_config.height != height:
         raise BadInput(f"sprites are {height}×{height} but the model is built for height={model_config.height}")
     if n_classes and model_config.n_cfeat != n_classes:
         raise BadInput(f"the data has {n_classes} classes but the model has n_cfeat={model_config.n_cfeat}")
+    torch.manual_seed(config.seed)  # initial weights
+    # channels_last: about 15% faster convolutions on CPU (measured: 153 vs 131 img/s on 2 cores)
+    model = ContextUnet(**asdict(model_config)).to(device, memory_format=torch.channels_last)
+    start = _load_start(Path(init_from), model_config) if init_from is not None else None
+    _prepare_out_dir(out_dir, resume, overwrite)
+    if data is None:
+        data = procedural_dataset(config.n_sprites, config.data_seed)
     schedule = schedule.to(device)
     T = schedule.T
     gen_device = noise_device(device)
@@ -320,9 +365,6 @@ def train(
     steps_per_epoch = math.ceil(n / config.batch_size)
     total_steps = config.epochs * steps_per_epoch
 
-    torch.manual_seed(config.seed)  # initial weights
-    # channels_last: about 15% faster convolutions on CPU (measured: 153 vs 131 img/s on 2 cores)
-    model = ContextUnet(**asdict(model_config)).to(device, memory_format=torch.channels_last)
     opt = make_optimizer(model, config.lr, device, capturable=config.cuda_graph)
     ema = _EMA(model, config.ema_decay)
     card = {
@@ -335,13 +377,13 @@ def train(
         "command": command,
     }
     if init_from is not None:
-        card["init_from"] = _warm_start(Path(init_from), model, ema, card)
+        card["init_from"] = _warm_start(Path(init_from), start, model, ema, card)
     card = json.loads(json.dumps(card))  # tuples become lists, as they will be when read back
     step, wall, losses, running = 0, 0.0, [], []  # running: the losses of the epoch in progress
     ckpt = out_dir / CHECKPOINT
     cuda_rng = None  # a --cuda-graph run's generator position: {"seed": ..., "offset": ...}
     if resume and ckpt.exists():
-        step, wall, losses, running, cuda_rng = _resume(ckpt, model, ema, opt, card)
+        step, wall, losses, running, cuda_rng = _resume(ckpt, model, ema, opt, card, steps_per_epoch, total_steps)
     elif resume:
         print(f"no checkpoint in {out_dir}; starting from scratch")
 
@@ -447,6 +489,10 @@ def _prepare_out_dir(out_dir: Path, resume: bool, overwrite: bool) -> None:
     if resume and overwrite:
         raise BadInput("--resume continues the run in --out and --overwrite replaces it; pass one of them")
     out_folder(out_dir, CHECKPOINT, MODEL)
+    _lock_out_dir(out_dir)
+    # only now, with the lock held, can no other run be writing them
+    remove_stale_temps(out_dir, CHECKPOINT, MODEL, Path(MODEL).with_suffix(".json").name)
+    remove_stale_temps(out_dir / "snapshots", "epoch_*")
     has_checkpoint, has_model = (out_dir / CHECKPOINT).exists(), (out_dir / MODEL).exists()
     if resume and has_model and not has_checkpoint:
         raise BadInput(f"{out_dir} holds a finished model but no {CHECKPOINT} to resume from; start a new run "
@@ -483,24 +529,26 @@ def _augment(x0: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
 def diffusion_loss(model, schedule, x0, c, gen, context_dropout, T, precision: str = "fp32") -> torch.Tensor:
     """DDPM Algorithm 1's loss on one batch: ‖ε − ε_θ(√ᾱ_t·x0 + √(1−ᾱ_t)·ε, t/T, c)‖².
 
-    For a v-model (schedule.prediction "v") the target is v = √ᾱ_t·ε − √(1−ᾱ_t)·x0 instead
-    (Salimans & Ho 2022): the one line that changes.
+    The schedule says what differs for the other objectives, in the lines marked (*):
+      v-prediction (Salimans & Ho 2022): the target is v = √ᾱ_t·ε − √(1−ᾱ_t)·x0;
+      flow matching (Lipman et al. 2023): t ~ U[0, 1), x_t = (1 − t)·x0 + t·ε, target ε − x0.
+    T is the schedule's T (what t/T divides by; the schedule's own is used).
 
-    gen draws, in this order, the noise ε, the times t ~ U{1..T} and the context dropout; None
+    gen draws, in this order, the noise ε, the times t and the context dropout; None
     draws from x0's device's default generator (what a CUDA graph can replay).
     """
     b, device = x0.shape[0], x0.device
     where = gen.device if gen is not None else device
     noise = torch.randn(x0.shape, generator=gen, device=where).to(device)
-    t = torch.randint(1, T + 1, (b,), generator=gen, device=where).to(device)
+    t = schedule.sample_t(b, gen, where).to(device)  # (*)
     if c is not None:
         keep = (torch.rand(b, generator=gen, device=where) >= context_dropout).to(device)
         c = c * keep[:, None]  # zeroed rows mean "no context"
-    x_t = perturb_input(x0, t, noise, schedule).contiguous(memory_format=torch.channels_last)
+    x_t = schedule.add_noise(x0, t, noise).contiguous(memory_format=torch.channels_last)  # (*)
     # no weight-cast cache: each weight is used once per forward, and a cache breaks CUDA graph capture
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16", cache_enabled=False):
-        pred = model(x_t, t / T, c)
-    return F.mse_loss(pred.float(), schedule.target(x0, noise, t))
+        pred = model(x_t, schedule.model_time(t), c)
+    return F.mse_loss(pred.float(), schedule.target(x0, noise, t))  # (*)
 
 
 def train_step(model, opt, schedule, x0, c, gen, context_dropout, T, precision: str = "fp32") -> torch.Tensor:
@@ -585,19 +633,29 @@ def _check_tensor_memory(n: int, height: int) -> None:
                  "train on fewer sprites (--n-sprites, or a smaller --data set)")
 
 
-def _warm_start(path: Path, model, ema, card: dict) -> dict:
-    """Load ``path``'s weights into the model and its EMA; returns what the card records about them."""
-    from .weights import load_model, sha256_file
+def _load_start(path: Path, model_config: ModelConfig) -> tuple[ContextUnet, dict]:
+    """The --init-from weights and card, checked (found, finite, a matching model) before any work."""
+    from .weights import load_model
 
     if not path.exists():
         raise BadInput(f"--init-from weights not found: {path}")
     start, start_card = load_model(path)
     # The number of classes may differ, and so may the diffusion config: a course model is a good start
     # for a v-model on a rescaled schedule (the card keeps the start's config under init_from).
+    ours = asdict(model_config)
     theirs = {k: v for k, v in (start_card.get("model") or {}).items() if k != "n_cfeat"}
-    if theirs != {k: v for k, v in card["model"].items() if k != "n_cfeat"}:
+    if theirs != {k: v for k, v in ours.items() if k != "n_cfeat"}:
         raise BadInput(f"{path} has a different model config ({json.dumps(start_card.get('model'))}) from this run's "
-                       f"({json.dumps(card['model'])}); pass a matching --n-feat or drop --init-from")
+                       f"({json.dumps(ours)}); pass a matching --n-feat or drop --init-from")
+    return start, start_card
+
+
+def _warm_start(path: Path, loaded: tuple[ContextUnet, dict], model, ema, card: dict) -> dict:
+    """Load the --init-from weights (from ``_load_start``) into the model and its EMA; returns what the card
+    records about them."""
+    from .weights import sha256_file
+
+    start, start_card = loaded
     # Another number of classes: the context embeddings' input weights start fresh; their biases are
     # kept, so "no context" (all zeros) still means what it meant to the starting model.
     state = model.state_dict()
@@ -615,7 +673,8 @@ def _warm_start(path: Path, model, ema, card: dict) -> dict:
     return {"file": path.name, "sha256": sha256_file(path), **lineage}
 
 
-def _resume(ckpt: Path, model, ema, opt, card) -> tuple[int, float, list, list, dict | None]:
+def _resume(ckpt: Path, model, ema, opt, card, steps_per_epoch: int, total_steps: int
+            ) -> tuple[int, float, list, list, dict | None]:
     tensors, saved = read_tensors(ckpt)
     for key, config in (("training", TrainConfig()), ("diffusion", DiffusionConfig())):
         if isinstance(saved.get(key), dict):  # fields added since the checkpoint was written take their defaults
@@ -631,6 +690,9 @@ def _resume(ckpt: Path, model, ema, opt, card) -> tuple[int, float, list, list, 
         if theirs != ours:
             raise BadInput(f"{ckpt} was made with a different {key} config ({_differences(theirs, ours)}); "
                            f"use the same arguments or another --out folder")
+    problem = _checkpoint_problem(tensors, saved["state"], model, opt, steps_per_epoch, total_steps)
+    if problem:  # now, not minutes into the run (or never: a fresh Adam would pass for a resumed one)
+        raise BadInput(f"{ckpt} is damaged: {problem}; restore it, or start the run again with --overwrite")
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     ema.model.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
     state = saved["state"]
@@ -639,6 +701,60 @@ def _resume(ckpt: Path, model, ema, opt, card) -> tuple[int, float, list, list, 
     # "running" is missing from checkpoints written before it was saved: their epoch loss after a
     # mid-epoch resume averages only the steps after it, as it always did
     return state["step"], state["wall_time_s"], state["losses"], list(state.get("running", [])), state.get("cuda_rng")
+
+
+def _checkpoint_problem(tensors: dict, state: dict, model, opt, steps_per_epoch: int, total_steps: int) -> str | None:
+    """What is wrong with a checkpoint's tensors and state, in a few words; None if it can be resumed."""
+    def number(v) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    step = state.get("step")
+    if "step" not in state:
+        return "it has no step"
+    if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= total_steps:
+        return f"step {step!r} is outside this run's steps 0..{total_steps}"
+    losses, running = state.get("losses"), state.get("running", [])
+    if not (isinstance(losses, list) and all(map(number, losses)) and len(losses) == step // steps_per_epoch):
+        return f"its losses {json.dumps(losses)[:40]} are not {step // steps_per_epoch} numbers, one per epoch done"
+    if not (isinstance(running, list) and all(map(number, running))):
+        return f"its running losses {json.dumps(running)[:40]} are not a list of numbers"
+    if not (number(state.get("wall_time_s")) and state["wall_time_s"] >= 0):
+        return f"its wall_time_s {state.get('wall_time_s')!r} is not a number of seconds"
+    rng = state.get("cuda_rng")
+    if rng is not None and not (isinstance(rng, dict) and all(isinstance(rng.get(k), int) and rng[k] >= 0
+                                                              for k in ("seed", "offset"))):
+        return f"its cuda_rng {json.dumps(rng)[:40]} is not a generator's seed and offset"
+    expected = {}  # name -> (shape, floating point)
+    for prefix, net in (("model.", model), ("ema.", model)):  # the EMA copy has the model's tensors
+        expected.update({prefix + k: (v.shape, v.is_floating_point()) for k, v in net.state_dict().items()})
+    params = [p for g in opt.param_groups for p in g["params"]]
+    if step:  # Adam's state for every weight: its step count and two moments
+        for i, p in enumerate(params):
+            expected.update({f"optim.{i}.step": (torch.Size([]), True), f"optim.{i}.exp_avg": (p.shape, True),
+                             f"optim.{i}.exp_avg_sq": (p.shape, True)})
+        if not any(k.startswith("optim.") for k in tensors):
+            return "it has no optimizer state (Adam's moments), so a resumed run would not continue this one"
+    groups = state.get("param_groups")
+    mine = opt.param_groups
+    if not (isinstance(groups, list) and len(groups) == len(mine) and all(
+            isinstance(g, dict) and isinstance(g.get("params"), list) and len(g["params"]) == len(m["params"])
+            and all(number(g.get(k)) for k in ("lr", "eps", "weight_decay"))
+            and isinstance(g.get("betas"), list) and len(g["betas"]) == 2 and all(map(number, g["betas"]))
+            for g, m in zip(groups, mine))):
+        return f"its param_groups {json.dumps(groups)[:60]} are not Adam's settings for this model"
+    ours = {k for k in tensors if k.startswith(("model.", "ema.", "optim."))}
+    missing, unexpected = sorted(set(expected) - ours), sorted(ours - set(expected))
+    if missing or unexpected:
+        return f"{missing[0]} is missing" if missing else f"{unexpected[0]} is not a tensor of this model or its Adam"
+    for key, (shape, floating) in expected.items():
+        v = tensors[key]
+        if v.shape != shape:
+            return f"{key} is {tuple(v.shape)}, where this model has {tuple(shape)}"
+        if floating and not v.is_floating_point():
+            return f"{key} is {str(v.dtype).removeprefix('torch.')}, not floating point"
+        if floating and not bool(torch.isfinite(v).all()):
+            return f"{key} holds NaN or infinite values"
+    return None
 
 
 def _differences(saved, now) -> str:
