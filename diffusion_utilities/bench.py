@@ -274,7 +274,7 @@ def cli_bench(a) -> None:
 
     device = pick_device(a.device)
     model, card = load_model(a.weights, device)
-    schedule = make_schedule(DiffusionConfig(**card["diffusion"]))
+    schedule = make_schedule(DiffusionConfig(**card.get("diffusion", {})))  # a card may predate the key
     rows = tuple(r.strip() for r in a.rows.split(",")) if a.rows else None
     hardware = hardware_name(device)
     log = (lambda *_: None) if a.json else print

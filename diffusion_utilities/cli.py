@@ -14,14 +14,24 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import BadInput, out_folder
+from .errors import BadInput, out_folder, settle_out_folders
 
 __all__ = ["main"]
 
 SHIPPED = Path("weights/sprites_ddpm.safetensors")
 CLASSIFIER = Path("weights/sprite_classifier.safetensors")
 GIF_SPRITES = 64  # sprites in sample's denoising GIF; the PNG grid has all of them
-OUT_OF_MEMORY = "error: out of memory; ask for fewer sprites (--n, --n-sprites) or a smaller --batch-size"
+# what to make smaller, in each command's own options
+OUT_OF_MEMORY = {
+    "dataset": "ask for fewer sprites (--n) or a smaller --size",
+    "train": "use a smaller --batch-size or --n-feat, or fewer sprites (--n-sprites, or a smaller --data set)",
+    "sample": "ask for fewer sprites with --n",
+    "evaluate": "ask for fewer sprites per row with --n",
+    "train-classifier": "train on fewer sprites with --n",
+    "bench": "use a smaller --large-batch, or leave the large rows out with --rows",
+    "demo": "free some memory and run it again",
+    "export-course-weights": "free some memory and run it again",
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -80,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--size", type=int, default=16, help="sprite side after resizing (default 16)")
     d.add_argument("--resize", default="nearest", help="nearest (pixel art) or area (averaging)")
     d.add_argument("--background", default="#ffffff", help="colour under transparent pixels")
+    d.add_argument("--overwrite", action="store_true", help="replace a dataset (or the course's .npy files) in --out")
 
     t = sub.add_parser("train", help="train a ContextUnet (procedural sprites unless --data)")
     t.add_argument("--data", type=Path, help="dataset folder (ours or the course's .npy files)")
@@ -150,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--n", type=_positive_int, default=20_000)
     c.add_argument("--epochs", type=_positive_int, default=4)
     c.add_argument("--seed", type=_seed, default=0)
+    c.add_argument("--overwrite", action="store_true", help="replace the classifier at --out (the default: the shipped one)")
 
     x = sub.add_parser("export-course-weights", help="write our weights under the labs' .pth names (git-ignored)")
     x.add_argument("--weights", type=Path, default=SHIPPED)
@@ -176,17 +188,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_dataset(a) -> None:
-    from .data import procedural_dataset, save_dataset
-    from .importing import from_images, from_sheet, parse_colour, parse_tile
+    import os
+
+    from .data import check_dataset_out, procedural_dataset, save_dataset
+    from .importing import check_options, from_images, from_sheet, parse_colour, parse_tile
     from .sprites import check_room_for
 
     start = time.perf_counter()
     if a.from_images and a.from_sheet:
         raise BadInput("give --from-images or --from-sheet, not both")
-    if a.from_images and a.out.resolve() == a.from_images.resolve():
+    # realpath, not resolve: a symbolic link that loops is a missing folder (from_images says so), not a traceback
+    if a.from_images and os.path.realpath(a.out) == os.path.realpath(a.from_images):
         raise BadInput(f"--out is the image folder itself; write the dataset beside or inside it, e.g. --out {a.out / 'dataset'}")
-    if not (a.from_images or a.from_sheet):
+    if a.from_images or a.from_sheet:
+        check_options(a.size, a.resize)
+    else:
         check_room_for(a.n)  # before the --out folder is made
+    check_dataset_out(a.out, a.course_names, a.sheet, a.overwrite)
     out_folder(a.out, "dataset.json", *(["sheet.png"] if a.sheet else []))
     if a.from_images or a.from_sheet:
         background = parse_colour(a.background)
@@ -199,7 +217,7 @@ def _cmd_dataset(a) -> None:
     else:
         data = procedural_dataset(a.n, a.seed)
     seconds = time.perf_counter() - start
-    save_dataset(a.out, data, course_names=a.course_names, sheet=a.sheet)
+    save_dataset(a.out, data, course_names=a.course_names, sheet=a.sheet, overwrite=a.overwrite)
     classes = ", ".join(data.class_names) or "none (unconditional)"
     print(f"wrote {len(data)} sprites to {a.out} in {seconds:.1f} s; classes: {classes}")
 
@@ -244,7 +262,7 @@ def parse_context(spec: str | None, n: int, class_names: list[str]):
         idx = torch.arange(n) * k // n  # equal blocks, one class after another
     elif spec in class_names:
         idx = torch.full((n,), class_names.index(spec))
-    elif spec.isdigit() and int(spec) < k:
+    elif spec.isascii() and spec.isdigit() and int(spec) < k:  # isdigit alone takes '²', which int() refuses
         idx = torch.full((n,), int(spec))
     else:
         raise BadInput(f"unknown context {spec!r}; choose one of {', '.join(class_names)}, 0..{k - 1} or mixed")
@@ -266,14 +284,17 @@ def _cmd_sample(a) -> None:
     steps = a.steps if a.steps is not None else min({"ddim": 25, "dpm-solver++": 20}.get(a.sampler, schedule.T), schedule.T)
     check_sampling_memory(model, a.n, a.guidance, f"sampling {a.n:,} sprites at once",
                           "ask for fewer with --n, and run again with other --seed values for more")
+    context = parse_context(a.context, a.n, card.get("class_names") or [])
     out_folder(a.out, "samples.png", *([] if a.no_gif else ["samples.gif"]))  # after the checks: none is left empty
-    context = parse_context(a.context, a.n, card.get("class_names", []))
     gen = torch.Generator().manual_seed(a.seed)
     start = time.perf_counter()
     out = sample(model, schedule, a.n, sampler=a.sampler, steps=steps, context=context, guidance=a.guidance,
                  guidance_rescale=a.guidance_rescale, eta=a.eta, generator=gen, save_every=None if a.no_gif else max(1, steps // 25), progress=True,
                  precision=a.precision, cuda_graph=a.cuda_graph, compile=a.compile)
     seconds = time.perf_counter() - start
+    if not torch.isfinite(out.x).all():  # black sprites and exit 0 would pass for a result
+        raise BadInput(f"the sampled sprites hold NaN or infinite values: {a.weights} overflows with these settings; "
+                       f"nothing was written (check the weights, or try without --guidance or --precision bf16)")
     png = save_grid(out.x, a.out / "samples.png", nrow=8)
     print(f"sampled {a.n} sprites with {a.sampler} in {steps} steps: {seconds:.1f} s")
     print(f"grid: {png}")
@@ -297,10 +318,14 @@ def _cmd_export(a) -> None:
 
 def _cmd_demo(a) -> None:
     """Sample 40 sprites (8 per class) with DDPM from the shipped weights, or from a quick model."""
-    out_folder(a.out, "training_sprites.png", "samples.png", "samples.gif")
+    from .weights import atomic_write, load_model
+
     weights = a.weights or SHIPPED
     if a.weights is not None and not a.weights.exists():
         raise BadInput(f"weights file not found: {a.weights}; check the path, or leave out --weights for the shipped ones")
+    if weights.exists():
+        load_model(weights)  # a bad weights file fails here, before the --out folder is made
+    out_folder(a.out, "training_sprites.png", "samples.png", "samples.gif")
     if not weights.exists():
         from .training import TrainConfig, train
 
@@ -314,13 +339,12 @@ def _cmd_demo(a) -> None:
                   resume=True)  # an interrupted quick run continues
     from .data import procedural_dataset
     from .sprites import sprite_sheet
-    from .weights import load_model
 
     from PIL import Image
 
-    load_model(weights)  # a bad weights file fails here, before anything is written
     real = procedural_dataset(50, 0)
-    Image.fromarray(sprite_sheet(real.sprites, real.labels)).save(a.out / "training_sprites.png")
+    picture = Image.fromarray(sprite_sheet(real.sprites, real.labels))
+    atomic_write(a.out / "training_sprites.png", lambda tmp: picture.save(tmp))
     args = ["sample", "--weights", str(weights), "--n", "40", "--context", "mixed", "--seed", str(a.seed),
             "--out", str(a.out)]
     _cmd_sample(build_parser().parse_args(args))
@@ -328,9 +352,27 @@ def _cmd_demo(a) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    for stream in (sys.stdout, sys.stderr):  # a file or class name that is not UTF-8 prints escaped, not as a traceback
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+    try:
+        code = _main(sys.argv[1:] if argv is None else argv)
+    except BaseException:
+        settle_out_folders(failed=True)
+        raise
+    settle_out_folders(failed=code != 0)  # a refused or failed command leaves no empty --out behind
+    return code
+
+
+def _oom(command: str | None) -> str:
+    return f"error: out of memory; {OUT_OF_MEMORY.get(command, 'free some memory and run it again')}"
+
+
+def _main(argv: list[str]) -> int:
+    command = None
     try:
         a = build_parser().parse_args(argv)
+        command = a.command
         if a.command == "dataset":
             _cmd_dataset(a)
         elif a.command == "train":
@@ -344,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
         elif a.command == "train-classifier":
             from .evaluation import train_classifier
 
-            card = train_classifier(a.out, a.n, epochs=a.epochs, seed=a.seed)
+            card = train_classifier(a.out, a.n, epochs=a.epochs, seed=a.seed, overwrite=a.overwrite)
             print(f"held-out accuracy {card['held_out']['accuracy']:.4f}; classifier: {a.out}")
         elif a.command == "export-course-weights":
             _cmd_export(a)
@@ -358,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except MemoryError:
-        print(OUT_OF_MEMORY, file=sys.stderr)
+        print(_oom(command), file=sys.stderr)
         return 2
     except OSError as e:  # a file that could not be read or written, after the up-front checks passed
         print(f"error: {e.strerror or e}: {e.filename or ''}".rstrip(": "), file=sys.stderr)
@@ -373,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 3
         if isinstance(e, RuntimeError) and ("can't allocate memory" in str(e) or "out of memory" in str(e)):
-            print(OUT_OF_MEMORY, file=sys.stderr)  # torch's CPU allocator and CUDA say it this way
+            print(_oom(command), file=sys.stderr)  # torch's CPU allocator and CUDA say it this way
             return 2
         raise
     return 0

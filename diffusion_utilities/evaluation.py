@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from .data import procedural_dataset, sprites_to_tensor
 from .errors import BadInput
-from .weights import atomic_write, read_card_file, read_tensors, save_tensors, sha256_file
+from .weights import atomic_write, check_state_dict, read_card_file, read_tensors, save_tensors, sha256_file
 
 __all__ = [
     "FEATURES",
@@ -68,8 +68,11 @@ class SpriteClassifier(nn.Module):
 
 
 def train_classifier(out: Path, n_train: int = 20_000, n_test: int = 5_000, epochs: int = 4, seed: int = 0,
-                     progress: bool = True) -> dict:
+                     progress: bool = True, overwrite: bool = False) -> dict:
     """Train the evaluation classifier on procedural sprites; save it with its card; return the card.
+
+    An earlier classifier at ``out`` (the shipped one, at the CLI's default) is replaced only if
+    ``overwrite``; anything else there, never.
 
     Training sprites get a little Gaussian pixel noise (σ up to 0.1) so that the slightly
     imperfect pixels of generated sprites do not throw the classifier off.
@@ -77,7 +80,7 @@ def train_classifier(out: Path, n_train: int = 20_000, n_test: int = 5_000, epoc
     from tqdm.auto import tqdm
 
     out = Path(out)
-    _check_out(out)
+    _check_out(out, overwrite)
     start = time.perf_counter()
     train_set = procedural_dataset(n_train, seed=seed + 7)
     if not train_set.labels.sum(0).all():  # a class never seen would leave the classifier short of outputs
@@ -112,7 +115,7 @@ def train_classifier(out: Path, n_train: int = 20_000, n_test: int = 5_000, epoc
     return card
 
 
-def _check_out(out: Path) -> None:
+def _check_out(out: Path, overwrite: bool = False) -> None:
     """One BadInput line, before any training, unless ``out`` and the ``.json`` card beside it can be written."""
     if out.suffix != ".safetensors":
         raise BadInput(f"--out {out} must name a .safetensors file (its card goes beside it as .json)")
@@ -126,6 +129,8 @@ def _check_out(out: Path) -> None:
             kind = None
         if kind != "sprite-classifier":
             raise BadInput(f"{out} exists and is not a sprite classifier; choose another --out")
+        if not overwrite:  # every evaluate reads it: a quick, poor classifier would skew them all
+            raise BadInput(f"{out} already exists; pass --overwrite to replace it, or choose another --out")
     if out.parent.exists() and not out.parent.is_dir():
         raise BadInput(f"{out.parent} is a file; pass --out a path in a folder")
     try:
@@ -144,7 +149,11 @@ def load_classifier(path: Path) -> SpriteClassifier:
     tensors, card = read_tensors(path)
     if card.get("kind") != "sprite-classifier":
         raise BadInput(f"{path} is not a sprite classifier (train one with `train-classifier`)")
-    model = SpriteClassifier(card["n_classes"], card["height"])
+    sizes = [card.get("n_classes"), card.get("height")]
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in sizes) or sizes[1] % 4:
+        raise BadInput(f"{path}'s card gives n_classes and height {sizes}; train the classifier again")
+    model = SpriteClassifier(*sizes)
+    check_state_dict(tensors, model, str(path))  # names, shapes, and no NaN, infinite or integer weights
     model.load_state_dict(tensors)
     return model.eval()
 
@@ -172,6 +181,8 @@ def frechet_distance(f1: np.ndarray, f2: np.ndarray) -> float:
     a symmetric matrix, so numpy's eigh suffices (no scipy).
     """
     f1, f2 = np.asarray(f1, np.float64), np.asarray(f2, np.float64)
+    if not (np.isfinite(f1).all() and np.isfinite(f2).all()):  # eigh would fail with a LinAlgError
+        raise BadInput("features hold NaN or infinite values: the images they come from do; check the sampler's output")
     mu1, mu2 = f1.mean(0), f2.mean(0)
     s1, s2 = np.cov(f1, rowvar=False), np.cov(f2, rowvar=False)
     w, v = np.linalg.eigh(s1)
@@ -234,7 +245,7 @@ class Evaluator:
 
     def __init__(self, classifier: SpriteClassifier, train_card: dict, n_reference: int = 2000):
         self.classifier = classifier
-        data = train_card.get("data", {})
+        data = train_card.get("data") if isinstance(train_card.get("data"), dict) else {}
         if data.get("source") != "procedural":
             raise BadInput("evaluate needs weights trained on procedural sprites (its reference set is procedural)")
         from .sprites import GENERATOR_VERSION
@@ -266,7 +277,7 @@ def evaluate(model, card: dict, classifier: SpriteClassifier, n: int = 200, rows
         raise BadInput(f"unknown evaluation row {unknown[0]!r}; choose from {', '.join(ROWS)}")
     if isinstance(n, bool) or not isinstance(n, int) or n < 2:
         raise BadInput(f"n must be an integer ≥ 2 (FID needs a covariance), got {n!r}")
-    schedule = make_schedule(DiffusionConfig(**card["diffusion"]))
+    schedule = make_schedule(DiffusionConfig(**card.get("diffusion", {})))  # a card may predate the key
     too_many = [r for r in rows if ROWS[r][1] > schedule.T]
     if too_many:  # before any row is measured, not after minutes of them
         fit = ", ".join(r for r in ROWS if ROWS[r][1] <= schedule.T)
@@ -288,6 +299,9 @@ def evaluate(model, card: dict, classifier: SpriteClassifier, n: int = 200, rows
         else:
             x = sample(model, schedule, n, sampler=spec[0], steps=spec[1], context=context, guidance=spec[2], eta=spec[3],
                        generator=torch.Generator().manual_seed(seed), progress=progress).x.cpu()
+            if not torch.isfinite(x).all():
+                raise BadInput(f"row {name!r}: the sampled sprites hold NaN or infinite values, so they cannot be "
+                               f"scored; these weights overflow (check them, or re-train)")
             out.append(ev.row(name, x, labels, time.perf_counter() - start, spec))
         r = out[-1]
         log(f"  {r.name:16s} fid {r.fid:9.3f}  acc {r.class_accuracy}  {r.seconds_per_sample * 1000:.1f} ms/sample")
@@ -346,6 +360,9 @@ def cli_evaluate(a) -> None:
             raise BadInput(f"--update-card needs the card {card_path} beside the weights; "
                            f"restore it or drop --update-card")
         read_card_file(card_path)
+        if not os.access(card_path.parent, os.W_OK | os.X_OK):  # the card is replaced through a file beside it
+            raise BadInput(f"cannot write to {card_path.parent}, where --update-card records the table; "
+                           f"make it writable or drop --update-card")
     rows = tuple(r.strip() for r in a.rows.split(",")) if a.rows is not None else DEFAULT_ROWS
     if not all(rows):  # '--rows ""' or 'ddpm,,ddim' is a slip, not a request for the default rows
         raise BadInput(f"--rows {a.rows!r} has an empty name; give rows from {', '.join(ROWS)}, comma-separated")

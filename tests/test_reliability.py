@@ -1,0 +1,627 @@
+"""Issue 24's rules, one test (or more) per item: nothing is overwritten unasked, no silent wrong
+result, every bad input is one line with exit code 2 before any work, a killed run loses nothing."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from diffusion_utilities import BadInput, ContextUnet, ModelConfig, TrainConfig, procedural_dataset, save_model, train
+from diffusion_utilities.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+NAMES = ["hero", "non-hero", "food", "spell", "side-facing"]
+
+
+def _weights(path: Path, **card) -> Path:
+    torch.manual_seed(0)
+    save_model(ContextUnet(3, 16, 5, 16).eval(), path, {"diffusion": {}, "class_names": NAMES, **card})
+    return path
+
+
+def _run(capsys, *args):
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err.strip()
+
+
+def _one_line(err: str) -> bool:
+    return err.startswith("error:") and "\n" not in err and "Traceback" not in err
+
+
+# 1. one train run per --out at a time, and a killed run leaves no lock behind ------------------------
+TINY = ["--n-sprites", "200", "--n-feat", "16", "--batch-size", "10", "--ema-decay", "0.9", "--no-progress"]
+
+
+def test_a_second_train_into_the_same_out_is_refused_while_the_first_lives(tmp_path, capsys):
+    out = tmp_path / "run"
+    first = subprocess.Popen([sys.executable, "-m", "diffusion_utilities", "train", "--out", str(out), *TINY,
+                              "--epochs", "500", "--checkpoint-every", "2"], cwd=ROOT, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 120
+        while not (out / "checkpoint.safetensors").exists() and time.time() < deadline:
+            time.sleep(0.05)
+        assert (out / "checkpoint.safetensors").exists(), first.stderr.read()
+        for extra in ([], ["--resume"], ["--overwrite"]):
+            code, _, err = _run(capsys, "train", "--out", out, *TINY, "--epochs", "500", "--checkpoint-every", "2", *extra)
+            assert code == 2 and _one_line(err) and "another train run is using" in err, err
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=60)
+    # the kernel dropped the dead run's lock: the folder is usable at once, and its stale temporary files go
+    (out / ".checkpoint.safetensors.abc123.tmp").write_bytes(b"")  # as a kill during a checkpoint write leaves
+    code, _, err = _run(capsys, "train", "--out", out, *TINY, "--epochs", "1", "--overwrite")
+    assert code == 0, err
+    assert not list(out.glob(".*.tmp*"))
+
+
+def test_stale_temporary_files_of_a_killed_checkpoint_write_are_removed_on_the_next_start(tmp_path):
+    from diffusion_utilities.weights import atomic_write
+
+    out = tmp_path / "run"
+    out.mkdir()
+    stale = [out / ".checkpoint.safetensors.x1y2.tmp", out / ".model.safetensors.q9.tmp.safetensors"]
+    for p in stale:
+        p.write_bytes(b"")
+    (out / "snapshots").mkdir()
+    (out / "snapshots" / ".epoch_01.safetensors.k3.tmp").write_bytes(b"")
+    (out / ".notes.txt.tmp").write_text("not ours: kept")
+    train(TrainConfig(epochs=1, batch_size=20, n_sprites=20), out, procedural_dataset(20, 0), ModelConfig(n_feat=8),
+          progress=False)
+    assert not any(p.exists() for p in stale) and not (out / "snapshots" / ".epoch_01.safetensors.k3.tmp").exists()
+    assert (out / ".notes.txt.tmp").exists()
+    # atomic_write's own temporary file matches what is cleaned
+    seen = []
+    atomic_write(out / "a.png", lambda tmp: (seen.append(tmp.name), tmp.write_bytes(b"x")))
+    assert seen[0].startswith(".a.png.") and ".tmp" in seen[0]
+
+
+# 2. train-classifier never replaces the shipped classifier unasked ---------------------------------
+def test_train_classifier_keeps_an_existing_classifier_unless_overwrite(tmp_path, capsys, monkeypatch):
+    shipped = ROOT / "weights" / "sprite_classifier.safetensors"
+    (tmp_path / "weights").mkdir()
+    target = tmp_path / "weights" / "sprite_classifier.safetensors"
+    target.write_bytes(shipped.read_bytes())
+    monkeypatch.chdir(tmp_path)  # the default --out is relative: weights/sprite_classifier.safetensors
+    code, _, err = _run(capsys, "train-classifier", "--n", "100", "--epochs", "1")
+    assert code == 2 and _one_line(err) and "already exists; pass --overwrite" in err, err
+    assert target.read_bytes() == shipped.read_bytes()
+    code, _, err = _run(capsys, "train-classifier", "--n", "100", "--epochs", "1", "--overwrite")
+    assert code == 0, err
+    assert target.read_bytes() != shipped.read_bytes()
+
+
+# 3. dataset --out never replaces a dataset, or the course's own files, unasked ---------------------
+def test_dataset_keeps_the_courses_download_and_earlier_datasets_unless_overwrite(tmp_path, capsys):
+    course = tmp_path / "course"
+    course.mkdir()
+    theirs = np.full((3, 16, 16, 3), 7, np.uint8)
+    np.save(course / "sprites_1788_16x16.npy", theirs)
+    code, _, err = _run(capsys, "dataset", "--n", "20", "--course-names", "--out", course)
+    assert code == 2 and _one_line(err) and "sprites_1788_16x16.npy already exists" in err and "--overwrite" in err
+    assert np.array_equal(np.load(course / "sprites_1788_16x16.npy"), theirs)
+
+    ours = tmp_path / "ours"
+    assert _run(capsys, "dataset", "--n", "30", "--out", ours)[0] == 0
+    code, _, err = _run(capsys, "dataset", "--n", "20", "--out", ours, "--sheet")
+    assert code == 2 and _one_line(err) and "--overwrite" in err
+    assert len(np.load(ours / "sprites.npy")) == 30 and not (ours / "sheet.png").exists()
+    assert _run(capsys, "dataset", "--n", "20", "--out", ours, "--overwrite")[0] == 0
+    assert len(np.load(ours / "sprites.npy")) == 20
+
+
+def test_save_dataset_refuses_to_replace_unless_overwrite(tmp_path):
+    from diffusion_utilities import save_dataset
+
+    save_dataset(tmp_path, procedural_dataset(10, 0))
+    with pytest.raises(BadInput, match="already exists.*overwrite"):
+        save_dataset(tmp_path, procedural_dataset(12, 1))
+    save_dataset(tmp_path, procedural_dataset(12, 1), overwrite=True)
+    assert len(np.load(tmp_path / "sprites.npy")) == 12
+
+
+# 4. outputs are written atomically and never through a link ----------------------------------------
+def test_sample_replaces_a_symlink_at_its_outputs_instead_of_writing_through_it(tmp_path, capsys):
+    weights = _weights(tmp_path / "W.safetensors")
+    out = tmp_path / "out"
+    out.mkdir()
+    victims = {}
+    for name in ("samples.png", "samples.gif"):
+        victims[name] = tmp_path / f"victim-{name}"
+        victims[name].write_text("precious")
+        (out / name).symlink_to(victims[name])
+    code, _, err = _run(capsys, "sample", "--weights", weights, "--n", "2", "--sampler", "ddim", "--steps", "2",
+                        "--out", out)
+    assert code == 0, err
+    for name, victim in victims.items():
+        assert victim.read_text() == "precious"
+        assert not (out / name).is_symlink() and (out / name).stat().st_size > 0
+    assert Image.open(out / "samples.png").format == "PNG" and Image.open(out / "samples.gif").format == "GIF"
+
+
+def test_pictures_and_datasets_are_written_atomically(tmp_path, monkeypatch):
+    from diffusion_utilities import save_dataset, save_grid
+
+    (tmp_path / "g.png").write_bytes(b"old")
+
+    def dies(self, fp, *a, **k):
+        Path(fp).write_bytes(b"half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Image.Image, "save", dies)
+    with pytest.raises(KeyboardInterrupt):
+        save_grid(np.zeros((2, 16, 16, 3), np.uint8), tmp_path / "g.png")
+    assert (tmp_path / "g.png").read_bytes() == b"old" and os.listdir(tmp_path) == ["g.png"]
+    monkeypatch.undo()
+
+    folder = tmp_path / "ds"
+    save_dataset(folder, procedural_dataset(10, 0))
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    real_save = np.save
+
+    def dies_on_labels(f, arr, *a, **k):
+        real_save(f, arr, *a, **k)
+        if arr.dtype == np.float32:  # the labels, after the sprites were written
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(np, "save", dies_on_labels)
+    with pytest.raises(KeyboardInterrupt):
+        save_dataset(folder, procedural_dataset(12, 1), overwrite=True)
+    monkeypatch.undo()
+    assert sorted(os.listdir(folder)) == sorted(before)  # no temporary files left
+    # each file is whole: the old one or the new one, and sprites.npy (replaced first) is readable
+    assert len(np.load(folder / "labels.npy")) == 10 and len(np.load(folder / "sprites.npy")) in (10, 12)
+
+
+# 5. 16-bit PNGs are scaled, not clipped ----------------------------------------------------------
+def _grey16(path: Path, value: int, size: int = 16) -> None:
+    a = np.full((size, size), value, np.uint16)
+    a[:, ::2] = 65535  # every other column: two colours in every tile of a sheet
+    Image.fromarray(a).save(path)
+
+
+def test_16_bit_pngs_are_scaled_to_8_bits(tmp_path):
+    from diffusion_utilities.importing import from_images, from_sheet
+
+    (tmp_path / "imgs").mkdir()
+    _grey16(tmp_path / "imgs" / "g.png", 32896)  # 32896 / 257 = 128
+    assert Image.open(tmp_path / "imgs" / "g.png").mode.startswith("I")
+    data, _ = from_images(tmp_path / "imgs")
+    assert data.sprites[0, 0, 1].tolist() == [128, 128, 128] and data.sprites[0, 0, 0].tolist() == [255, 255, 255]
+    _grey16(tmp_path / "sheet.png", 0, size=32)
+    sheet, _ = from_sheet(tmp_path / "sheet.png", (16, 16))
+    assert len(sheet) == 4 and sheet.sprites[-1, -1, 1].tolist() == [0, 0, 0]
+    assert sheet.sprites[-1, -1, 0].tolist() == [255, 255, 255]
+
+
+# 6. weights that hold NaN, Inf or integers are refused at load ------------------------------------
+@pytest.mark.parametrize("damage, message", [
+    (lambda s: s["out.3.weight"].view(-1).__setitem__(0, float("nan")), r"out\.3\.weight holds NaN or infinite"),
+    (lambda s: s["up0.0.bias"].fill_(float("inf")), r"up0\.0\.bias holds NaN or infinite"),
+    (lambda s: s.__setitem__("out.3.weight", s["out.3.weight"].to(torch.int32)), r"out\.3\.weight is int32"),
+])
+def test_weights_with_nan_inf_or_integer_tensors_are_refused(tmp_path, capsys, damage, message):
+    from diffusion_utilities.weights import load_model, read_tensors, save_tensors
+
+    path = _weights(tmp_path / "W.safetensors")
+    tensors, card = read_tensors(path)
+    damage(tensors)
+    save_tensors(path, tensors, card)
+    path.with_suffix(".json").unlink()
+    with pytest.raises(BadInput, match=message):
+        load_model(path)
+    for command in (["sample", "--out", tmp_path / "o"], ["export-course-weights", "--out", tmp_path / "x"],
+                    ["bench", "--repeats", "1"]):
+        code, _, err = _run(capsys, command[0], "--weights", path, *command[1:])
+        assert code == 2 and _one_line(err), err
+    assert not (tmp_path / "o").exists() and not (tmp_path / "x").exists()
+
+
+def test_a_classifier_with_nan_weights_is_refused(tmp_path):
+    from diffusion_utilities.evaluation import load_classifier
+    from diffusion_utilities.weights import read_tensors, save_tensors
+
+    tensors, card = read_tensors(ROOT / "weights" / "sprite_classifier.safetensors")
+    tensors["head.bias"] = torch.full_like(tensors["head.bias"], float("nan"))
+    save_tensors(tmp_path / "c.safetensors", tensors, card)
+    with pytest.raises(BadInput, match="head.bias holds NaN"):
+        load_classifier(tmp_path / "c.safetensors")
+
+
+# 7, 18, 21. a tampered checkpoint is refused up front, in one line ---------------------------------
+def _tampered(tmp_path, monkeypatch, tamper):
+    from diffusion_utilities import training
+    from diffusion_utilities.weights import read_tensors, save_tensors
+
+    data, cfg = procedural_dataset(40, 0), TrainConfig(epochs=2, batch_size=20, n_sprites=40, checkpoint_every=1)
+    train(TrainConfig(epochs=1, batch_size=20, n_sprites=40, checkpoint_every=1), tmp_path, data, ModelConfig(n_feat=8),
+          progress=False)
+    ckpt = tmp_path / "checkpoint.safetensors"
+    tensors, card = read_tensors(ckpt)
+    card["training"]["epochs"] = 2  # so that resuming has steps left to run
+    tamper(tensors, card["state"])
+    save_tensors(ckpt, tensors, card)
+    monkeypatch.setattr(training, "train_step", lambda *a, **k: pytest.fail("trained before the checkpoint was checked"))
+    return lambda: train(cfg, tmp_path, data, ModelConfig(n_feat=8), progress=False, resume=True)
+
+
+def _drop(tensors, prefix):
+    for k in [k for k in tensors if k.startswith(prefix)]:
+        del tensors[k]
+
+
+@pytest.mark.parametrize("tamper, message", [
+    (lambda t, s: _drop(t, "optim."), "has no optimizer state"),
+    (lambda t, s: s.__setitem__("step", 10**12), "step 1000000000000 is outside"),
+    (lambda t, s: s.__setitem__("step", "2"), "step '2' is outside"),
+    (lambda t, s: s.pop("step"), "has no step"),
+    (lambda t, s: s.pop("param_groups"), "param_groups"),
+    (lambda t, s: s.__setitem__("param_groups", [{"lr": 1}]), "param_groups"),
+    (lambda t, s: t.__setitem__("optim.0.exp_avg", torch.zeros(3)), r"optim\.0\.exp_avg is \(3,\)"),
+    (lambda t, s: t.pop("ema.out.3.bias"), "ema.out.3.bias"),
+    (lambda t, s: t.pop("model.out.3.bias"), "model.out.3.bias"),
+    (lambda t, s: s.__setitem__("losses", "low"), "losses"),
+    (lambda t, s: s.__setitem__("losses", [0.1, "x"]), "losses"),
+    (lambda t, s: s.__setitem__("wall_time_s", None), "wall_time_s"),
+    (lambda t, s: t["model.out.3.weight"].fill_(float("nan")), r"holds NaN or infinite values"),
+    (lambda t, s: t["optim.0.exp_avg_sq"].fill_(float("inf")), r"holds NaN or infinite values"),
+])
+def test_a_tampered_checkpoint_is_refused_before_training(tmp_path, monkeypatch, tamper, message):
+    resume = _tampered(tmp_path, monkeypatch, tamper)
+    with pytest.raises(BadInput, match=message) as e:
+        resume()
+    assert "\n" not in str(e.value) and "last good" not in str(e.value) and "--overwrite" in str(e.value)
+
+
+def test_nan_init_from_weights_are_refused_not_blamed_on_the_learning_rate(tmp_path, capsys):
+    from diffusion_utilities.weights import read_tensors, save_tensors
+
+    start = _weights(tmp_path / "start.safetensors")
+    tensors, card = read_tensors(start)
+    tensors["out.3.bias"].fill_(float("nan"))
+    save_tensors(start, tensors, card)
+    start.with_suffix(".json").unlink()
+    code, _, err = _run(capsys, "train", "--out", tmp_path / "run", *TINY, "--epochs", "1", "--init-from", start)
+    assert code == 2 and _one_line(err) and "start.safetensors" in err and "NaN" in err and "--lr" not in err, err
+    assert not (tmp_path / "run").exists()
+
+
+# 8. labels must be one-hot rows (or mixes of them) ------------------------------------------------
+@pytest.mark.parametrize("labels, message", [
+    (np.arange(10, dtype=np.float32)[:, None] % 5, "class indices"),
+    (np.eye(5, dtype=np.float32)[np.arange(10) % 5] * 1000, "greater than 1"),
+    (np.ones((10, 5), np.float32), "sum to more than 1"),
+])
+def test_labels_that_are_not_one_hot_are_refused(labels, message):
+    from diffusion_utilities.data import check_sprite_arrays
+
+    with pytest.raises(BadInput, match=message):
+        check_sprite_arrays(np.zeros((10, 16, 16, 3), np.uint8), labels)
+    check_sprite_arrays(np.zeros((10, 16, 16, 3), np.uint8), np.full((10, 5), 0.2, np.float32))  # an even mix is fine
+
+
+# 9. an earlier dataset inside the image tree is not imported --------------------------------------
+def test_an_earlier_datasets_folder_inside_the_images_is_skipped_and_listed(tmp_path, capsys):
+    images = tmp_path / "images"
+    (images / "slimes").mkdir(parents=True)
+    Image.new("RGB", (16, 16), (0, 200, 0)).save(images / "slimes" / "a.png")
+    assert _run(capsys, "dataset", "--from-images", images, "--out", images / "ds1", "--sheet")[0] == 0
+    code, out, err = _run(capsys, "dataset", "--from-images", images, "--out", tmp_path / "ds2")
+    assert code == 0, err
+    card = json.loads((tmp_path / "ds2" / "dataset.json").read_text())
+    assert card["class_names"] == ["slimes"] and card["count"] == 1
+    assert "ds1" in err + out  # said, not silent
+
+
+# 10, 22. cards and dataset.json: bounded reads, no blocking on a FIFO, a folder is bad input ------------
+def test_a_huge_dataset_json_is_refused_without_reading_it(tmp_path, monkeypatch):
+    from diffusion_utilities import errors, load_dataset, save_dataset
+
+    save_dataset(tmp_path, procedural_dataset(10, 0))
+    with open(tmp_path / "dataset.json", "a") as f:
+        f.write(" " * (errors.MAX_JSON_BYTES + 1))
+    monkeypatch.setattr(Path, "read_text", lambda *a, **k: pytest.fail("read the whole file"))
+    monkeypatch.setattr(Path, "read_bytes", lambda *a, **k: pytest.fail("read the whole file"))
+    with pytest.raises(BadInput, match="dataset.json is larger than"):
+        load_dataset(tmp_path)
+
+
+def _does_not_block(fn, fifo: Path):
+    result = {}
+
+    def run():
+        try:
+            fn()
+        except BaseException as e:  # noqa: BLE001
+            result["error"] = e
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(20)
+    if worker.is_alive():  # release it, then fail
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        worker.join(5)
+        pytest.fail(f"blocked on the FIFO {fifo}")
+    return result.get("error")
+
+
+def test_a_fifo_in_place_of_a_card_or_dataset_file_does_not_block(tmp_path):
+    from diffusion_utilities import load_dataset, load_model, save_dataset
+
+    save_dataset(tmp_path / "ds", procedural_dataset(10, 0))
+    (tmp_path / "ds" / "dataset.json").unlink()
+    os.mkfifo(tmp_path / "ds" / "dataset.json")
+    error = _does_not_block(lambda: load_dataset(tmp_path / "ds"), tmp_path / "ds" / "dataset.json")
+    assert isinstance(error, BadInput) and "not a regular file" in str(error)
+
+    weights = _weights(tmp_path / "W.safetensors")
+    weights.with_suffix(".json").unlink()
+    os.mkfifo(weights.with_suffix(".json"))
+    error = _does_not_block(lambda: load_model(weights), weights.with_suffix(".json"))
+    assert isinstance(error, BadInput) and "not a regular file" in str(error)
+
+    (tmp_path / "ds2").mkdir()
+    os.mkfifo(tmp_path / "ds2" / "sprites.npy")
+    error = _does_not_block(lambda: load_dataset(tmp_path / "ds2"), tmp_path / "ds2" / "sprites.npy")
+    assert isinstance(error, BadInput) and "not a regular file" in str(error)
+
+
+def test_a_folder_in_place_of_the_card_is_exit_2(tmp_path, capsys):
+    weights = _weights(tmp_path / "W.safetensors")
+    weights.with_suffix(".json").unlink()
+    weights.with_suffix(".json").mkdir()
+    code, _, err = _run(capsys, "sample", "--weights", weights, "--out", tmp_path / "o", "--steps", "2")
+    assert code == 2 and _one_line(err) and "W.json" in err, err
+
+
+def test_a_count_that_is_not_a_number_is_named_as_such(tmp_path):
+    from diffusion_utilities import load_dataset, save_dataset
+
+    save_dataset(tmp_path, procedural_dataset(10, 0))
+    card = json.loads((tmp_path / "dataset.json").read_text())
+    (tmp_path / "dataset.json").write_text(json.dumps({**card, "count": "10"}))
+    with pytest.raises(BadInput, match=r"\"count\" '10' is not a whole number"):
+        load_dataset(tmp_path)
+
+
+# 11. dataset --size is bounded; running out of memory is not "unreadable" ------------------------
+def test_dataset_size_is_bounded_and_memory_errors_are_not_unreadable_files(tmp_path, capsys, monkeypatch):
+    from diffusion_utilities import importing
+
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.new("RGB", (16, 16), (0, 200, 0)).save(images / "a.png")
+    code, _, err = _run(capsys, "dataset", "--from-images", images, "--out", tmp_path / "ds", "--size", "20000")
+    assert code == 2 and _one_line(err) and "--size" in err, err
+    assert not (tmp_path / "ds").exists()
+
+    def no_memory(*a, **k):
+        raise MemoryError
+
+    monkeypatch.setattr(importing, "_fit", no_memory)
+    code, out, err = _run(capsys, "dataset", "--from-images", images, "--out", tmp_path / "ds")
+    assert code == 2 and "out of memory" in err and "unreadable" not in err + out and "skipped" not in err + out
+
+
+# 12, 13. superscript digits and symlink loops -----------------------------------------------------
+def test_sample_context_of_superscript_digits_is_one_line(tmp_path, capsys):
+    weights = _weights(tmp_path / "W.safetensors")
+    code, _, err = _run(capsys, "sample", "--weights", weights, "--out", tmp_path / "o", "--context", "²")
+    assert code == 2 and _one_line(err) and "unknown context '²'" in err, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_symlink_loop_as_the_image_folder_is_one_line(tmp_path, capsys):
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    code, _, err = _run(capsys, "dataset", "--from-images", tmp_path / "loop", "--out", tmp_path / "ds")
+    assert code == 2 and _one_line(err) and "loop" in err, err
+    code, _, err = _run(capsys, "dataset", "--n", "10", "--out", tmp_path / "loop")
+    assert code == 2 and _one_line(err), err
+
+
+# 14. a full disk while writing safetensors is one line, and leaves no temporary file ------------------
+def test_a_full_disk_while_writing_weights_is_one_line(tmp_path, capsys, monkeypatch):
+    from safetensors import SafetensorError
+
+    from diffusion_utilities import weights
+
+    def full(*a, **k):
+        raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, '
+                              'message: "No space left on device" })')
+
+    monkeypatch.setattr(weights, "save_file", full)
+    code, _, err = _run(capsys, "train", "--out", tmp_path / "run", *TINY, "--epochs", "1")
+    assert code == 1 and _one_line(err) and "No space left on device" in err, err
+    assert not list((tmp_path / "run").glob(".*tmp*"))
+
+
+# 15. names that are not UTF-8, printed to a strict UTF-8 stdout --------------------------------------
+def test_non_utf8_file_and_class_names_with_a_strict_utf8_stdout(tmp_path):
+    images = os.fsencode(tmp_path / "images")
+    os.makedirs(os.path.join(images, b"cl\xe9"))
+    Image.new("RGB", (16, 16), (0, 200, 0)).save(os.fsdecode(os.path.join(images, b"cl\xe9", b"\xff.png")))
+    with open(os.path.join(images, b"cl\xe9", b"bad\xfd.png"), "wb") as f:
+        f.write(b"not a png")
+    r = subprocess.run([sys.executable, "-m", "diffusion_utilities", "dataset", "--from-images", os.fsdecode(images),
+                        "--out", str(tmp_path / "ds")], cwd=ROOT, capture_output=True,
+                       env={**os.environ, "PYTHONIOENCODING": "utf-8"}, timeout=300)
+    assert r.returncode == 0 and b"Traceback" not in r.stderr, r.stderr.decode(errors="replace")
+    assert b"skipped" in r.stderr and b"wrote 1 sprites" in r.stdout
+
+
+# 16. NaN samples are one line, not a LinAlgError ---------------------------------------------------
+class _NaNModel(ContextUnet):
+    def forward(self, x, t, c=None):
+        return torch.full_like(x, float("nan"))
+
+
+def test_evaluate_on_nan_samples_is_one_line():
+    from diffusion_utilities.evaluation import SpriteClassifier, evaluate, frechet_distance
+
+    card = {"diffusion": {}, "data": {"source": "procedural", "generator_version": _generator(), "count": 10, "seed": 0}}
+    with pytest.raises(BadInput, match="row 'ddim'.*NaN"):
+        evaluate(_NaNModel(3, 8, 5, 16).eval(), card, SpriteClassifier().eval(), n=4, rows=("ddim",), log=lambda *_: None)
+    with pytest.raises(BadInput, match="NaN"):
+        frechet_distance(np.full((10, 4), np.nan), np.zeros((10, 4)))
+
+
+def _generator():
+    from diffusion_utilities.sprites import GENERATOR_VERSION
+
+    return GENERATOR_VERSION
+
+
+def test_sample_refuses_to_write_nan_sprites(tmp_path, capsys, monkeypatch):
+    from diffusion_utilities import weights as w
+
+    real = w.load_model
+    monkeypatch.setattr(w, "load_model", lambda *a, **k: (_NaNModel(3, 16, 5, 16).eval(), real(*a, **k)[1]))
+    code, _, err = _run(capsys, "sample", "--weights", _weights(tmp_path / "W.safetensors"), "--steps", "2",
+                        "--out", tmp_path / "o")
+    assert code == 2 and _one_line(err.splitlines()[-1]) and "NaN" in err, err  # after the progress bar
+    assert not list((tmp_path / "o").glob("*.png"))
+
+
+# 17. class_names must be a list of strings ----------------------------------------------------------
+@pytest.mark.parametrize("names", [5, "abcde", [1, 2, 3, 4, 5], None])
+def test_class_names_that_are_not_a_list_of_strings_are_refused(tmp_path, names):
+    from diffusion_utilities import load_dataset, load_model, save_dataset
+
+    path = _weights(tmp_path / "W.safetensors", class_names=names)
+    if names is None:  # absent or null: an unconditional model's card
+        assert load_model(path)[1]["class_names"] is None
+        return
+    with pytest.raises(BadInput, match="class_names"):
+        load_model(path)
+    save_dataset(tmp_path / "ds", procedural_dataset(10, 0))
+    card = json.loads((tmp_path / "ds" / "dataset.json").read_text())
+    (tmp_path / "ds" / "dataset.json").write_text(json.dumps({**card, "class_names": names}))
+    with pytest.raises(BadInput, match="class_names"):
+        load_dataset(tmp_path / "ds")
+
+
+# 19. the library guards what the CLI guards ---------------------------------------------------------
+def test_sample_api_checks_memory_and_takes_numpy_integers(monkeypatch):
+    from diffusion_utilities import NoiseSchedule, sample
+
+    model, schedule = ContextUnet(3, 8, 5, 16).eval(), NoiseSchedule.linear(20, 1e-4, 0.02)
+    monkeypatch.setattr("diffusion_utilities.errors.available_memory", lambda: int(1e9))
+    with pytest.raises(BadInput, match="needs about .* of memory"):
+        sample(model, schedule, 10**9, sampler="ddim", steps=2)
+    out = sample(model, schedule, np.int64(3), sampler="ddim", steps=np.int32(2))
+    assert out.x.shape == (3, 3, 16, 16)
+
+
+def test_a_numpy_array_as_the_models_input_is_one_line():
+    model = ContextUnet(3, 8, 5, 16).eval()
+    with pytest.raises(BadInput, match="x must be a torch tensor"):
+        model(np.zeros((1, 3, 16, 16), np.float32), torch.zeros(1))
+    with pytest.raises(BadInput, match="t must be a torch tensor"):
+        model(torch.zeros(1, 3, 16, 16), np.zeros(1))
+    with pytest.raises(BadInput, match="context must be a torch tensor"):
+        model(torch.zeros(1, 3, 16, 16), torch.zeros(1), np.zeros((1, 5)))
+
+
+# 20. the out-of-memory hint names the command's own options --------------------------------------------
+@pytest.mark.parametrize("args, target, names, not_names", [
+    (["bench"], "diffusion_utilities.bench.cli_bench", ["--large-batch"], ["--n ", "--n,", "--batch-size"]),
+    (["train", "--out", "x", "--n-feat", "1000000"], "diffusion_utilities.training.train", ["--n-feat", "--batch-size"],
+     ["--n ", "--n,"]),
+    (["sample", "--out", "x"], "diffusion_utilities.sampling.sample", ["--n"], ["--batch-size", "--n-sprites"]),
+])
+def test_out_of_memory_names_only_the_commands_own_options(tmp_path, capsys, monkeypatch, args, target, names, not_names):
+    def oom(*a, **k):
+        raise MemoryError
+
+    monkeypatch.setattr(target, oom)
+    weights = _weights(tmp_path / "W.safetensors")
+    args = [tmp_path / "x" if a == "x" else a for a in args]
+    if args[0] in ("bench", "sample"):
+        args += ["--weights", weights]
+    code, _, err = _run(capsys, *args)
+    assert code == 2 and "out of memory" in err, err
+    assert all(n in err for n in names) and not any(n in err for n in not_names), err
+
+
+# 22. a warning is not printed before a one-line refusal -------------------------------------------------
+def test_export_refusal_is_the_only_line(tmp_path, capsys):
+    path = tmp_path / "W.safetensors"
+    save_model(ContextUnet(3, 16, 5, 16), path, {"diffusion": {"timesteps": 50}})  # the labs use 500: a warning
+    (tmp_path / "labs").mkdir()
+    torch.save({"w": torch.ones(1)}, tmp_path / "labs" / "model_trained.pth")
+    code, _, err = _run(capsys, "export-course-weights", "--weights", path, "--out", tmp_path / "labs")
+    assert code == 2 and _one_line(err), err
+    code, _, err = _run(capsys, "export-course-weights", "--weights", path, "--out", tmp_path / "labs", "--overwrite")
+    assert code == 0 and err.startswith("warning:")
+
+
+# 23. refusals leave no empty --out folder; --update-card checks the folder can be written ---------------
+@pytest.mark.parametrize("args", [
+    ["sample", "--steps", "0"], ["sample", "--steps", "9999"], ["sample", "--context", "dragon"],
+    ["sample", "--guidance", "-1", "--context", "hero"], ["sample", "--eta", "1"],
+    ["train", "--n-feat", "12"], ["train", "--init-from", "missing.safetensors"],
+    ["export-course-weights", "--weights", "missing.safetensors"], ["demo", "--weights", "missing.safetensors"],
+])
+def test_refusals_leave_no_empty_out_folder(tmp_path, capsys, args):
+    if args[0] == "sample":
+        args = [*args, "--weights", _weights(tmp_path / "W.safetensors")]
+    if args[0] == "train":
+        args = ["train", *TINY, "--epochs", "1", *args[1:]]  # after TINY: its --n-feat is not the one that counts
+    out = tmp_path / "new" / "out"
+    code, _, err = _run(capsys, *args, "--out", out)
+    assert code == 2 and _one_line(err), err
+    assert not (tmp_path / "new").exists()
+
+
+def test_update_card_on_a_folder_that_cannot_be_written_fails_before_the_work(tmp_path, monkeypatch, capsys):
+    from diffusion_utilities import evaluation
+
+    weights = _weights(tmp_path / "W.safetensors", data={"source": "procedural", "generator_version": _generator(),
+                                                          "count": 10, "seed": 0})
+    monkeypatch.setattr(evaluation, "evaluate", lambda *a, **k: pytest.fail("evaluated before checking the folder"))
+    access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **k: False if Path(p) == tmp_path else access(p, mode, **k))
+    code, _, err = _run(capsys, "evaluate", "--weights", weights, "--update-card", "--rows", "real", "--n", "4")
+    assert code == 2 and _one_line(err) and "cannot write" in err and "--update-card" in err, err
+
+
+# 24. other image formats are read or listed; the card's hash is checked when it is there --------------
+def test_bmp_and_webp_are_imported_and_other_image_formats_are_listed(tmp_path):
+    from diffusion_utilities.importing import from_images
+
+    for name in ("a.bmp", "b.webp", "c.png"):
+        Image.new("RGB", (16, 16), (0, 200, 0)).save(tmp_path / name)
+    Image.new("RGB", (16, 16)).save(tmp_path / "d.tif")
+    (tmp_path / "notes.txt").write_text("not an image")
+    data, report = from_images(tmp_path)
+    assert sorted(report.used) == ["a.bmp", "b.webp", "c.png"]
+    assert [name for name, _ in report.skipped] == ["d.tif"]
+
+
+def test_the_labs_plot_helpers_replace_a_link_instead_of_writing_through_it(tmp_path):
+    from diffusion_utilities.course import plot_grid, plot_sample
+
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    for name in ("run_image_w0.png", "anim_w0.gif"):
+        (tmp_path / name).symlink_to(victim)
+    plot_grid(torch.rand(4, 3, 16, 16) * 2 - 1, 4, 2, tmp_path, 0)
+    plot_sample(np.random.rand(2, 4, 3, 16, 16), 4, 2, tmp_path, "anim", 0, save=True)
+    assert victim.read_text() == "precious"
+    assert Image.open(tmp_path / "run_image_w0.png").format == "PNG" and Image.open(tmp_path / "anim_w0.gif").format == "GIF"
+
+
+def test_evaluate_on_a_card_without_diffusion_or_data_entries_is_one_line(tmp_path, capsys):
+    path = tmp_path / "W.safetensors"
+    save_model(ContextUnet(3, 16, 5, 16), path, {"class_names": NAMES, "data": ["not", "a", "dict"]})
+    code, _, err = _run(capsys, "evaluate", "--weights", path, "--rows", "real", "--n", "4")
+    assert code == 2 and _one_line(err) and "trained on procedural sprites" in err, err
