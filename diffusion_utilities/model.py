@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 import itertools
 import math
+import numbers
 import weakref
 from dataclasses import dataclass
 
@@ -128,8 +129,10 @@ class ContextUnet(nn.Module):
     def __init__(self, in_channels: int = 3, n_feat: int = 64, n_cfeat: int = 5, height: int = 16):
         super().__init__()
         for name, value in (("in_channels", in_channels), ("n_feat", n_feat), ("n_cfeat", n_cfeat), ("height", height)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
                 raise BadInput(f"{name} must be a positive integer, got {value!r}")
+        # plain ints (a numpy integer is fine too): the config is saved as JSON in the weights' card
+        in_channels, n_feat, n_cfeat, height = int(in_channels), int(n_feat), int(n_cfeat), int(height)
         if height % 4:
             raise BadInput(f"height must be a multiple of 4 (the U-Net halves it twice), got {height}")
         if n_feat % 8:

@@ -300,9 +300,9 @@ def _check_args(model, schedule, n, sampler, steps, guidance, eta, x_T) -> int:
     T = schedule.T
     if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= T:
         raise BadInput(f"steps must be an integer from 1 to T={T}, got {steps!r}")
-    if not isinstance(guidance, (int, float)) or not math.isfinite(guidance) or guidance < 0:
+    if not isinstance(guidance, numbers.Real) or not math.isfinite(guidance) or guidance < 0:
         raise BadInput(f"guidance must be a finite number ≥ 0, got {guidance!r}")
-    if not isinstance(eta, (int, float)) or not math.isfinite(eta) or eta < 0:
+    if not isinstance(eta, numbers.Real) or not math.isfinite(eta) or eta < 0:
         raise BadInput(f"eta must be a finite number ≥ 0, got {eta!r}")
     if eta and sampler != "ddim":
         raise BadInput(f"eta is the ddim sampler's noise level; {sampler} ignores it, so drop it or use sampler ddim")

@@ -232,7 +232,7 @@ def _refuse_other_kinds(path: Path, tensors: dict, card: dict) -> None:
     """One BadInput line when ``path`` is one of our other safetensors files, not a ContextUnet's weights."""
     if card.get("kind") == "sprite-classifier":
         raise BadInput(f"{path} is the evaluation classifier, not a ContextUnet; pass a model's weights "
-                       f"(e.g. weights/sprites_ddpm.safetensors) and give the classifier as --classifier")
+                       f"(e.g. weights/sprites_ddpm.safetensors): the classifier is only for evaluate's --classifier")
     if "state" in card or any(k.startswith(("ema.", "optim.")) for k in tensors):  # training.py's checkpoint layout
         raise BadInput(f"{path} is a training checkpoint, not model weights; use {path.parent / 'model.safetensors'} "
                        f"from the same folder, or continue training with `train --out {path.parent} --resume`")

@@ -625,3 +625,16 @@ def test_evaluate_on_a_card_without_diffusion_or_data_entries_is_one_line(tmp_pa
     save_model(ContextUnet(3, 16, 5, 16), path, {"class_names": NAMES, "data": ["not", "a", "dict"]})
     code, _, err = _run(capsys, "evaluate", "--weights", path, "--rows", "real", "--n", "4")
     assert code == 2 and _one_line(err) and "trained on procedural sprites" in err, err
+
+
+def test_numpy_numbers_are_taken_where_python_ones_are(tmp_path):
+    from diffusion_utilities import NoiseSchedule, sample
+    from diffusion_utilities.weights import read_card
+
+    cfg = TrainConfig(epochs=np.int64(1), batch_size=np.int32(20), n_sprites=20, lr=np.float32(1e-3))
+    card = train(cfg, tmp_path, procedural_dataset(20, 0), ModelConfig(n_feat=np.int64(8)), progress=False)
+    assert card["steps"] == 1 and read_card(tmp_path / "model.safetensors")["model"]["n_feat"] == 8
+    model = ContextUnet(3, np.int64(8), 5, 16).eval()
+    out = sample(model, NoiseSchedule.linear(20, 1e-4, 0.02), 2, sampler="ddim", steps=2,
+                 context=torch.eye(5)[:2], guidance=np.float32(1.0), eta=np.float32(0.5))
+    assert out.x.shape == (2, 3, 16, 16)
