@@ -355,6 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     for stream in (sys.stdout, sys.stderr):  # a file or class name that is not UTF-8 prints escaped, not as a traceback
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
+    settle_out_folders(failed=False)  # forget folders made before this command (by library calls in this process)
     try:
         code = _main(sys.argv[1:] if argv is None else argv)
     except BaseException:
