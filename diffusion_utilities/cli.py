@@ -9,9 +9,11 @@ interrupted one with 128 + the signal number after saving its checkpoint.
 from __future__ import annotations
 
 import argparse
+import math
 import shlex
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from .errors import BadInput, out_folder, settle_out_folders
@@ -108,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="what the network learns to predict: eps, the noise (the course), or v (Salimans & Ho 2022)")
     t.add_argument("--zero-terminal-snr", action="store_true",
                    help="rescale the schedule so x_T is pure noise (Lin et al. 2024); needs --prediction v")
+    t.add_argument("--objective", default="diffusion",
+                   help="diffusion (DDPM's chain; the options above) or flow (flow matching on x_t = (1-t)·x0 + t·ε)")
     t.add_argument("--context-dropout", type=float, default=0.1)
     t.add_argument("--ema-decay", type=float, default=0.999)
     t.add_argument("--seed", type=_seed, default=0)
@@ -125,8 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("sample", help="sample sprites to a PNG grid and a denoising GIF")
     s.add_argument("--weights", type=Path, default=SHIPPED)
-    s.add_argument("--sampler", default="ddpm", help="ddpm, ddpm-no-noise, ddim or dpm-solver++")
-    s.add_argument("--steps", type=int, help="time steps (default: T for ddpm, 25 for ddim, 20 for dpm-solver++, at most T)")
+    s.add_argument("--sampler", help="ddpm, ddpm-no-noise, ddim or dpm-solver++; euler or heun for a flow model "
+                   "(default: the fastest one measured to match DDPM for these weights: ddpm for the course's, "
+                   "dpm-solver++ for the zero-terminal-SNR v-model, heun for the flow model)")
+    s.add_argument("--steps", type=int, help="time steps (default: T for ddpm, 25 for ddim, 20 for dpm-solver++ "
+                   "and euler, 10 for heun, at most T)")
+    s.add_argument("--shift", type=float, default=1.0,
+                   help="a flow model's time grid: s > 1 puts more steps at high noise (Esser et al. 2024); 1 is uniform")
     s.add_argument("--n", type=_positive_int, default=32)
     s.add_argument("--seed", type=_seed, default=0)
     s.add_argument("--context", help="a class name or index, or 'mixed' for all classes in turn")
@@ -241,7 +250,7 @@ def _cmd_train(a, argv) -> None:
     model_config = ModelConfig(n_feat=a.n_feat, n_cfeat=max(n_classes, 1), height=height)
     command = "python -m diffusion_utilities " + shlex.join(argv)
     diffusion = DiffusionConfig(timesteps=a.timesteps, schedule=a.schedule, prediction=a.prediction,
-                                zero_terminal_snr=a.zero_terminal_snr)
+                                zero_terminal_snr=a.zero_terminal_snr, objective=a.objective)
     card = train(config, a.out, data, model_config, diffusion,
                  resume=a.resume, device=a.device, progress=not a.no_progress, command=command,
                  init_from=a.init_from, overwrite=a.overwrite)
@@ -273,15 +282,22 @@ def _cmd_sample(a) -> None:
     import torch
 
     from .plotting import animate, save_gif, save_grid
-    from .sampling import check_sampling_memory, sample
-    from .schedule import DiffusionConfig, make_schedule
+    from .sampling import check_sampling_memory, default_steps, recommended_sampler, sample
+    from .schedule import DiffusionConfig, FlowSchedule, make_schedule
     from .training import pick_device
     from .weights import load_model
 
     device = pick_device(a.device)
     model, card = load_model(a.weights, device)
     schedule = make_schedule(DiffusionConfig(**card.get("diffusion", {})))
-    steps = a.steps if a.steps is not None else min({"ddim": 25, "dpm-solver++": 20}.get(a.sampler, schedule.T), schedule.T)
+    if a.shift != 1.0:
+        if not isinstance(schedule, FlowSchedule):
+            raise BadInput("--shift sets a flow model's time grid; these weights are a diffusion model's, so drop it")
+        if not (math.isfinite(a.shift) and a.shift > 0):
+            raise BadInput(f"--shift must be a number > 0 (1: the uniform grid), got {a.shift}")
+        schedule = replace(schedule, shift=a.shift)
+    a.sampler = a.sampler or recommended_sampler(schedule)
+    steps = a.steps if a.steps is not None else default_steps(a.sampler, schedule)
     check_sampling_memory(model, a.n, a.guidance, f"sampling {a.n:,} sprites at once",
                           "ask for fewer with --n, and run again with other --seed values for more")
     context = parse_context(a.context, a.n, card.get("class_names") or [])

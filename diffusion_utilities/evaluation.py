@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,7 @@ __all__ = [
     "EvalRow",
     "evaluate",
     "ROWS",
+    "real_fid_blocks",
 ]
 
 FEATURES = 128
@@ -197,6 +199,18 @@ def sprite_fid(classifier, x: torch.Tensor, reference_features: np.ndarray) -> f
     return frechet_distance(classifier_features(classifier, x), reference_features)
 
 
+def real_fid_blocks(classifier, reference_features: np.ndarray, n: int, blocks: int = 5,
+                    seed: int = HELD_OUT_SEED) -> np.ndarray:
+    """sprite-FID of ``blocks`` disjoint sets of ``n`` held-out real sprites, shape (blocks,).
+
+    Their mean is the floor a perfect model would score at this n (FID is biased upwards at small
+    n), and their range is how far FID moves from draw to draw at this n: a gap between two models
+    smaller than that range is noise.
+    """
+    real = sprites_to_tensor(procedural_dataset(n * blocks, seed).sprites)
+    return np.array([sprite_fid(classifier, real[i * n:(i + 1) * n], reference_features) for i in range(blocks)])
+
+
 def novelty(x: torch.Tensor, train_x: torch.Tensor) -> tuple[np.ndarray, float]:
     """RMS distance in [0, 1] pixel units from each image to its nearest training image, and the
     fraction closer than NEAR_COPY. x: (B, 3, H, W), train_x: (N, 3, H, W), both in [-1, 1]."""
@@ -236,8 +250,23 @@ ROWS = {
     "dpm-solver++-10": ("dpm-solver++", 10, 0.0, 0.0),
     "dpm-solver++-20": ("dpm-solver++", 20, 0.0, 0.0),
     "cfg-w2": ("ddim", 25, 2.0, 0.0),
+    "cfg-w2-heun": ("heun", 10, 2.0, 0.0),  # the flow model's guided row
 }
 DEFAULT_ROWS = ("real", "ddpm", "ddpm-no-noise", "ddim")
+FLOW_DEFAULT_ROWS = ("real", "euler-10", "heun-5", "heun-10")
+# Beyond the named rows, any SAMPLER-STEPS: ddpm-100, ddim-5, dpm-solver++-15, euler-8, heun-4, ...
+_ROW_PATTERN = re.compile(r"(ddpm|ddim|dpm-solver\+\+|euler|heun)-([0-9]+)")
+
+
+def row_spec(name: str) -> tuple[str, int, float, float]:
+    """(sampler, steps, guidance w, DDIM η) for a row name: one of ROWS, or SAMPLER-STEPS."""
+    if name in ROWS:
+        return ROWS[name]
+    m = _ROW_PATTERN.fullmatch(name)
+    if m is None or int(m.group(2)) < 1:
+        raise BadInput(f"unknown evaluation row {name!r}; choose from {', '.join(ROWS)}, or SAMPLER-STEPS "
+                       f"such as ddim-10 or heun-5")
+    return m.group(1), int(m.group(2)), 0.0, 0.0
 
 
 class Evaluator:
@@ -272,24 +301,26 @@ def evaluate(model, card: dict, classifier: SpriteClassifier, n: int = 200, rows
     from .sampling import sample
     from .schedule import DiffusionConfig, make_schedule
 
-    unknown = [r for r in rows if r not in ROWS]
-    if unknown:
-        raise BadInput(f"unknown evaluation row {unknown[0]!r}; choose from {', '.join(ROWS)}")
+    specs = {r: row_spec(r) for r in rows}
     if isinstance(n, bool) or not isinstance(n, int) or n < 2:
         raise BadInput(f"n must be an integer ≥ 2 (FID needs a covariance), got {n!r}")
     schedule = make_schedule(DiffusionConfig(**card.get("diffusion", {})))  # a card may predate the key
-    too_many = [r for r in rows if ROWS[r][1] > schedule.T]
-    if too_many:  # before any row is measured, not after minutes of them
-        fit = ", ".join(r for r in ROWS if ROWS[r][1] <= schedule.T)
-        raise BadInput(f"row {too_many[0]!r} takes {ROWS[too_many[0]][1]} sampler steps but the model has "
-                       f"T={schedule.T}; choose --rows from {fit}")
+    # before any row is measured, not after minutes of them
+    fit = [r for r in ROWS if r == "real" or (ROWS[r][0] in schedule.samplers and ROWS[r][1] <= schedule.T)]
+    for r, (sampler, steps, _, _) in specs.items():
+        if r != "real" and sampler not in schedule.samplers:
+            raise BadInput(f"row {r!r} samples with {sampler}, which does not fit this {schedule.name} model; "
+                           f"choose --rows from {', '.join(fit)}, or SAMPLER-STEPS with {' or '.join(schedule.samplers)}")
+        if steps > schedule.T:
+            raise BadInput(f"row {r!r} takes {steps} sampler steps but the model has T={schedule.T}; "
+                           f"choose --rows from {', '.join(fit)}")
     ev = Evaluator(classifier, card)
     k = classifier.n_classes
     labels = torch.arange(n) % k
     context = F.one_hot(labels, k).float()
     out = []
     for name in rows:
-        spec = ROWS[name]
+        spec = specs[name]
         start = time.perf_counter()
         if spec[0] == "real":
             real = procedural_dataset(n, HELD_OUT_SEED)
@@ -342,9 +373,15 @@ def _record(weights: Path, rows: list[EvalRow], a, seconds: float) -> None:
         "command": command, "commands": [*commands, command],
         "n": a.n, "seed": a.seed, "reference_sprites": 2000, "feature_width": FEATURES, "near_copy_rms": NEAR_COPY,
         "hardware": hardware_name(pick_device(a.device)), "wall_time_s": round(seconds + earlier.get("wall_time_s", 0), 1),
-        "rows": sorted(merged.values(), key=lambda r: list(ROWS).index(r["name"])),
+        "rows": sorted(merged.values(), key=_row_order),
     }
     atomic_write(card_path, lambda tmp: tmp.write_text(json.dumps(card, indent=2) + "\n"))
+
+
+def _row_order(row: dict):
+    """Named rows in ROWS' order, then SAMPLER-STEPS rows by sampler and steps."""
+    name = row["name"]
+    return (0, list(ROWS).index(name), 0) if name in ROWS else (1, row["sampler"], row["steps"])
 
 
 def cli_evaluate(a) -> None:
@@ -363,14 +400,16 @@ def cli_evaluate(a) -> None:
         if not os.access(card_path.parent, os.W_OK | os.X_OK):  # the card is replaced through a file beside it
             raise BadInput(f"cannot write to {card_path.parent}, where --update-card records the table; "
                            f"make it writable or drop --update-card")
-    rows = tuple(r.strip() for r in a.rows.split(",")) if a.rows is not None else DEFAULT_ROWS
+    flow = (card.get("diffusion") or {}).get("objective") == "flow"
+    rows = tuple(r.strip() for r in a.rows.split(",")) if a.rows is not None else FLOW_DEFAULT_ROWS if flow else DEFAULT_ROWS
     if not all(rows):  # '--rows ""' or 'ddpm,,ddim' is a slip, not a request for the default rows
         raise BadInput(f"--rows {a.rows!r} has an empty name; give rows from {', '.join(ROWS)}, comma-separated")
-    sampled = [r for r in rows if r in ROWS and ROWS[r][0] != "real"]  # the real row samples nothing
+    specs = [row_spec(r) for r in rows]
+    sampled = [spec for spec in specs if spec[0] != "real"]  # the real row samples nothing
     if sampled:
         from .sampling import check_sampling_memory
 
-        check_sampling_memory(model, a.n, any(ROWS[r][2] for r in sampled),
+        check_sampling_memory(model, a.n, any(spec[2] for spec in sampled),
                               f"sampling {a.n:,} sprites at once for each row", "ask for fewer with --n")
     classifier = load_classifier(a.classifier)
     log = (lambda *_: None) if a.json else print

@@ -20,7 +20,7 @@ from typing import Callable
 import torch
 
 __all__ = ["Mismatch", "check_exercise", "compare", "check_cosine_alpha_bar", "check_unet_shapes",
-           "check_mean_via_x0", "check_guided_noise"]
+           "check_mean_via_x0", "check_guided_noise", "check_rescale", "check_x0_eps_from_v"]
 
 
 class Mismatch(AssertionError):
@@ -182,6 +182,32 @@ def check_guided_noise(fn: Callable, model, x: torch.Tensor, t_norm: torch.Tenso
             compare(fn(x, t_norm, c, w), predict_noise(model, x, t_norm, c, guidance=w), f"the guided noise for w = {w:g}",
                     rtol=tol, atol=tol,
                     hint="w = 0 must give ε(x, c) itself; ∅ is an all-zero context of c's shape.")
+
+
+def check_rescale(fn: Callable) -> None:
+    """Lesson 8: ``fn(ab_t)`` is Lin et al.'s Algorithm 1, as ``rescale_zero_terminal_snr`` computes it."""
+    from .schedule import NoiseSchedule, rescale_zero_terminal_snr
+
+    for T in (500, 1000):
+        ab = NoiseSchedule.linear(T).ab_t
+        yours = fn(ab.clone())
+        compare(yours, rescale_zero_terminal_snr(ab), f"the rescaled ᾱ_t for T = {T}", rtol=1e-4, atol=1e-6,
+                hint="work on √ᾱ_t: subtract its last value (so ᾱ_T becomes 0), multiply so that its first value "
+                     "is what it was, then square.")
+
+
+def check_x0_eps_from_v(fn: Callable, schedule, ts=(500, 250, 1)) -> None:
+    """Lesson 8: ``fn(x, v, t)`` is (x̂₀, ε̂) for a v-model, as ``schedule.x0_eps`` gives them."""
+    g = torch.Generator().manual_seed(0)
+    x, v = torch.randn(2, 3, 16, 16, generator=g), torch.randn(2, 3, 16, 16, generator=g)
+    for t in ts:
+        yours = fn(x, v, t)
+        if not (isinstance(yours, (tuple, list)) and len(yours) == 2):
+            raise Mismatch(f"fn(x, v, {t}) should return two tensors, (x0_hat, eps_hat)")
+        x0, eps = schedule.x0_eps(x, v, t)
+        hint = "x̂₀ = √ᾱ·x − √(1 − ᾱ)·v and ε̂ = √(1 − ᾱ)·x + √ᾱ·v: the rotation from (x₀, ε) to (x_t, v), run backwards."
+        compare(yours[0], x0, f"x̂₀ at t = {t}", hint=hint)
+        compare(yours[1], eps, f"ε̂ at t = {t}", hint=hint)
 
 
 def _raised_by(fn: Callable, error: BaseException) -> bool:

@@ -42,6 +42,8 @@ __all__ = [
     "euler_step",
     "HeunStep",
     "network_calls",
+    "default_steps",
+    "recommended_sampler",
     "denoise_add_noise",
     "ddpm_step",
     "ddim_step",
@@ -202,6 +204,22 @@ class HeunStep:
         x0_b, eps_b = self.denoise(x_euler, t_prev)
         u = ((eps - x0) + (eps_b - x0_b)) / 2
         return x + (t_prev - t) * u, 0.0
+
+
+# Steps when none are asked for; ddpm and ddpm-no-noise take all T.
+DEFAULT_STEPS = {"ddim": 25, "dpm-solver++": 20, "euler": 20, "heun": 10}
+
+
+def default_steps(sampler: str, schedule) -> int:
+    return min(DEFAULT_STEPS.get(sampler, schedule.T), schedule.T)
+
+
+def recommended_sampler(schedule) -> str:
+    """The fastest sampler measured to reach DDPM-500's quality for this kind of model (weights/README.md):
+    DDPM itself for the course's schedule, whose deterministic samplers fall short (lesson 7)."""
+    if isinstance(schedule, FlowSchedule):
+        return "heun"
+    return "dpm-solver++" if schedule.ab_t[-1] == 0 else "ddpm"
 
 
 def network_calls(sampler: str, steps: int) -> int:

@@ -85,3 +85,35 @@ def test_flow_training_regresses_onto_the_velocity(tiny_model):
     with torch.no_grad():
         pred = tiny_model((1 - t.view(-1, 1, 1, 1)) * x0 + t.view(-1, 1, 1, 1) * noise, t)
     torch.testing.assert_close(loss.detach(), ((pred - (noise - x0)) ** 2).mean(), rtol=1e-5, atol=1e-6)
+
+
+def test_cli_trains_and_samples_a_flow_model(tmp_path):
+    from test_cli import cli
+
+    r = cli("train", "--objective", "flow", "--n-sprites", 40, "--batch-size", 20, "--epochs", 1, "--n-feat", 16,
+            "--out", tmp_path / "run", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    weights = tmp_path / "run" / "model.safetensors"
+    r = cli("sample", "--weights", weights, "--n", 4, "--out", tmp_path / "s", "--no-gif")
+    assert r.returncode == 0, r.stderr
+    assert "with heun in 10 steps" in r.stdout  # a flow model's default sampler, not DDPM's
+    r = cli("sample", "--weights", weights, "--n", 4, "--sampler", "euler", "--steps", 3, "--shift", 3,
+            "--out", tmp_path / "s2", "--no-gif")
+    assert r.returncode == 0 and "with euler in 3 steps" in r.stdout, r.stderr
+    r = cli("sample", "--weights", weights, "--sampler", "ddim", "--out", tmp_path / "s3")
+    assert r.returncode == 2 and "does not fit a flow-matching model" in r.stderr
+    assert not (tmp_path / "s3").exists()
+    r = cli("train", "--objective", "flow", "--prediction", "v", "--out", tmp_path / "bad", "--no-progress")
+    assert r.returncode == 2 and "flow matching predicts the velocity" in r.stderr
+    assert not (tmp_path / "bad").exists()
+
+
+def test_evaluation_rows_by_name():
+    from diffusion_utilities.evaluation import row_spec
+
+    assert row_spec("heun-4") == ("heun", 4, 0.0, 0.0)
+    assert row_spec("dpm-solver++-15") == ("dpm-solver++", 15, 0.0, 0.0)
+    assert row_spec("ddim") == ("ddim", 25, 0.0, 0.0)
+    for bad in ("heun-0", "rk4-10", "ddim-x"):
+        with pytest.raises(BadInput, match="unknown evaluation row"):
+            row_spec(bad)

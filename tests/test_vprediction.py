@@ -121,3 +121,38 @@ def test_v_training_regresses_onto_v(vsched, tiny_model):
     ab = vsched.ab_t[t].view(-1, 1, 1, 1)
     want = ((pred - (ab.sqrt() * noise - (1 - ab).sqrt() * x0)) ** 2).mean()
     torch.testing.assert_close(loss.detach(), want, rtol=1e-5, atol=1e-6)
+
+
+def test_cli_v_model_defaults_to_dpm_solver_and_refuses_the_labs_export(tmp_path):
+    from test_cli import cli
+
+    r = cli("train", "--prediction", "v", "--zero-terminal-snr", "--n-sprites", 40, "--batch-size", 20, "--epochs", 1,
+            "--n-feat", 16, "--out", tmp_path / "run", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    weights = tmp_path / "run" / "model.safetensors"
+    r = cli("sample", "--weights", weights, "--n", 4, "--out", tmp_path / "s", "--no-gif")
+    assert r.returncode == 0 and "with dpm-solver++ in 20 steps" in r.stdout, r.stderr
+    r = cli("export-course-weights", "--weights", weights, "--out", tmp_path / "labs")
+    assert r.returncode == 2 and "predicts v" in r.stderr
+    assert not list((tmp_path / "labs").glob("*.pth"))
+    r = cli("sample", "--weights", weights, "--shift", 2, "--out", tmp_path / "s2")
+    assert r.returncode == 2 and "--shift sets a flow model's time grid" in r.stderr
+    r = cli("train", "--zero-terminal-snr", "--out", tmp_path / "bad", "--no-progress")
+    assert r.returncode == 2 and "needs v-prediction" in r.stderr
+    assert not (tmp_path / "bad").exists()
+
+
+def test_fine_tuning_a_course_model_into_a_v_model_records_where_it_started(tmp_path):
+    from test_cli import cli
+
+    r = cli("train", "--n-sprites", 40, "--batch-size", 20, "--epochs", 1, "--n-feat", 16, "--out", tmp_path / "eps",
+            "--no-progress")
+    assert r.returncode == 0, r.stderr
+    r = cli("train", "--prediction", "v", "--zero-terminal-snr", "--init-from", tmp_path / "eps" / "model.safetensors",
+            "--n-sprites", 40, "--batch-size", 20, "--epochs", 1, "--n-feat", 16, "--out", tmp_path / "v", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    import json
+
+    card = json.loads((tmp_path / "v" / "model.json").read_text())
+    assert card["diffusion"]["prediction"] == "v" and card["diffusion"]["zero_terminal_snr"] is True
+    assert card["init_from"]["diffusion"]["prediction"] == "eps"  # the start's config, kept
