@@ -594,7 +594,7 @@ def test_update_card_on_a_folder_that_cannot_be_written_fails_before_the_work(tm
     assert code == 2 and _one_line(err) and "cannot write" in err and "--update-card" in err, err
 
 
-# 24. other image formats are read or listed; the card's hash is checked when it is there --------------
+# 24. other image formats are read, or listed as skipped (the SHA-256 half of the item is README text) ------
 def test_bmp_and_webp_are_imported_and_other_image_formats_are_listed(tmp_path):
     from diffusion_utilities.importing import from_images
 
