@@ -9,6 +9,7 @@ and optionally ``dataset.json`` with class names, the count and which two files 
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import BadInput, check_regular_file, read_json_object
+from .errors import BadInput, check_memory, check_regular_file, read_json_object
 
 __all__ = [
     "SpriteData",
@@ -151,11 +152,36 @@ def _recorded_files(folder: Path, files) -> tuple[str, str]:
 
 
 def _load_npy(path: Path) -> np.ndarray:
-    check_regular_file(path, "re-create the dataset with `python -m diffusion_utilities dataset`")
+    fix = "re-create the dataset with `python -m diffusion_utilities dataset`"
+    check_regular_file(path, fix)
     try:
+        _check_npy_size(path, fix)
         return np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
         raise BadInput(f"cannot read {path} as a numpy array ({str(e).splitlines()[0][:120]})") from None
+
+
+def _check_npy_size(path: Path, fix: str) -> None:
+    """The array a .npy header promises must be in the file and fit in memory, checked before loading it.
+
+    np.load allocates what the header says first: a damaged or crafted header would otherwise be
+    "out of memory" (or the kernel's kill), not a damaged file.
+    """
+    from numpy.lib import format as npy
+
+    with open(path, "rb") as f:
+        version = npy.read_magic(f)
+        read_header = {(1, 0): npy.read_array_header_1_0, (2, 0): npy.read_array_header_2_0}.get(version)
+        if read_header is None:  # a newer format: np.load checks it
+            return
+        shape, _, dtype = read_header(f)
+        if dtype.hasobject:  # np.load refuses it (no pickles)
+            return
+        need, held = math.prod(shape) * dtype.itemsize, os.fstat(f.fileno()).st_size - f.tell()
+    if held < need:
+        raise BadInput(f"{path} is truncated: its header promises a {shape} {dtype} array ({need:,} bytes) but it "
+                       f"holds {held:,}; {fix}")
+    check_memory(need, f"loading {path}", fix)
 
 
 def check_dataset_out(folder: Path, course_names: bool = False, sheet: bool = False, overwrite: bool = False) -> None:

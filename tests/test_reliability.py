@@ -638,3 +638,15 @@ def test_numpy_numbers_are_taken_where_python_ones_are(tmp_path):
     out = sample(model, NoiseSchedule.linear(20, 1e-4, 0.02), 2, sampler="ddim", steps=2,
                  context=torch.eye(5)[:2], guidance=np.float32(1.0), eta=np.float32(0.5))
     assert out.x.shape == (2, 3, 16, 16)
+
+
+def test_a_npy_whose_header_promises_more_than_the_file_holds_is_refused_before_loading(tmp_path):
+    from numpy.lib import format as npy
+
+    from diffusion_utilities import load_dataset
+
+    with open(tmp_path / "sprites.npy", "wb") as f:
+        npy.write_array_header_1_0(f, {"descr": "|u1", "fortran_order": False, "shape": (10**9, 16, 16, 3)})
+        f.write(bytes(100))  # np.load would first ask for 715 GiB: "out of memory", not a damaged file
+    with pytest.raises(BadInput, match=r"sprites\.npy is truncated: its header promises"):
+        load_dataset(tmp_path)
