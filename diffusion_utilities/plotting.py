@@ -53,12 +53,13 @@ def save_grid(images, path: Path, nrow: int = 8, scale: int = 4) -> Path:
     return path
 
 
-def animate(frames: torch.Tensor, frame_t: list[int] | None = None, nrow: int = 8, scale: int = 3,
-            interval: int = 80, hold: int = 8, titles=None):
+def animate(frames: torch.Tensor, frame_t: list | None = None, nrow: int = 8, scale: int = 3,
+            interval: int = 80, hold: int = 8, titles=None, label: str = "t"):
     """A matplotlib FuncAnimation of a denoising run.
 
     frames: (F, B, 3, H, W) from ``Samples.frames``; the last frame is held for ``hold`` extra frames.
     Several runs side by side: pass a list of frame tensors (same F) and ``titles``.
+    frame_t: a value per frame, shown under it as "t = 480" (``label`` names it; floats get 2 decimals).
     """
     import matplotlib.pyplot as plt
     from matplotlib.animation import FuncAnimation
@@ -80,14 +81,15 @@ def animate(frames: torch.Tensor, frame_t: list[int] | None = None, nrow: int = 
         artists.append(fig.figimage(g[0], xo=left, yo=bottom, origin="upper"))
         if titles:
             fig.text((left + w / 2) / fig_w, (bottom + h + 3) / fig_h, titles[k], ha="center", va="bottom", fontsize=9)
-    label = fig.text(0.5, 2 / fig_h, "", ha="center", va="bottom", fontsize=9)
+    caption = fig.text(0.5, 2 / fig_h, "", ha="center", va="bottom", fontsize=9)
 
     def draw(i):
         i = min(i, n_frames - 1)
         for a, g in zip(artists, grids):
             a.set_data(g[i])
         if frame_t is not None:
-            label.set_text(f"t = {frame_t[i]}")
+            value = frame_t[i]
+            caption.set_text(f"{label} = {value:.2f}" if isinstance(value, float) else f"{label} = {value}")
         return artists
 
     anim = FuncAnimation(fig, draw, frames=n_frames + hold, interval=interval, blit=False)

@@ -276,7 +276,7 @@ path = torch.stack([torch.stack([slerp(z[0], z[1], a) for z in pairs]) for a in 
 ctx5 = torch.eye(5, device=device)
 frames = torch.stack([sample(fixed, fixed_sch, x_T=p, sampler="dpm-solver++", steps=10, context=ctx5).x.cpu()
                       for p in tqdm(path, desc="interpolating")])           # (16, 5, 3, 16, 16)
-show_gif(animate(frames, nrow=5, scale=8, titles=[f"slerp a = {a:.2f}" for a in alphas]),
+show_gif(animate(frames, [float(a) for a in alphas], nrow=5, scale=8, label="slerp a"),
          "outputs/08_interpolation.gif", fps=4)"""),
 (CODE, r"""plt.figure(figsize=(12, 4))
 plt.imshow(make_grid(frames[::3].transpose(0, 1).reshape(-1, 3, 16, 16), nrow=len(alphas[::3]), scale=4))
