@@ -20,7 +20,8 @@ from typing import Callable
 import torch
 
 __all__ = ["Mismatch", "check_exercise", "compare", "check_cosine_alpha_bar", "check_unet_shapes",
-           "check_mean_via_x0", "check_guided_noise", "check_rescale", "check_x0_eps_from_v"]
+           "check_mean_via_x0", "check_guided_noise", "check_rescale", "check_x0_eps_from_v",
+           "check_flow_loss"]
 
 
 class Mismatch(AssertionError):
@@ -208,6 +209,55 @@ def check_x0_eps_from_v(fn: Callable, schedule, ts=(500, 250, 1)) -> None:
         hint = "x̂₀ = √ᾱ·x − √(1 − ᾱ)·v and ε̂ = √(1 − ᾱ)·x + √ᾱ·v: the rotation from (x₀, ε) to (x_t, v), run backwards."
         compare(yours[0], x0, f"x̂₀ at t = {t}", hint=hint)
         compare(yours[1], eps, f"ε̂ at t = {t}", hint=hint)
+
+
+def check_flow_loss(fn: Callable, model, x0: torch.Tensor, c: torch.Tensor | None, seeds=(0, 1),
+                    context_dropout: float = 0.1) -> None:
+    """Lesson 9: ``fn(model, x0, c, gen, context_dropout)`` is flow matching's loss on one batch, as
+    ``diffusion_loss`` with a ``FlowSchedule`` computes it from a generator seeded the same way (it draws
+    the noise ε, then the times t, then the context dropout)."""
+    from .schedule import FlowSchedule
+    from .training import diffusion_loss
+
+    flow = FlowSchedule()
+    # a GPU may round convolutions to TF32; the library also runs the network on a channels_last x_t
+    tol = 1e-4 if x0.device.type == "cpu" else 1e-2
+    hint = ("start from ddpm_loss and keep its draws in their order; then t ~ U[0, 1) (torch.rand), "
+            "x_t = (1 − t)·x₀ + t·ε, the network's time input is t itself, and the target is ε − x₀.")
+    with torch.no_grad():
+        for seed in seeds:
+            expected = diffusion_loss(model, flow, x0, c, torch.Generator().manual_seed(seed), context_dropout, flow.T)
+            yours = fn(model, x0, c, torch.Generator().manual_seed(seed), context_dropout)
+            if torch.is_tensor(yours) and yours.numel() != 1:
+                raise Mismatch(f"the loss should be one number; yours has shape {tuple(yours.shape)}",
+                               "average the squared error over every pixel of every sprite (F.mse_loss does).")
+            if torch.is_tensor(yours):
+                yours = yours.reshape(())
+            if _close(yours, _flow_loss(model, x0, c, seed, context_dropout, sign=-1), tol) and \
+                    not _close(yours, expected, tol):
+                raise Mismatch("your loss is the one for the target x₀ − ε: the velocity's sign is flipped",
+                               "the target is dx_t/dt; x_t moves from the sprite (t = 0) towards the noise (t = 1).")
+            compare(yours, expected, f"the loss of the batch drawn with seed {seed}", hint=hint, rtol=tol, atol=tol)
+
+
+def _flow_loss(model, x0, c, seed: int, context_dropout: float, sign: int) -> torch.Tensor:
+    """The flow-matching loss with the draws ``diffusion_loss`` makes, and the target's sign given."""
+    gen = torch.Generator().manual_seed(seed)
+    b, dev = x0.shape[0], x0.device
+    noise = torch.randn(x0.shape, generator=gen).to(dev)
+    t = torch.rand(b, generator=gen).to(dev)
+    keep = (torch.rand(b, generator=gen) >= context_dropout).to(dev)
+    t4 = t.view(-1, 1, 1, 1)
+    pred = model((1 - t4) * x0 + t4 * noise, t, None if c is None else c * keep[:, None])
+    return ((pred - sign * (noise - x0)) ** 2).mean()
+
+
+def _close(yours, expected: torch.Tensor, tol: float) -> bool:
+    try:
+        yours = torch.as_tensor(yours).detach().to(expected.device, expected.dtype)
+    except (TypeError, ValueError, RuntimeError):
+        return False
+    return yours.shape == expected.shape and bool(torch.isclose(yours, expected, rtol=tol, atol=tol).all())
 
 
 def _raised_by(fn: Callable, error: BaseException) -> bool:

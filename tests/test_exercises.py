@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from diffusion_utilities import NoiseSchedule, load_model
-from diffusion_utilities.exercises import (Mismatch, check_cosine_alpha_bar, check_exercise, check_guided_noise,
-                                           check_mean_via_x0, check_unet_shapes, compare)
+from diffusion_utilities.exercises import (Mismatch, check_cosine_alpha_bar, check_exercise, check_flow_loss,
+                                           check_guided_noise, check_mean_via_x0, check_unet_shapes, compare)
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
 
@@ -210,6 +210,52 @@ def test_lesson6_guided_noise_exercise(capsys):
         return (1 + w) * model(x, t_norm, torch.zeros_like(c)) - w * model(x, t_norm, c)
 
     _wrong(check, my_guided_noise, capsys, "w = 0")
+
+
+def _flow_loss_by_hand(model, x0, c, gen, context_dropout, target_sign=1, reversed_path=False):
+    b = x0.shape[0]
+    noise = torch.randn(x0.shape, generator=gen)
+    t = torch.rand(b, generator=gen)
+    keep = (torch.rand(b, generator=gen) >= context_dropout).float()
+    t4 = t.view(-1, 1, 1, 1)
+    x_t = t4 * x0 + (1 - t4) * noise if reversed_path else (1 - t4) * x0 + t4 * noise
+    pred = model(x_t, t, c * keep[:, None])
+    return ((pred.double() - target_sign * (noise - x0).double()) ** 2).mean()  # float64 throughout
+
+
+def test_lesson9_flow_loss_exercise(tiny_model, capsys):
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.rand(6, 3, 16, 16, generator=g) * 2 - 1
+    c = torch.nn.functional.one_hot(torch.arange(6) % 5, 5).float()
+    check = lambda fn: check_flow_loss(fn, tiny_model, x0, c)
+
+    def my_flow_loss(model, x0, c, gen, context_dropout=0.1):  # right, in float64
+        return _flow_loss_by_hand(model, x0, c, gen, context_dropout)
+
+    assert _run(check, my_flow_loss, capsys)[0] is True
+
+    def my_flow_loss(model, x0, c, gen, context_dropout=0.1):  # the target x0 - eps: the sign flipped
+        return _flow_loss_by_hand(model, x0, c, gen, context_dropout, target_sign=-1)
+
+    out = _wrong(check, my_flow_loss, capsys, "x₀ − ε", "sign")
+    assert "towards the noise" in out[1]
+
+    def my_flow_loss(model, x0, c, gen, context_dropout=0.1):  # time running the other way: t = 0 is noise
+        return _flow_loss_by_hand(model, x0, c, gen, context_dropout, reversed_path=True)
+
+    out = _wrong(check, my_flow_loss, capsys, "the loss of the batch drawn with seed 0", "values are off")
+    assert "x_t = (1 − t)·x₀ + t·ε" in out[1]
+    from diffusion_utilities.schedule import FlowSchedule
+    from diffusion_utilities.training import diffusion_loss
+
+    value = diffusion_loss(tiny_model, FlowSchedule(), x0, c, torch.Generator().manual_seed(0), 0.1, 1000).item()
+    assert f"{value:.3f}" not in "\n".join(out) and f"{value:.4g}" not in "\n".join(out)  # not the answer
+
+    def my_flow_loss(model, x0, c, gen, context_dropout=0.1):  # the squared error not averaged
+        noise = torch.randn(x0.shape, generator=gen)
+        return (noise - x0) ** 2
+
+    _wrong(check, my_flow_loss, capsys, "one number", "shape (6, 3, 16, 16)")
 
 
 def test_compare_names_a_non_tensor_and_a_shape():
