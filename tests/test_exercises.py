@@ -243,7 +243,7 @@ def test_lesson9_flow_loss_exercise(tiny_model, capsys):
     def my_flow_loss(model, x0, c, gen, context_dropout=0.1):  # time running the other way: t = 0 is noise
         return _flow_loss_by_hand(model, x0, c, gen, context_dropout, reversed_path=True)
 
-    out = _wrong(check, my_flow_loss, capsys, "the loss of the batch drawn with seed 0", "values are off")
+    out = _wrong(check, my_flow_loss, capsys, "the loss of the batch drawn with seed 0 is off by")
     assert "x_t = (1 − t)·x₀ + t·ε" in out[1]
     from diffusion_utilities.schedule import FlowSchedule
     from diffusion_utilities.training import diffusion_loss
