@@ -20,7 +20,9 @@ from .errors import BadInput, out_folder, settle_out_folders
 
 __all__ = ["main"]
 
-SHIPPED = Path("weights/sprites_ddpm.safetensors")
+# the fixed schedule's v-model (lesson 8): DDPM's quality in 20 network calls, so sample and demo use it
+SHIPPED = Path("weights/sprites_v.safetensors")
+COURSE = Path("weights/sprites_ddpm.safetensors")  # the course's model: what the labs and the bench need
 CLASSIFIER = Path("weights/sprite_classifier.safetensors")
 GIF_SPRITES = 64  # sprites in sample's denoising GIF; the PNG grid has all of them
 # what to make smaller, in each command's own options
@@ -130,8 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sample", help="sample sprites to a PNG grid and a denoising GIF")
     s.add_argument("--weights", type=Path, default=SHIPPED)
     s.add_argument("--sampler", help="ddpm, ddpm-no-noise, ddim or dpm-solver++; euler or heun for a flow model "
-                   "(default: the fastest one measured to match DDPM for these weights: ddpm for the course's, "
-                   "dpm-solver++ for the zero-terminal-SNR v-model, heun for the flow model)")
+                   "(default: the fastest one measured to match DDPM for these weights: ddpm-500 for the course's, "
+                   "dpm-solver++ in 10 steps for the zero-terminal-SNR v-model, heun for the flow model)")
     s.add_argument("--steps", type=int, help="time steps (default: T for ddpm, 25 for ddim, 20 for dpm-solver++ "
                    "and euler, 10 for heun, at most T)")
     s.add_argument("--shift", type=float, default=1.0,
@@ -173,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--overwrite", action="store_true", help="replace the classifier at --out (the default: the shipped one)")
 
     x = sub.add_parser("export-course-weights", help="write our weights under the labs' .pth names (git-ignored)")
-    x.add_argument("--weights", type=Path, default=SHIPPED)
+    x.add_argument("--weights", type=Path, default=COURSE)
     x.add_argument("--out", type=Path, default=Path("weights"))
     x.add_argument("--overwrite", action="store_true", help="replace .pth files there that hold other weights")
 
@@ -183,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--seed", type=_seed, default=0)
 
     b = sub.add_parser("bench", help="time the course's sampling and training loops against ours, same weights")
-    b.add_argument("--weights", type=Path, default=SHIPPED)
+    b.add_argument("--weights", type=Path, default=COURSE)
     b.add_argument("--device", default="auto", help="auto, cpu or cuda")
     b.add_argument("--repeats", type=_positive_int, default=3, help="runs per row; the median is reported")
     b.add_argument("--large-batch", type=_positive_int, help="batch of the throughput row (default 1024 on CUDA, 128 on CPU)")
@@ -296,8 +298,11 @@ def _cmd_sample(a) -> None:
         if not (math.isfinite(a.shift) and a.shift > 0):
             raise BadInput(f"--shift must be a number > 0 (1: the uniform grid), got {a.shift}")
         schedule = replace(schedule, shift=a.shift)
-    a.sampler = a.sampler or recommended_sampler(schedule)
-    steps = a.steps if a.steps is not None else default_steps(a.sampler, schedule)
+    if a.sampler is None:
+        a.sampler, steps = recommended_sampler(schedule)
+        steps = a.steps if a.steps is not None else steps
+    else:
+        steps = a.steps if a.steps is not None else default_steps(a.sampler, schedule)
     check_sampling_memory(model, a.n, a.guidance, f"sampling {a.n:,} sprites at once",
                           "ask for fewer with --n, and run again with other --seed values for more")
     context = parse_context(a.context, a.n, card.get("class_names") or [])
@@ -333,7 +338,7 @@ def _cmd_export(a) -> None:
 
 
 def _cmd_demo(a) -> None:
-    """Sample 40 sprites (8 per class) with DDPM from the shipped weights, or from a quick model."""
+    """Sample 40 sprites (8 per class) from the shipped weights with their fastest sampler, or from a quick model."""
     from .weights import atomic_write, load_model
 
     weights = a.weights or SHIPPED

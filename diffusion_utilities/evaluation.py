@@ -236,6 +236,7 @@ class EvalRow:
     near_copies: float
     n: int
     eta: float = 0.0
+    guidance_rescale: float = 0.0
 
 
 # name: (sampler, steps, guidance w, DDIM η). "real" is held-out real sprites: the floor.
@@ -250,6 +251,7 @@ ROWS = {
     "dpm-solver++-10": ("dpm-solver++", 10, 0.0, 0.0),
     "dpm-solver++-20": ("dpm-solver++", 20, 0.0, 0.0),
     "cfg-w2": ("ddim", 25, 2.0, 0.0),
+    "cfg-w2-rescaled": ("ddim", 25, 2.0, 0.0, 0.7),  # guidance rescale φ = 0.7 (Lin et al. 2024, §3.4)
     "cfg-w2-heun": ("heun", 10, 2.0, 0.0),  # the flow model's guided row
 }
 DEFAULT_ROWS = ("real", "ddpm", "ddpm-no-noise", "ddim")
@@ -258,15 +260,15 @@ FLOW_DEFAULT_ROWS = ("real", "euler-10", "heun-5", "heun-10")
 _ROW_PATTERN = re.compile(r"(ddpm|ddim|dpm-solver\+\+|euler|heun)-([0-9]+)")
 
 
-def row_spec(name: str) -> tuple[str, int, float, float]:
-    """(sampler, steps, guidance w, DDIM η) for a row name: one of ROWS, or SAMPLER-STEPS."""
+def row_spec(name: str) -> tuple[str, int, float, float, float]:
+    """(sampler, steps, guidance w, DDIM η, guidance rescale φ) for a row name: one of ROWS, or SAMPLER-STEPS."""
     if name in ROWS:
-        return ROWS[name]
+        return (*ROWS[name], 0.0)[:5]
     m = _ROW_PATTERN.fullmatch(name)
     if m is None or int(m.group(2)) < 1:
         raise BadInput(f"unknown evaluation row {name!r}; choose from {', '.join(ROWS)}, or SAMPLER-STEPS "
                        f"such as ddim-10 or heun-5")
-    return m.group(1), int(m.group(2)), 0.0, 0.0
+    return m.group(1), int(m.group(2)), 0.0, 0.0, 0.0
 
 
 class Evaluator:
@@ -292,7 +294,7 @@ class Evaluator:
         acc = None if labels is None else class_accuracy(self.classifier, x.float().clamp(-1, 1), labels)
         return EvalRow(name, spec[0], spec[1], spec[2], round(sprite_fid(self.classifier, x, self.ref_features), 3),
                        None if acc is None else round(acc, 4), round(seconds / len(x), 5), round(float(rms.mean()), 4),
-                       round(near, 4), len(x), spec[3])
+                       round(near, 4), len(x), spec[3], spec[4])
 
 
 def evaluate(model, card: dict, classifier: SpriteClassifier, n: int = 200, rows=DEFAULT_ROWS, seed: int = 0,
@@ -307,7 +309,7 @@ def evaluate(model, card: dict, classifier: SpriteClassifier, n: int = 200, rows
     schedule = make_schedule(DiffusionConfig(**card.get("diffusion", {})))  # a card may predate the key
     # before any row is measured, not after minutes of them
     fit = [r for r in ROWS if r == "real" or (ROWS[r][0] in schedule.samplers and ROWS[r][1] <= schedule.T)]
-    for r, (sampler, steps, _, _) in specs.items():
+    for r, (sampler, steps, *_) in specs.items():
         if r != "real" and sampler not in schedule.samplers:
             raise BadInput(f"row {r!r} samples with {sampler}, which does not fit this {schedule.name} model; "
                            f"choose --rows from {', '.join(fit)}, or SAMPLER-STEPS with {' or '.join(schedule.samplers)}")
@@ -329,6 +331,7 @@ def evaluate(model, card: dict, classifier: SpriteClassifier, n: int = 200, rows
             out.append(ev.row(name, x, real_labels, time.perf_counter() - start, spec))
         else:
             x = sample(model, schedule, n, sampler=spec[0], steps=spec[1], context=context, guidance=spec[2], eta=spec[3],
+                       guidance_rescale=spec[4],
                        generator=torch.Generator().manual_seed(seed), progress=progress).x.cpu()
             if not torch.isfinite(x).all():
                 raise BadInput(f"row {name!r}: the sampled sprites hold NaN or infinite values, so they cannot be "

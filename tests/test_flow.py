@@ -111,9 +111,10 @@ def test_cli_trains_and_samples_a_flow_model(tmp_path):
 def test_evaluation_rows_by_name():
     from diffusion_utilities.evaluation import row_spec
 
-    assert row_spec("heun-4") == ("heun", 4, 0.0, 0.0)
-    assert row_spec("dpm-solver++-15") == ("dpm-solver++", 15, 0.0, 0.0)
-    assert row_spec("ddim") == ("ddim", 25, 0.0, 0.0)
+    assert row_spec("heun-4") == ("heun", 4, 0.0, 0.0, 0.0)
+    assert row_spec("dpm-solver++-15") == ("dpm-solver++", 15, 0.0, 0.0, 0.0)
+    assert row_spec("ddim") == ("ddim", 25, 0.0, 0.0, 0.0)
+    assert row_spec("cfg-w2-rescaled") == ("ddim", 25, 2.0, 0.0, 0.7)
     for bad in ("heun-0", "rk4-10", "ddim-x"):
         with pytest.raises(BadInput, match="unknown evaluation row"):
             row_spec(bad)

@@ -131,7 +131,7 @@ def test_cli_v_model_defaults_to_dpm_solver_and_refuses_the_labs_export(tmp_path
     assert r.returncode == 0, r.stderr
     weights = tmp_path / "run" / "model.safetensors"
     r = cli("sample", "--weights", weights, "--n", 4, "--out", tmp_path / "s", "--no-gif")
-    assert r.returncode == 0 and "with dpm-solver++ in 20 steps" in r.stdout, r.stderr
+    assert r.returncode == 0 and "with dpm-solver++ in 10 steps" in r.stdout, r.stderr
     r = cli("export-course-weights", "--weights", weights, "--out", tmp_path / "labs")
     assert r.returncode == 2 and "predicts v" in r.stderr
     assert not list((tmp_path / "labs").glob("*.pth"))
