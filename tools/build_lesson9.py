@@ -80,10 +80,11 @@ velocity anyway:
 
 and a squared error is smallest at the average of its targets. So u_θ(x, t) learns
 E[ε − x₀ | x_t = x], the **marginal velocity**: the average direction of all the straight paths
-through x at time t. Lipman et al. (2023, Theorem 2) show that this loss and the loss against the
-marginal velocity itself differ by a constant, so they have the same gradients; and that the
-marginal velocity carries the noise distribution at t = 1 to the data distribution at t = 0 through
-the same in-between distributions as the straight paths do. Sampling is then an ordinary
+through x at time t. Lipman et al. (2023) prove both halves of why that is enough: the marginal
+velocity carries the noise distribution at t = 1 to the data distribution at t = 0 through the same
+in-between distributions as the straight paths do (their Theorem 1), and the loss against the
+conditional velocity differs from the loss against the marginal one by a constant, so the two have
+the same gradients (Theorem 2). Sampling is then an ordinary
 differential equation (ODE): draw x₁ ~ N(0, I) and solve dx/dt = u_θ(x, t) from t = 1 down to 0.
 
 Two things to notice:
@@ -116,10 +117,11 @@ axes[1].plot(s, np.sqrt(ab), "--", color="tab:blue", label="course: √ᾱ (agai
 axes[1].plot(s, np.sqrt(1 - ab), "--", color="tab:orange", label="course: √(1 − ᾱ)")
 axes[1].set_xlabel("t (flow), t/T (course)"); axes[1].legend(fontsize=8); plt.tight_layout(); plt.show()
 print(f"weight of the sprite at the noisy end: flow 0 (x₁ = ε exactly), course √ᾱ_T = {ab[-1] ** 0.5:.3f}")"""),
-(MD, r"""The course's path keeps most of the sprite for the first third of the way, then drops it fast and
-never quite lets go; the straight path hands the sprite over to the noise at a constant rate and
-ends at pure noise. Its two weights add up to 1 where DDPM's *squares* do, so halfway along,
-x₀.₅ = (x₀ + ε)/2 has less variance than either end. The network does not mind: it is told t.
+(MD, r"""The course's path keeps more of the sprite early on, meets the straight line about halfway, and
+never quite lets go of it (√ᾱ_T above). The straight path hands the sprite over to the noise at a
+constant rate and ends in pure noise. Its two weights add up to 1 where the course's *squares* do,
+so halfway along, x₀.₅ = (x₀ + ε)/2 has less variance than either end. The network does not mind:
+it is told t.
 
 ## The training step, beside DDPM's
 
@@ -190,13 +192,14 @@ step, with the same EMA, checkpoints and GPU path, given a `FlowSchedule` instea
 
 The shipped flow model was not trained from scratch: `train --objective flow --init-from
 weights/sprites_ddpm.safetensors` started from the course's DDPM weights. Its card says how:"""),
-(CODE, r"""print(flow_card["command"])
-print(f"  {flow_card['steps']:,} steps in {flow_card['wall_time_s'] / 60:.0f} min on {flow_card['hardware']}; "
-      f"final loss {flow_card['final_loss']:.4f}")"""),
+(CODE, r"""wall = flow_card["wall_time_s"]
+print(flow_card["command"])
+print(f"  {flow_card['steps']:,} steps in {f'{wall / 60:.0f} min' if wall >= 120 else f'{wall:.0f} s'} "
+      f"on {flow_card['hardware']}; final loss {flow_card['final_loss']:.4f}")"""),
 (MD, r"""The network already knows how to draw sprites; what changes is the question it answers: not
-"which part of this is noise?" but "which way, and how fast, to the sprite?". Below are the first 40
-steps of such a fine-tune, live, with the library's `train_step` (the function lesson 5 checked
-against Algorithm 1) given the flow schedule. Before it starts, we sample from the course's network
+"which part of this is noise?" but "which way, and how fast, to the sprite?". Below is a short
+fine-tune like it, live: 40 steps of 64 sprites with the library's `train_step` (the function lesson
+5 checked against Algorithm 1) given the flow schedule. Before it starts, we sample from the course's network
 as if its ε were a velocity, to see what the new question asks of it."""),
 (CODE, r"""# NBVAL_IGNORE_OUTPUT
 # (wall time depends on the machine; the bar shows the steps go by)
@@ -316,8 +319,7 @@ plt.title("how far each run is from the ODE's solution", fontsize=10); plt.legen
 (MD, r"""The distance to the reference measures the solver, not the sprites: a run can be far from the exact
 solution of the ODE and still draw good sprites (what the FID plot further down measures). What it
 shows is the order of each method: Heun's error falls much faster with calls once it has a few to
-spend, and at one or two calls Heun cannot do better than Euler (it has no call to spare for its
-second look).
+spend, while at one call Heun *is* Euler (it has no call to spare for its second look).
 
 ### The paths the pixels take
 
@@ -454,10 +456,11 @@ print(f"the course model's DDPM-500 (500 calls): FID {target:.1f}; the spread at
 for who, rows_ in tables.items():
     fast = [r for r in rows_.values() if r["sampler"] not in ("real", "ddpm") and r["guidance"] == 0]
     best = min((r for r in fast if network_calls(r["sampler"], r["steps"]) <= 20), key=lambda r: r["fid"])
-    close = [network_calls(r["sampler"], r["steps"]) for r in fast if r["fid"] <= target + half]
+    close = [(network_calls(r["sampler"], r["steps"]), r["name"]) for r in fast if r["fid"] <= target + half]
     print(f"{who:7s} best at ≤ 20 calls: {best['name']} ({network_calls(best['sampler'], best['steps'])} calls), "
-          f"FID {best['fid']:.1f}, class accuracy {best['class_accuracy']:.2f}; "
-          + (f"within the spread of DDPM-500 from {min(close)} calls" if close else "never within the spread of DDPM-500"))"""),
+          f"FID {best['fid']:.1f} ({best['fid'] / target:.2f} × DDPM-500's), class accuracy {best['class_accuracy']:.2f}; "
+          + ("within the spread of DDPM-500 from {} calls ({})".format(*min(close)) if close
+             else "never within the spread of DDPM-500"))"""),
 (MD, r"""## What to take away
 
 - **The same network, loop and training step.** Flow matching changes four lines of the loss (which
@@ -476,8 +479,8 @@ for who, rows_ in tables.items():
   - lesson 8's fix (v-prediction, zero terminal SNR): a fine-tune away from an existing diffusion
     model, then DPM-Solver++ or DDIM at 10–25 calls, and deterministic samplers that interpolate;
   - flow matching: the simplest recipe when you train anyway (it can start from a diffusion model, as
-    the live run did), Euler or Heun at 10–20 calls, and the objective today's image models are
-    trained with. Straighter paths are also what methods that sample in one to four steps build on
+    the live run did), Euler or Heun at the fewest calls the plot shows inside the band, and the
+    objective today's image models are trained with. Straighter paths are also what methods that sample in one to four steps build on
     (Liu et al.'s "reflow" straightens them further).
 - **Measure against the floor.** Every FID here is read beside real sprites at the same n and the
   spread of five real draws; a gap smaller than that spread is noise."""),
