@@ -41,7 +41,7 @@ def test_dataset_train_sample_end_to_end(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["sample", "--sampler", "euler"], "unknown sampler 'euler'"),
+    (["sample", "--sampler", "leapfrog"], "unknown sampler 'leapfrog'"),
     (["sample", "--steps", "0"], "steps must be an integer from 1 to T=500"),
     (["sample", "--steps", "501"], "steps must be an integer from 1 to T=500"),
     (["sample", "--guidance", "nan", "--context", "hero"], "guidance must be a finite number"),
