@@ -22,7 +22,9 @@ Flawed"):
 The network, the data and the sampling loop stay the same. A model trained this way, by this
 repository's own `train` command, is in `weights/sprites_v.safetensors`. At the end, a
 deterministic sampler matches DDPM in 10–25 network calls instead of 500."""),
-(CODE, r"""import matplotlib.pyplot as plt
+(CODE, r"""from pathlib import Path
+
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from tqdm.auto import tqdm
@@ -52,17 +54,17 @@ schedule of lesson 1 is built to end at ᾱ_T ≈ 0 and does not have the proble
     lin, cos = NoiseSchedule.linear(T, 1e-4, 0.02), NoiseSchedule.cosine(T)
     print(f"T = {T:4d}   linear: ᾱ_T = {lin.ab_t[-1]:.1e}, √ᾱ_T = {lin.ab_t[-1].sqrt():.3f}   "
           f"cosine: ᾱ_T = {cos.ab_t[-1]:.1e}")"""),
-(MD, r"""What does 8% of a sprite look like in x_T? Mostly nothing, pixel by pixel: the noise is twelve
-times larger. But noise averages away over many pixels and the sprite does not. A sprite's average
-colour survives: the mean of one colour channel over 256 pixels has noise of only 1/16 = 0.06,
-the same size as 8% of a typical sprite's mean. So the leak is **low-frequency**: the network
-learned, at t = T, to read each sprite's overall colour from x_T.
+(MD, r"""What does 8% of a sprite look like in x_T? Pixel by pixel, nothing: the noise is twelve times
+larger. But noise averages away over many pixels and the sprite does not, so what leaks is
+**low-frequency**: the sprite's overall colour. Real sprites are light on average (mostly pale
+backgrounds: a mean pixel value of about +0.3 in [−1, 1]), so real x_T carry, on average, a small
+positive offset, √ᾱ_T · 0.3 ≈ 0.025, which the network learned to read at t = T. Pure noise N(0, I)
+has mean 0: to the network it looks like x_T of a darker-than-usual sprite.
 
-Sampling from N(0, I) gives it no such colour to read. DDPM does not mind, because it adds fresh
-noise at every step and forgets where it started. A deterministic sampler maps x_T to a sprite
-and keeps whatever x_T lacked. The histograms below show the mean of each colour channel, per
-sprite, for real sprites, for the course model's DDPM samples and for its DDIM samples, all from
-the same starting noise and the same classes."""),
+A deterministic sampler is a fixed map from x_T to a sprite and keeps whatever x_T said, or failed
+to say; DDPM adds fresh noise at every step, which might wash the start out. The histograms below
+show the mean of each colour channel, per sprite, for real sprites, for the course model's DDPM
+samples and for its DDIM samples, all from the same starting noise and the same classes."""),
 (CODE, r"""n = 80                                                           # 16 sprites per class
 labels = torch.arange(n) % 5
 context = torch.nn.functional.one_hot(labels, 5).float().to(device)
@@ -89,14 +91,26 @@ for c, (ax, colour) in enumerate(zip(axes, ("red", "green", "blue"))):
     ax.set_title(f"{colour} channel, mean per sprite"); ax.set_xlabel("mean value in [-1, 1]")
 axes[0].set_ylabel("density"); axes[0].legend(fontsize=8)
 fig.suptitle("course model: the average colours of its sprites", y=1.02); plt.tight_layout(); plt.show()
-print("spread (std) of the per-sprite mean colour, averaged over the channels:")
-print(f"  real sprites                 {channel_means(real).std(0).mean().item():.2f}")
+centre = {"real sprites": channel_means(real).mean().item()}
 for who, sampler in (("course", "ddpm"), ("course", "ddim"), ("fixed", "ddim")):
-    print(f"  {who} model, {sampler:4s} samples   {channel_means(runs[who, sampler]).std(0).mean().item():.2f}")"""),
-(MD, r"""DDPM's average colours spread like the real sprites'. DDIM's bunch up: without the colour that
-x_T should carry, the deterministic sampler starts every sprite from about the same overall colour
-and cannot move it far enough. That is the flaw in one picture, and it is a property of the
-schedule, not of DDIM or of the network.
+    centre[f"{who} model, {sampler}"] = channel_means(runs[who, sampler]).mean().item()
+print("average colour (the mean pixel value over sprites and channels; 0.01 is about 1 grey level of 255):")
+for name, value in centre.items():
+    print(f"  {name:22s} {value:+.2f}")
+# the claims the text below makes, checked
+assert centre["course model, ddim"] < centre["real sprites"] - 0.04
+assert centre["course model, ddpm"] < centre["real sprites"] - 0.04
+assert abs(centre["fixed model, ddim"] - centre["real sprites"]) < abs(centre["course model, ddim"] - centre["real sprites"])"""),
+(MD, r"""Both of the course model's samplers draw darker sprites than the real ones: their histograms lean
+left of the real sprites' in the green and blue channels, and their printed averages are lower by
+several grey levels, DDPM's as much as DDIM's. So on average colour DDPM's fresh noise does not wash the start out either. (Lin et
+al. saw the same in large models, which could not draw very bright or very dark images.) The fixed
+model's DDIM, from the same noise, lands much closer to the real average.
+
+The shift is small next to the width of the histograms, and it is the same for both samplers, so
+it is not what makes DDIM three times worse in FID; lesson 7 showed that starting from the real
+q(x_T) closes that gap, and the FIDs below show the fix closing it. Average colour is the part of
+the leak a learner can see in a plot.
 
 ## The fix, step by step
 
@@ -197,7 +211,8 @@ It is the course model, fine-tuned into a v-model on the rescaled schedule with 
 recipe). Its card records how:"""),
 (CODE, r"""for key in ("command", "steps", "wall_time_s", "hardware"):
     print(f"{key:12s} {fixed_card[key]}")
-print(f"{'started from':12s} {fixed_card['init_from']['file']} ({fixed_card['init_from']['steps']} + earlier steps)")"""),
+start = fixed_card["init_from"]
+print(f"{'started from':12s} {start['file']}, the course model, which had seen {start['images_seen_total']:,} sprites")"""),
 (MD, r"""## Side by side, from the same noise
 
 Same starting noise, same classes (one column per class), three samplers, two models. The
@@ -229,10 +244,15 @@ ref_features = classifier_features(classifier, sprites_to_tensor(procedural_data
 blocks = real_fid_blocks(classifier, ref_features, n=400)
 print(f"five draws of 400 real sprites score FID {blocks.min():.0f} to {blocks.max():.0f}: "
       f"a spread of about {blocks.max() - blocks.min():.0f} points at n = 400")"""),
-(CODE, r"""def card_rows(card, n=400, seed=0):
+(CODE, r"""from diffusion_utilities.weights import read_card_file
+
+def card_rows(weights, n=400, seed=0):
+    # the JSON card beside the weights holds the evaluation tables (the file's own header does not)
+    card = read_card_file(Path(weights).with_suffix(".json"))
     return {r["name"]: r for r in card["evaluation"][f"n{n}_seed{seed}"]["rows"]}
 
-course_rows, fixed_rows = card_rows(course_card), card_rows(fixed_card)
+course_rows = card_rows("../weights/sprites_ddpm.safetensors")
+fixed_rows = card_rows("../weights/sprites_v.safetensors")
 half = (blocks.max() - blocks.min()) / 2
 plt.figure(figsize=(8, 4.2))
 plt.axhspan(blocks.min(), blocks.max(), color="0.85", label="real sprites, 5 draws of 400 (floor and spread)")
@@ -243,7 +263,7 @@ for rows_, who, colour in ((course_rows, "course", "tab:red"), (fixed_rows, "fix
         plt.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=half, fmt=marker + "-", color=colour, capsize=3,
                      alpha=0.9, label=f"{who}: {sampler}")
     plt.errorbar([500], [rows_["ddpm"]["fid"]], yerr=half, fmt="*", ms=12, color=colour, capsize=3, label=f"{who}: DDPM-500")
-plt.xscale("log"); plt.xticks([10, 20, 25, 500], ["10", "20", "25", "500"]); plt.minorticks_off()
+plt.xscale("log"); plt.xticks([5, 10, 20, 25, 500], ["5", "10", "20", "25", "500"]); plt.minorticks_off()
 plt.xlabel("network calls"); plt.ylabel("sprite-FID at n = 400 (lower is better)")
 plt.title("error bars: ± half the real draws' spread"); plt.legend(fontsize=8, ncol=2); plt.tight_layout(); plt.show()
 print(f"{'row':16s} {'course':>7s} {'fixed':>7s}")
@@ -304,12 +324,16 @@ plt.suptitle("spells, DPM-Solver++-10, same noise in every panel (clipped: pixel
 plt.tight_layout(); plt.show()"""),
 (MD, r"""Read the titles as well as the pictures: the share of pixel values pushed outside [−1, 1], which the
 picture can only show as flat, saturated colour, grows with w without rescale and much less with it.
-At w = 0 the two rows are the same image, as they must be (there is nothing to rescale).
+At w = 0 the two rows are the same image, as they must be (there is nothing to rescale). Guidance
+also narrows what is drawn: by w = 5 most of these spells are swords, with or without rescale.
+That is why `evaluate`'s guided rows score a worse FID against the balanced real set
+(weights/README.md: 233 without rescale, 117 with φ = 0.7, at w = 2).
 
 ## What to take away
 
 - A schedule must end where sampling starts. T = 500 with DDPM's β range (made for T = 1000) leaves
-  8% of the sprite in x_T; DDPM's fresh noise hides that, a deterministic sampler cannot.
+  8% of the sprite in x_T; DDPM's fresh noise hides most of that (not all: its sprites come out
+  darker too), a deterministic sampler cannot.
 - Rescaling √ᾱ to reach 0 at t = T fixes the schedule; predicting v = √ᾱ·ε − √(1 − ᾱ)·x₀ keeps the
   network's task meaningful at t = T. Training and sampling change in one line each: the target, and
   how the output becomes (x̂₀, ε̂).
