@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test notebooks lint clean
+.PHONY: demo test test-fast notebooks lint clean
 
 # What the course needs (requirements.txt). Python 3.12+ venvs come without setuptools, which the
 # editable install needs: installed first.
@@ -28,6 +28,11 @@ demo: $(STAMP)
 # The whole suite: unit tests, then every notebook re-run by nbval.
 test: $(DEV_STAMP)
 	$(PY) -m pytest -q --nbval --nbval-current-env --nbval-sanitize-with notebooks/nbval_sanitize.cfg tests notebooks
+
+# The edit-test loop: the unit tests but those marked slow (end-to-end training runs, the browser,
+# the device script's dry run) and no notebooks; a few minutes on a 2-core CPU. `make test` runs all.
+test-fast: $(DEV_STAMP)
+	$(PY) -m pytest -q -m "not slow" tests
 
 # Re-execute the notebooks in place so what GitHub shows is what a learner sees.
 notebooks: $(DEV_STAMP)

@@ -21,6 +21,7 @@ def test_help_lists_the_commands():
         assert command in out
 
 
+@pytest.mark.slow
 def test_dataset_train_sample_end_to_end(tmp_path):
     r = cli("dataset", "--n", "100", "--seed", "3", "--out", tmp_path / "data")
     assert r.returncode == 0, r.stderr

@@ -143,6 +143,7 @@ def test_lab_model_loads_our_weights_by_the_labs_file_name(lab):
     nn_model.eval()
 
 
+@pytest.mark.slow
 def test_lab_ddpm_loop_runs_with_broadcast_time(lab):
     torch.manual_seed(0)
     samples, intermediate = lab["sample_ddpm"](4)

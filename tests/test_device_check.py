@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_device_check_script_runs_every_step_on_toy_sizes(tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "QUICK": "1", "DEVICE": "cpu", "OUT": str(out), "WORK": str(tmp_path), "PYTHON": sys.executable}

@@ -42,6 +42,7 @@ def test_unknown_row_is_refused():
                  rows=("ddim-eta2",))
 
 
+@pytest.mark.slow
 def test_update_card_merges_rows_measured_at_different_times(tmp_path):
     import json
     import subprocess

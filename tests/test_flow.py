@@ -87,6 +87,7 @@ def test_flow_training_regresses_onto_the_velocity(tiny_model):
     torch.testing.assert_close(loss.detach(), ((pred - (noise - x0)) ** 2).mean(), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_cli_trains_and_samples_a_flow_model(tmp_path):
     from test_cli import cli
 

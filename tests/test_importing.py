@@ -113,6 +113,7 @@ def test_folders_without_images_are_not_classes(folder):
     assert data.class_names == ["slimes", "swords"]
 
 
+@pytest.mark.slow
 def test_imported_class_names_reach_sample_context(folder, tmp_path):
     run = lambda *a: subprocess.run([sys.executable, "-m", "diffusion_utilities", *map(str, a)], cwd=ROOT,
                                     capture_output=True, text=True, timeout=600)
@@ -132,6 +133,7 @@ def test_imported_class_names_reach_sample_context(folder, tmp_path):
     assert r.returncode == 2 and "choose one of slimes, swords" in r.stderr
 
 
+@pytest.mark.slow
 def test_unconditional_training_on_a_sheet(tmp_path):
     sheet = Image.new("RGB", (64, 64), (255, 255, 255))
     for k in range(16):

@@ -205,6 +205,7 @@ def test_bf16_runs_a_bfloat16_copy_made_once_per_set_of_weights():
     assert not torch.equal(run(), first)
 
 
+@pytest.mark.slow
 def test_compiled_sampling_gives_the_same_samples_and_is_compiled_once(monkeypatch):
     torch.manual_seed(0)
     model = ContextUnet(n_feat=8).eval()

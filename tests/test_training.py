@@ -25,6 +25,7 @@ def _train_cli(out, *extra):
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+@pytest.mark.slow
 def test_sigterm_mid_epoch_then_resume_is_bit_identical(tmp_path):
     ref = _train_cli(tmp_path / "ref")
     assert ref.wait(timeout=300) == 0, ref.stderr.read()
@@ -53,6 +54,7 @@ def test_sigterm_mid_epoch_then_resume_is_bit_identical(tmp_path):
     assert run_card["epoch_losses"] == ref_card["epoch_losses"] and run_card["final_loss"] == ref_card["final_loss"]
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_different_recipe(tmp_path):
     first = _train_cli(tmp_path)
     assert first.wait(timeout=300) == 0

@@ -123,6 +123,7 @@ def test_v_training_regresses_onto_v(vsched, tiny_model):
     torch.testing.assert_close(loss.detach(), want, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_cli_v_model_defaults_to_dpm_solver_and_refuses_the_labs_export(tmp_path):
     from test_cli import cli
 
@@ -142,6 +143,7 @@ def test_cli_v_model_defaults_to_dpm_solver_and_refuses_the_labs_export(tmp_path
     assert not (tmp_path / "bad").exists()
 
 
+@pytest.mark.slow
 def test_fine_tuning_a_course_model_into_a_v_model_records_where_it_started(tmp_path):
     from test_cli import cli
 
