@@ -16,17 +16,22 @@ def tiny_model():
 
 
 class OracleModel(torch.nn.Module):
-    """Predicts the true noise of x_t = √ᾱ·x0 + √(1-ᾱ)·ε for a known x0: ε = (x_t − √ᾱ·x0) / √(1−ᾱ)."""
+    """Predicts the true noise of x_t = √ᾱ·x0 + √(1-ᾱ)·ε for a known x0: ε = (x_t − √ᾱ·x0) / √(1−ᾱ);
+    with target="v", the true v = √ᾱ·ε − √(1−ᾱ)·x0 (in float64, so ᾱ near 1 loses nothing)."""
 
-    def __init__(self, x0, schedule):
+    def __init__(self, x0, schedule, target: str = "eps"):
         super().__init__()
-        self.x0, self.schedule = x0, schedule
+        self.x0, self.schedule, self.target = x0, schedule, target
         self.dummy = torch.nn.Parameter(torch.zeros(1))
         self.in_channels, self.h, self.n_cfeat = x0.shape[1], x0.shape[2], 5
 
     def forward(self, x, t, c=None):
         step = int(round(float(t.flatten()[0]) * self.schedule.T))
         ab = self.schedule.ab_t[step]
+        if self.target == "v":
+            ab, x, x0 = ab.double(), x.double(), self.x0.double()
+            eps = (x - ab.sqrt() * x0) / (1 - ab).sqrt()
+            return (ab.sqrt() * eps - (1 - ab).sqrt() * x0).float()
         return (x - ab.sqrt() * self.x0) / (1 - ab).sqrt()
 
 

@@ -7,6 +7,8 @@ from diffusion_utilities import BadInput, DiffusionConfig, make_schedule, pertur
 from diffusion_utilities.sampling import denoise_add_noise, predict_noise
 from diffusion_utilities.schedule import rescale_zero_terminal_snr
 
+from conftest import OracleModel
+
 
 @pytest.fixture(scope="module")
 def vsched():
@@ -55,21 +57,6 @@ def test_eps_schedule_reads_the_output_as_noise(schedule):
     assert schedule.target(x, out, torch.tensor([3, 4])) is out
 
 
-class VOracle(torch.nn.Module):
-    """Predicts the true v of x_t for a known x0: ε = (x_t − √ᾱ·x0)/√(1−ᾱ), v = √ᾱ·ε − √(1−ᾱ)·x0."""
-
-    def __init__(self, x0, schedule):
-        super().__init__()
-        self.x0, self.schedule = x0, schedule
-        self.dummy = torch.nn.Parameter(torch.zeros(1))
-        self.in_channels, self.h, self.n_cfeat = x0.shape[1], x0.shape[2], 5
-
-    def forward(self, x, t, c=None):
-        ab = self.schedule.ab_t[int(round(float(t.flatten()[0]) * self.schedule.T))].double()
-        eps = (x.double() - ab.sqrt() * self.x0.double()) / (1 - ab).sqrt()
-        return (ab.sqrt() * eps - (1 - ab).sqrt() * self.x0.double()).float()
-
-
 @pytest.mark.parametrize("sampler, steps", [("ddim", 25), ("ddim", 10), ("dpm-solver++", 10), ("ddpm-no-noise", 500),
                                             ("ddpm", 500), ("ddpm", 25)])
 def test_oracle_v_model_recovers_x0_from_pure_noise(vsched, sampler, steps):
@@ -77,7 +64,7 @@ def test_oracle_v_model_recovers_x0_from_pure_noise(vsched, sampler, steps):
     # by zero: every rule must take x̂₀ from the v form there.
     gen = torch.Generator().manual_seed(4)
     x0 = torch.rand(3, 3, 8, 8, generator=gen) * 2 - 1
-    out = sample(VOracle(x0, vsched), vsched, 3, sampler=sampler, steps=steps, generator=gen)
+    out = sample(OracleModel(x0, vsched, target="v"), vsched, 3, sampler=sampler, steps=steps, generator=gen)
     assert torch.isfinite(out.x).all()
     torch.testing.assert_close(out.x, x0, atol=0.05 if sampler == "ddpm" else 2e-3, rtol=0)
 

@@ -3,9 +3,8 @@ tools/run_notebooks.py). Kept so that the lesson's source reads as plain Python 
 
 from pathlib import Path
 
-import nbformat
+from lesson_builder import CODE, MD, build
 
-MD, CODE = "markdown", "code"
 CELLS = [
 (MD, r"""# 9 · Flow matching: the same network on a straight road
 
@@ -488,18 +487,6 @@ for who, rows_ in tables.items():
 ]
 
 
-def build(path: Path) -> None:
-    nb = nbformat.v4.new_notebook()
-    nb.metadata = {"kernelspec": {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"},
-                   "language_info": {"name": "python"}}
-    for i, (kind, src) in enumerate(CELLS):
-        cell = nbformat.v4.new_markdown_cell(src) if kind == MD else nbformat.v4.new_code_cell(src)
-        cell.id = f"lesson9-{i:02d}"  # stable ids: a rebuild changes only what changed
-        if kind == CODE and src.startswith("# solution (folded)"):
-            cell.metadata["jupyter"] = {"source_hidden": True}
-        nb.cells.append(cell)
-    nbformat.write(nb, path)
-
 
 if __name__ == "__main__":
-    build(Path(__file__).resolve().parent.parent / "notebooks" / "09_flow_matching.ipynb")
+    build(CELLS, Path(__file__).resolve().parent.parent / "notebooks" / "09_flow_matching.ipynb", "lesson9")
