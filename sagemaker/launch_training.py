@@ -1,0 +1,275 @@
+"""Submit a SageMaker training job that runs ``python -m diffusion_utilities train`` on GPU instances.
+
+    pip install -e ".[sagemaker]"          # the SageMaker Python SDK v2 (not needed by the lessons)
+    python sagemaker/launch_training.py --role ROLE_ARN -- --epochs 32
+    python sagemaker/launch_training.py --role ROLE_ARN --instance-type ml.g5.12xlarge --spot \\
+        --checkpoint-s3-uri s3://BUCKET/diffusion/run1 --data s3://BUCKET/sprites/ -- --epochs 32 --batch-size 256
+    python sagemaker/launch_training.py --dry-run ...   # the estimator's arguments as JSON, without the SDK
+
+Everything after ``--`` is passed to ``train`` as hyperparameters. It is checked against train's
+own parser here first, so a typo costs a second, not a container start you pay for.
+
+The job runs sagemaker/train_entry.py in SageMaker's PyTorch container. On GPU instances the
+estimator gets ``distribution={"torch_distributed": {"enabled": True}}``: SageMaker then starts
+the entry point under torchrun itself, one process per GPU on every instance ("torch_distributed –
+This option runs torchrun", https://docs.aws.amazon.com/sagemaker/latest/dg/data-parallel-framework-estimator.html).
+The SDK accepts it on GPU (ml.g*, ml.p*) and Trainium instances only (sagemaker 2.257.7,
+fw_utils.validate_torch_distributed_distribution). On a one-GPU instance torchrun starts one
+process, which trains as a plain one does.
+
+Estimator arguments (sagemaker.pytorch.PyTorch and its base EstimatorBase,
+https://sagemaker.readthedocs.io/en/stable/frameworks/pytorch/sagemaker.pytorch.html):
+use_spot_instances, max_wait ("Timeout in seconds waiting for spot training job"), max_run,
+checkpoint_s3_uri and checkpoint_local_path ("SageMaker will persist all files under this path to
+checkpoint_s3_uri continually during training. On job startup the reverse happens"). See also
+https://docs.aws.amazon.com/sagemaker/latest/dg/model-managed-spot-training.html.
+
+Bad input exits with code 2 and one line, before anything is uploaded or started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import re
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from diffusion_utilities.cli import build_parser as train_parser
+from diffusion_utilities.distributed import SAGEMAKER_CHECKPOINTS
+from diffusion_utilities.errors import BadInput
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+ENTRY = "train_entry.py"
+# The newest PyTorch training image and its Python in sagemaker 2.257.7 (image_uri_config/pytorch.json),
+# which also lists 2.8.0 among the versions torch_distributed supports on GPUs; the course needs torch ≥ 2.6.
+FRAMEWORK_VERSION, PY_VERSION = "2.8.0", "py312"
+# train options the container decides: where the data, checkpoints and model are, and resuming
+SET_BY_THE_JOB = {
+    "out": "the job writes checkpoints to its checkpoint folder and the model to SM_MODEL_DIR; drop --out",
+    "data": "give the S3 data as the launcher's --data s3://..., before the --",
+    "resume": "a job resumes by itself when its checkpoint folder holds a run; drop --resume",
+    "overwrite": "a job resumes by itself when its checkpoint folder holds a run; for a new run use a new --checkpoint-s3-uri",
+}
+# GPUs per instance of the multi-GPU types, to check that --batch-size splits over the processes
+# (one per GPU). Other types count as one GPU: right for ml.g5.2xlarge and the like; for a multi-GPU
+# type missing here, train itself refuses a batch that does not split, when the job starts.
+GPUS = {"ml.g5.12xlarge": 4, "ml.g5.24xlarge": 4, "ml.g5.48xlarge": 8, "ml.g6.12xlarge": 4, "ml.g6.24xlarge": 4,
+        "ml.g6.48xlarge": 8, "ml.p3.8xlarge": 4, "ml.p3.16xlarge": 8, "ml.p4d.24xlarge": 8, "ml.p5.48xlarge": 8}
+# requirements.txt lines the container must not install: its own CUDA build of torch stays, and the
+# notebook tools are not needed to train
+NOT_IN_THE_CONTAINER = {"torch", "torchvision", "jupyterlab", "ipywidgets", "ipykernel"}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise BadInput(f"{self.prog}: {message} (see --help)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="launch_training.py", description=__doc__.split("\n\n")[0],
+                epilog="train's own options go after --, e.g. -- --epochs 32 --batch-size 256 --precision bf16")
+    p.add_argument("--role", help="IAM role ARN for the job (default: this SageMaker notebook's own role)")
+    p.add_argument("--instance-type", default="ml.g5.2xlarge", help="default ml.g5.2xlarge (one NVIDIA A10G)")
+    p.add_argument("--instance-count", type=int, default=1, help="instances; several need GPU instances")
+    p.add_argument("--spot", action=argparse.BooleanOptionalAction, default=False,
+                   help="managed spot training: cheaper, may be interrupted; needs --checkpoint-s3-uri")
+    p.add_argument("--max-run", type=int, default=7200, help="seconds of training before SageMaker stops the job")
+    p.add_argument("--max-wait", type=int, help="spot only: seconds including waits for capacity (default 2 × --max-run)")
+    p.add_argument("--checkpoint-s3-uri", help="S3 folder SageMaker keeps the checkpoint folder in; a job resumes from it")
+    p.add_argument("--data", help="S3 folder of a dataset (train --data's layout); default: procedural sprites")
+    p.add_argument("--output-path", help="S3 folder for model.tar.gz (default: the session's default bucket)")
+    p.add_argument("--job-name-prefix", default="diffusion-sprites")
+    p.add_argument("--framework-version", default=FRAMEWORK_VERSION, help=f"PyTorch image (default {FRAMEWORK_VERSION})")
+    p.add_argument("--py-version", default=PY_VERSION)
+    p.add_argument("--wait", action="store_true", help="stream the job's log until it ends")
+    p.add_argument("--dry-run", action="store_true", help="print the estimator's arguments as JSON and submit nothing")
+    return p
+
+
+def parse(argv: list[str]) -> tuple[argparse.Namespace, dict]:
+    """The launcher's arguments and train's hyperparameters (the part after ``--``), all checked."""
+    split = argv.index("--") if "--" in argv else len(argv)
+    args = build_parser().parse_args(argv[:split])
+    hyperparameters = train_hyperparameters(argv[split + 1:])
+    check(args, train_command(hyperparameters).batch_size)
+    return args, hyperparameters
+
+
+def train_hyperparameters(train_args: list[str]) -> dict:
+    """``["--epochs", "32", "--augment"]`` -> ``{"epochs": "32", "augment": True}``."""
+    hyperparameters, i = {}, 0
+    while i < len(train_args):
+        token = train_args[i]
+        if not token.startswith("--") or token == "--":
+            raise BadInput(f"{token!r} after -- is not a train option; write them as --name value, e.g. -- --epochs 32")
+        name, eq, value = token[2:].partition("=")
+        if eq:
+            hyperparameters[name], i = value, i + 1
+        elif i + 1 < len(train_args) and not train_args[i + 1].startswith("--"):
+            hyperparameters[name], i = train_args[i + 1], i + 2
+        else:
+            hyperparameters[name], i = True, i + 1
+    for name in hyperparameters:
+        if name in SET_BY_THE_JOB:
+            raise BadInput(f"train --{name} is set by the job: {SET_BY_THE_JOB[name]}")
+    return hyperparameters
+
+
+def train_command(hyperparameters: dict) -> argparse.Namespace:
+    """The train command the job will run (train_entry.train_argv), read by train's own parser: a typo fails here."""
+    return train_parser().parse_args([*_train_entry().train_argv(hyperparameters), "--out", str(SAGEMAKER_CHECKPOINTS)])
+
+
+def _train_entry():
+    """sagemaker/train_entry.py as a module: its train_argv is what the job runs."""
+    spec = importlib.util.spec_from_file_location("train_entry", HERE / ENTRY)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def check(args: argparse.Namespace, batch_size: int) -> None:
+    """Every refusal of the launcher's own arguments, in one line, before anything is uploaded."""
+    match = re.fullmatch(r"ml\.([a-z][a-z0-9-]*)\.[a-z0-9]+", args.instance_type)
+    if not match:
+        raise BadInput(f"--instance-type {args.instance_type!r} is not a SageMaker instance type; give e.g. ml.g5.2xlarge")
+    family = match.group(1)
+    if family.startswith(("trn", "inf")):
+        raise BadInput(f"{args.instance_type} has AWS Neuron chips, which train does not use; choose a GPU type "
+                       f"(ml.g5.*, ml.p4d.*) or a CPU one")
+    if args.instance_count < 1:
+        raise BadInput(f"--instance-count must be at least 1, got {args.instance_count}")
+    if args.instance_count > 1 and not _is_gpu(args.instance_type):
+        raise BadInput(f"--instance-count {args.instance_count} needs GPU instances (SageMaker runs torchrun across "
+                       f"instances only on them); choose ml.g5.* or ml.p*.*, or --instance-count 1")
+    if args.max_run < 1:
+        raise BadInput(f"--max-run must be at least 1 second, got {args.max_run}")
+    for name in ("checkpoint_s3_uri", "data", "output_path"):
+        value = getattr(args, name)
+        if value is not None and not re.fullmatch(r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?", value):
+            raise BadInput(f"--{name.replace('_', '-')} {value!r} is not an S3 URI; give s3://bucket/folder")
+    if args.spot:
+        if args.checkpoint_s3_uri is None:
+            raise BadInput("--spot needs --checkpoint-s3-uri: a spot job can be interrupted, and without its "
+                           "checkpoints in S3 it starts over")
+        if args.max_wait is not None and args.max_wait < args.max_run:
+            raise BadInput(f"--max-wait {args.max_wait} is shorter than --max-run {args.max_run}; SageMaker needs "
+                           f"max_wait ≥ max_run (give --max-wait {args.max_run} or more)")
+    elif args.max_wait is not None:
+        raise BadInput("--max-wait applies to spot jobs only; add --spot or drop --max-wait")
+    processes = GPUS.get(args.instance_type, 1) * args.instance_count
+    if batch_size % processes:
+        raise BadInput(f"--batch-size {batch_size} does not split over the {processes} GPUs of {args.instance_count} × "
+                       f"{args.instance_type}; give a multiple of {processes}")
+
+
+def _is_gpu(instance_type: str) -> bool:
+    """ml.g* and ml.p* types have NVIDIA GPUs (the SDK's own test, fw_utils._is_gpu_instance)."""
+    return instance_type.split(".")[1].startswith(("g", "p"))
+
+
+def estimator_arguments(args: argparse.Namespace, hyperparameters: dict, source_dir: str, role: str) -> dict:
+    """The keyword arguments of ``sagemaker.pytorch.PyTorch``."""
+    kwargs = {
+        "entry_point": ENTRY,
+        "source_dir": source_dir,
+        "framework_version": args.framework_version,
+        "py_version": args.py_version,
+        "role": role,
+        "instance_type": args.instance_type,
+        "instance_count": args.instance_count,
+        "hyperparameters": hyperparameters,
+        "base_job_name": args.job_name_prefix,
+        "max_run": args.max_run,
+        # SageMaker's default, said explicitly: train reads its checkpoints there (distributed.SAGEMAKER_CHECKPOINTS)
+        "checkpoint_local_path": str(SAGEMAKER_CHECKPOINTS),
+    }
+    if args.checkpoint_s3_uri:
+        kwargs["checkpoint_s3_uri"] = args.checkpoint_s3_uri
+    if args.spot:
+        kwargs["use_spot_instances"] = True
+        kwargs["max_wait"] = args.max_wait if args.max_wait is not None else 2 * args.max_run
+    if args.output_path:
+        kwargs["output_path"] = args.output_path
+    if _is_gpu(args.instance_type):
+        kwargs["distribution"] = {"torch_distributed": {"enabled": True}}
+    return kwargs
+
+
+def stage_source(folder: Path) -> Path:
+    """What the job uploads: the package, the entry point and a requirements.txt, not the whole repository.
+
+    The container pip-installs requirements.txt from the source folder ("Using third-party
+    libraries", https://sagemaker.readthedocs.io/en/stable/frameworks/pytorch/using_pytorch.html);
+    torch is left out so the image's CUDA build stays, and so are the notebook tools.
+    """
+    shutil.copytree(ROOT / "diffusion_utilities", folder / "diffusion_utilities",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copy2(HERE / ENTRY, folder / ENTRY)
+    kept = [line for line in (ROOT / "requirements.txt").read_text().splitlines()
+            if line.strip() and not line.lstrip().startswith("#")
+            and re.split(r"[<>=!~ \[;]", line.strip(), maxsplit=1)[0].lower() not in NOT_IN_THE_CONTAINER]
+    (folder / "requirements.txt").write_text("\n".join(kept) + "\n")
+    return folder
+
+
+def _sdk():
+    """The SDK's sagemaker module and its PyTorch estimator, imported only to submit."""
+    try:
+        import sagemaker
+        from sagemaker.pytorch import PyTorch
+    except ImportError:
+        try:  # this repository's own sagemaker/ folder imports as an empty namespace package: not the SDK
+            spec = importlib.util.find_spec("sagemaker")
+        except ValueError:  # a module in sys.modules without a spec
+            spec = None
+        if spec is not None and spec.origin not in (None, "namespace"):
+            raise BadInput("this SageMaker Python SDK has no sagemaker.pytorch.PyTorch (v3 replaced the estimators "
+                           "with ModelTrainer); pip install 'sagemaker>=2.257,<3'") from None
+        raise BadInput("the SageMaker Python SDK is not installed; pip install 'sagemaker>=2.257,<3' "
+                       "(or pip install -e '.[sagemaker]')") from None
+    return sagemaker, PyTorch
+
+
+def submit(args: argparse.Namespace, hyperparameters: dict) -> None:
+    sagemaker, PyTorch = _sdk()
+    role = args.role
+    if role is None:
+        try:
+            role = sagemaker.get_execution_role()
+        except ValueError:
+            raise BadInput("no --role given, and this is not a SageMaker notebook with a role of its own; "
+                           "pass --role arn:aws:iam::ACCOUNT:role/NAME") from None
+    inputs = {"training": args.data} if args.data else None
+    with tempfile.TemporaryDirectory(prefix="diffusion-sprites-job-") as staging:
+        estimator = PyTorch(**estimator_arguments(args, hyperparameters, str(stage_source(Path(staging))), role))
+        estimator.fit(inputs=inputs, wait=args.wait)  # uploads the staged folder before it returns
+    name = estimator.latest_training_job.name
+    where = f"{args.output_path.rstrip('/')}/{name}" if args.output_path else f"the session's default bucket, under {name}/"
+    print(f"submitted training job {name}; its weights go to {where} (output/model.tar.gz); "
+          f"follow it with: aws sagemaker describe-training-job --training-job-name {name}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args, hyperparameters = parse(sys.argv[1:] if argv is None else argv)
+        if args.dry_run:
+            shown = estimator_arguments(args, hyperparameters, f"<a temporary copy of diffusion_utilities/, {ENTRY}, "
+                                        f"requirements.txt>", args.role or "<this notebook's execution role>")
+            print(json.dumps({"estimator": shown, "fit": {"inputs": {"training": args.data} if args.data else None,
+                                                          "wait": args.wait}}, indent=2))
+            return 0
+        submit(args, hyperparameters)
+    except BadInput as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
