@@ -35,7 +35,7 @@ from .sampling import (
 from .schedule import DiffusionConfig, NoiseSchedule, make_schedule, perturb_input
 from .sprites import CLASS_NAMES, make_sprites
 from .training import TrainConfig, train
-from .weights import load_legacy_pth, load_model, save_model
+from .weights import load_legacy_pth, load_model, load_model_and_schedule, save_model
 
 __version__ = "0.1.0"
 
@@ -43,7 +43,7 @@ __all__ = [
     "BadInput", "CLASS_NAMES", "ContextUnet", "DPMSolverPP2M", "DiffusionConfig", "EmbedFC", "ModelConfig",
     "NoiseSchedule", "ResidualConvBlock", "SAMPLERS", "Samples", "SpriteData", "TrainConfig", "UnetDown",
     "UnetUp", "animate", "ddim_step", "ddpm_step", "denoise_add_noise", "load_dataset", "load_legacy_pth",
-    "load_model", "make_grid", "make_schedule", "make_sprites", "perturb_input", "predict_noise",
+    "load_model", "load_model_and_schedule", "make_grid", "make_schedule", "make_sprites", "perturb_input", "predict_noise",
     "procedural_dataset", "sample", "sample_ddim", "sample_ddpm", "save_dataset", "save_gif", "save_grid",
     "save_model", "show_gif", "sprites_to_tensor", "tensor_to_sprites", "timesteps_for", "train", "upscale",
     # the course helper module's names (see course.py), so the original labs run unchanged

@@ -33,19 +33,27 @@ what the sampling loop costs beyond the network.
 
 from __future__ import annotations
 
+import contextlib
 import io
-import json
 import statistics
+import tempfile
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader
 
+from .course import CustomDataset, transform
+from .data import procedural_dataset, sprites_to_tensor
 from .errors import BadInput
-from .model import ContextUnet, inference_copy
+from .engine import GraphedTrainStep, inference_copy, make_optimizer
+from .model import ContextUnet
+from .sampling import sample
 from .schedule import NoiseSchedule
+from .training import Stream, diffusion_loss, keyed_rng, noise_device, train_step
 
 __all__ = ["BenchRow", "course_sample_ddpm", "course_sample_ddim", "bare_forward_s", "run_bench"]
 
@@ -61,18 +69,18 @@ class BenchRow:
     images: int = 0  # images per run, for img/s
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-def _median_time(fn, device: torch.device, repeats: int) -> float:
+def median_time(fn, device: torch.device, repeats: int) -> float:
     times = []
     for _ in range(repeats):
-        _sync(device)
+        sync(device)
         start = time.perf_counter()
         fn()
-        _sync(device)
+        sync(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
@@ -121,13 +129,11 @@ def bare_forward_s(model, batch: int, device, repeats: int = 20) -> float:
     t = torch.full((1,), 0.5, device=device)
     for _ in range(3):
         model(x, t)
-    return _median_time(lambda: model(x, t), device, repeats)
+    return median_time(lambda: model(x, t), device, repeats)
 
 
 def _course_train(model, dataset, steps: int, schedule, device) -> None:
     """The lab's training loop over a DataLoader of ToTensor + Normalize, for ``steps`` batches of 100."""
-    from torch.utils.data import DataLoader
-
     loader = DataLoader(dataset, batch_size=100, shuffle=True, num_workers=0)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     model.train()
@@ -147,12 +153,6 @@ def _course_train(model, dataset, steps: int, schedule, device) -> None:
 
 def _course_dataset(data):
     """The lab's CustomDataset, read from .npy files as the lab reads them."""
-    import contextlib
-    import tempfile
-    from pathlib import Path
-
-    from .course import CustomDataset, transform
-
     with tempfile.TemporaryDirectory() as tmp:
         np.save(Path(tmp) / "s.npy", data.sprites)
         np.save(Path(tmp) / "l.npy", data.labels)
@@ -167,35 +167,57 @@ def _our_train(model, x_all: torch.Tensor, steps: int, schedule, device, batch: 
     cuda_graph: the steps replayed from a CUDA graph, its warm-up and capture timed with them.
     compile: the network through ``torch.compile`` (compiled at its first call, cached after that).
     """
-    from .training import GraphedTrainStep, _rng, make_optimizer, noise_device, train_step
-
     model = model.to(memory_format=torch.channels_last)
     if compile:
         model = torch.compile(model)
     opt = make_optimizer(model, 1e-3, device, capturable=cuda_graph)
     model.train()
-    perm = torch.randperm(len(x_all), generator=_rng(0, 0, 0)).to(device)
-    graphed = GraphedTrainStep(model, opt, schedule, x_all, None, batch, 0.0, schedule.T, precision) if cuda_graph else None
+    perm = torch.randperm(len(x_all), generator=keyed_rng(0, Stream.SHUFFLE, 0)).to(device)
+    graphed = None
+    if cuda_graph:
+        graphed = GraphedTrainStep(model, opt, lambda idx: diffusion_loss(model, schedule, x_all[idx], precision=precision),
+                                   batch, device)
     for k in range(steps):
         idx = perm[k * batch:(k + 1) * batch]
         if graphed:
             graphed(idx)
         else:
-            train_step(model, opt, schedule, x_all[idx], None, _rng(0, 1, k, device=noise_device(device)), 0.0,
-                       schedule.T, precision)
+            train_step(model, opt, schedule, x_all[idx], gen=keyed_rng(0, Stream.NOISE, k, device=noise_device(device)),
+                       precision=precision)
+
+
+MODS = {"graph": {"cuda_graph": True}, "eager": {"cuda_graph": False}, "bf16": {"precision": "bf16"},
+        "compile": {"compile": "default"}, "autotune": {"compile": "max-autotune"}}
 
 
 def run_bench(model: ContextUnet, schedule: NoiseSchedule, device: torch.device, repeats: int = 3,
               large_batch: int | None = None, train_steps: int = 20, rows=None, log=print) -> list[BenchRow]:
     """Time each row baseline and ours; returns the rows (see the module docstring)."""
-    from .data import procedural_dataset, sprites_to_tensor
-    from .sampling import sample
-
     large_batch = large_batch or (1024 if device.type == "cuda" else 128)
     schedule = schedule.to(device)
     model = model.to(device).eval()
     specs = {"sample-ddpm500-b32": ("ddpm", 500, 32), "sample-ddim25-b32": ("ddim", 25, 32),
              "sample-ddpm500-large": ("ddpm", 500, large_batch)}
+    wanted = _check_rows(rows, specs, schedule, device)
+    out: list[BenchRow] = []
+    course_train: dict = {}  # train_steps batches of 100 through the course's loop: measured once, shared by the train rows
+    for name in wanted:
+        base_name, *mods = name.split("+")
+        extra = {k: v for mod in mods for k, v in MODS[mod].items()}
+        compiled = "compile" in mods or "autotune" in mods
+        if base_name in specs:
+            row = _sample_row(name, model, schedule, device, *specs[base_name], extra, compiled, repeats, log)
+        else:
+            extra.pop("compile", None)  # training's compile is _our_train's own flag
+            batch = large_batch if base_name == "train-large" else 100
+            row = _train_row(name, model, schedule, device, batch, train_steps, extra, compiled, repeats, course_train, log)
+        out.append(row)
+        log(format_row(row))
+    return out
+
+
+def _check_rows(rows, specs: dict, schedule, device) -> tuple[str, ...]:
+    """The rows to run (by default: the sampling rows and train, and on CUDA the bf16 and graph ones), checked."""
     # on CUDA, sampling replays a CUDA graph by default: "+eager" rows time it without one
     on_cuda = [f"{r}+bf16" for r in specs] + ["train+bf16", "train-large+bf16", "train+graph", "train+graph+bf16",
                                               "train-large+graph+bf16"]
@@ -211,76 +233,46 @@ def run_bench(model: ContextUnet, schedule: NoiseSchedule, device: torch.device,
         raise BadInput(f"the sampling rows need a model with T ≥ 25 (DDIM-25); these weights have T={schedule.T}")
     if device.type != "cuda" and any("+graph" in r for r in wanted):
         raise BadInput("the +graph rows need CUDA; pass --device cuda or leave them out")
-    out: list[BenchRow] = []
-    course_train_s = None  # train_steps batches of 100 through the course's loop: measured once, shared by the train rows
-    for name in wanted:
-        base_name, *mods = name.split("+")
-        extra = {}
-        for mod in mods:
-            extra.update({"graph": {"cuda_graph": True}, "eager": {"cuda_graph": False}, "bf16": {"precision": "bf16"},
-                          "compile": {"compile": "default"}, "autotune": {"compile": "max-autotune"}}[mod])
-        compiled = "compile" in mods or "autotune" in mods
-        if base_name in specs:
-            sampler, steps, b = specs[base_name]
-            steps = schedule.T if sampler == "ddpm" else steps
-            course = course_sample_ddpm if sampler == "ddpm" else course_sample_ddim
-            kwargs = {} if sampler == "ddpm" else {"steps": steps}
-            bare = bare_forward_s(model, b, device)  # also the warm-up: allocator, kernels, caches
-            bare_ours = bare_forward_s(inference_copy(model), b, device)
-            base = _median_time(lambda: course(model, schedule, b, device, **kwargs), device, repeats)
-            kw = extra
-            if compiled:  # sample()'s compile option; its first call (timed apart) compiles
-                warm = _median_time(lambda: sample(model, schedule, b, sampler=sampler, steps=2, **kw), device, 1)
-                log(f"{name}: first call (compiling) {warm:.1f} s")
-            ours = _median_time(lambda: sample(model, schedule, b, sampler=sampler, steps=steps, **kw), device, repeats)
-            row = BenchRow(name, base, ours, base / ours, ours / (steps * bare), ours / (steps * bare_ours), b)
-        else:
-            extra.pop("compile", None)  # training's compile is _our_train's own flag
-            batch = large_batch if base_name == "train-large" else 100
-            x_all = sprites_to_tensor(procedural_dataset(batch * (train_steps + 1), 0).sprites).to(device)
-            fresh = lambda: ContextUnet(**asdict(model.config)).to(device)  # noqa: E731
-            if compiled:  # one network, reset before each run, so that its compiled code is reused
-                net = fresh()
-                start = {k: v.clone() for k, v in net.state_dict().items()}
-                fresh = lambda: (net.load_state_dict(start), net)[1]  # noqa: E731
-            if course_train_s is None:
-                dataset = _course_dataset(procedural_dataset(100 * (train_steps + 1), 0))
-                _course_train(fresh(), dataset, 2, schedule, device)  # warm-up
-                course_train_s = _median_time(lambda: _course_train(fresh(), dataset, train_steps, schedule, device),
-                                              device, repeats)
-            base = course_train_s * batch / 100  # the same number of images at the course loop's measured rate
-            warm = _median_time(lambda: _our_train(fresh(), x_all, 2, schedule, device, batch, compile=compiled, **extra),
-                                device, 1)  # warm-up at this batch and precision
-            if compiled:
-                log(f"{name}: first call (compiling) {warm:.1f} s")
-            ours = _median_time(lambda: _our_train(fresh(), x_all, train_steps, schedule, device, batch,
-                                                   compile=compiled, **extra), device, repeats)
-            row = BenchRow(name, base, ours, base / ours, None, None, batch * train_steps)
-        out.append(row)
-        log(format_row(row))
-    return out
+    return tuple(wanted)
+
+
+def _sample_row(name, model, schedule, device, sampler, steps, b, extra, compiled, repeats, log) -> BenchRow:
+    steps = schedule.T if sampler == "ddpm" else steps
+    course = course_sample_ddpm if sampler == "ddpm" else course_sample_ddim
+    kwargs = {} if sampler == "ddpm" else {"steps": steps}
+    bare = bare_forward_s(model, b, device)  # also the warm-up: allocator, kernels, caches
+    bare_ours = bare_forward_s(inference_copy(model), b, device)
+    base = median_time(lambda: course(model, schedule, b, device, **kwargs), device, repeats)
+    if compiled:  # sample()'s compile option; its first call (timed apart) compiles
+        warm = median_time(lambda: sample(model, schedule, b, sampler=sampler, steps=2, **extra), device, 1)
+        log(f"{name}: first call (compiling) {warm:.1f} s")
+    ours = median_time(lambda: sample(model, schedule, b, sampler=sampler, steps=steps, **extra), device, repeats)
+    return BenchRow(name, base, ours, base / ours, ours / (steps * bare), ours / (steps * bare_ours), b)
+
+
+def _train_row(name, model, schedule, device, batch, train_steps, extra, compiled, repeats, course_train, log) -> BenchRow:
+    x_all = sprites_to_tensor(procedural_dataset(batch * (train_steps + 1), 0).sprites).to(device)
+    fresh = lambda: ContextUnet(**asdict(model.config)).to(device)  # noqa: E731
+    if compiled:  # one network, reset before each run, so that its compiled code is reused
+        net = fresh()
+        start = {k: v.clone() for k, v in net.state_dict().items()}
+        fresh = lambda: (net.load_state_dict(start), net)[1]  # noqa: E731
+    if "s" not in course_train:
+        dataset = _course_dataset(procedural_dataset(100 * (train_steps + 1), 0))
+        _course_train(fresh(), dataset, 2, schedule, device)  # warm-up
+        course_train["s"] = median_time(lambda: _course_train(fresh(), dataset, train_steps, schedule, device),
+                                         device, repeats)
+    base = course_train["s"] * batch / 100  # the same number of images at the course loop's measured rate
+    warm = median_time(lambda: _our_train(fresh(), x_all, 2, schedule, device, batch, compile=compiled, **extra),
+                        device, 1)  # warm-up at this batch and precision
+    if compiled:
+        log(f"{name}: first call (compiling) {warm:.1f} s")
+    ours = median_time(lambda: _our_train(fresh(), x_all, train_steps, schedule, device, batch,
+                                           compile=compiled, **extra), device, repeats)
+    return BenchRow(name, base, ours, base / ours, None, None, batch * train_steps)
 
 
 def format_row(r: BenchRow) -> str:
     overhead = "" if r.overhead is None else f"  overhead {r.overhead:5.3f} (loop {r.loop_overhead:5.3f})"
     return (f"{r.name:22s} baseline {r.baseline_s:8.3f} s  ours {r.ours_s:8.3f} s  speedup {r.speedup:5.2f}×"
             f"  ({r.images / r.ours_s:8.1f} img/s){overhead}")
-
-
-def cli_bench(a) -> None:
-    from .schedule import DiffusionConfig, make_schedule
-    from .training import hardware_name, pick_device
-    from .weights import load_model
-
-    device = pick_device(a.device)
-    model, card = load_model(a.weights, device)
-    schedule = make_schedule(DiffusionConfig(**card.get("diffusion", {})))  # a card may predate the key
-    rows = tuple(r.strip() for r in a.rows.split(",")) if a.rows else None
-    hardware = hardware_name(device)
-    log = (lambda *_: None) if a.json else print
-    log(f"bench on {hardware}, torch {torch.__version__}, {a.repeats} repeats (median)")
-    result = run_bench(model, schedule, device, a.repeats, a.large_batch, a.train_steps, rows, log)
-    if a.json:
-        print(json.dumps({"device": hardware, "torch": torch.__version__,
-                          "rows": [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(r).items()}
-                                   for r in result]}, indent=1))

@@ -9,14 +9,37 @@ interrupted one with 128 + the signal number after saving its checkpoint.
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import os
+import re
 import shlex
 import sys
 import time
-from dataclasses import replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
-from .errors import BadInput, out_folder, settle_out_folders
+import torch
+from PIL import Image
+
+from .bench import run_bench
+from .data import check_dataset_out, load_dataset, procedural_dataset, save_dataset
+from .devices import hardware_name, pick_device
+from .engine import COMPILE_MODES
+from .errors import BadInput
+from .evaluation import (DEFAULT_ROWS, FLOW_DEFAULT_ROWS, ROWS, check_card_writable, default_rows, evaluate,
+                         format_table, load_classifier, record_evaluation, row_spec, train_classifier)
+from .files import out_folder, settle_out_folders
+from .importing import check_options, from_images, from_sheet, parse_colour, parse_tile
+from .memory import check_sampling_memory
+from .model import ModelConfig
+from .plotting import animate, save_gif, save_grid
+from .sampling import DEFAULT_STEPS, default_steps, recommended_sampler, sample
+from .schedule import DiffusionConfig, FlowSchedule, make_schedule
+from .sprites import check_room_for, sprite_sheet
+from .training import TrainConfig, TrainingDiverged, TrainingInterrupted, scaled_lr, train
+from .files import atomic_write
+from .weights import export_course_weights, load_model, load_model_and_schedule
 
 __all__ = ["main"]
 
@@ -68,6 +91,14 @@ def _seed(text: str) -> int:
     return v
 
 
+def _rows(text: str) -> tuple[str, ...]:
+    """--rows for evaluate and bench: comma-separated names, none of them empty."""
+    rows = tuple(r.strip() for r in text.split(","))
+    if not all(rows):  # '--rows ""' or 'ddpm,,ddim' is a slip, not a request for the default rows
+        raise argparse.ArgumentTypeError(f"{text!r} has an empty name; give row names, comma-separated")
+    return rows
+
+
 def _int_list(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(v) for v in text.split(",") if v.strip())
@@ -75,10 +106,39 @@ def _int_list(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {text!r}") from None
 
 
+def _config_options(parser, config_cls, **overrides) -> None:
+    """One option per field of ``config_cls`` that has a "help" (--batch-size for batch_size), with the field's
+    default and, for whole numbers, its "min": the dataclass is the one place for both. overrides: another
+    default for the CLI (e.g. lr=None: the course's, scaled to the batch)."""
+    for f in fields(config_cls):
+        if "help" not in f.metadata:
+            continue
+        flag, default = "--" + f.name.replace("_", "-"), overrides.get(f.name, f.default)
+        shown = "" if default in (None, False, ()) else f" (default {default})"
+        if f.type == "bool":
+            parser.add_argument(flag, action="store_true", help=f.metadata["help"])
+        elif f.type == "bool | None":
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=f.metadata["help"])
+        else:
+            kind = {"int": lambda text, low=f.metadata.get("min", 0): _whole_number(text, low), "float": float,
+                    "str": str, "tuple[int, ...]": _int_list}[f.type]
+            parser.add_argument(flag, type=kind, default=default, help=f.metadata["help"] + shown)
+
+
+def _config_from(config_cls, a, **values):
+    """``config_cls`` built from the parsed options of its fields (and ``values`` for the rest)."""
+    return config_cls(**{**{f.name: getattr(a, f.name) for f in fields(config_cls) if "help" in f.metadata}, **values})
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m diffusion_utilities", description="A DDPM that draws 16×16 sprites.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for add in (_dataset_options, _train_options, _sample_options, _evaluate_options, _other_options):
+        add(sub)
+    return p
 
+
+def _dataset_options(sub) -> None:
     d = sub.add_parser("dataset", help="write a dataset in the course's .npy layout: procedural, or from your images")
     d.add_argument("--n", type=_positive_int, default=90_000, help="number of sprites (default 90000)")
     d.add_argument("--seed", type=_seed, default=0)
@@ -96,46 +156,29 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--background", default="#ffffff", help="colour under transparent pixels")
     d.add_argument("--overwrite", action="store_true", help="replace a dataset (or the course's .npy files) in --out")
 
+
+def _train_options(sub) -> None:
     t = sub.add_parser("train", help="train a ContextUnet (procedural sprites unless --data)")
     t.add_argument("--data", type=Path, help="dataset folder (ours or the course's .npy files)")
     t.add_argument("--out", type=Path, required=True, help="folder for checkpoint and model.safetensors")
-    t.add_argument("--epochs", type=_positive_int, default=32)
-    t.add_argument("--batch-size", type=_positive_int, default=100)
-    t.add_argument("--lr", type=float,
-                   help="peak learning rate (default 1e-3 at batch 100, scaled by √(batch/100) for other batches)")
-    t.add_argument("--precision", default="fp32", help="fp32, or bf16 (autocast; for GPUs with bfloat16 units)")
-    t.add_argument("--n-sprites", type=_positive_int, default=90_000, help="procedural sprites when no --data")
-    t.add_argument("--n-feat", type=_positive_int, default=64)
-    t.add_argument("--timesteps", type=_positive_int, default=500)
-    t.add_argument("--schedule", default="linear", help="linear (course) or cosine")
-    t.add_argument("--prediction", default="eps",
-                   help="what the network learns to predict: eps, the noise (the course), or v (Salimans & Ho 2022)")
-    t.add_argument("--zero-terminal-snr", action="store_true",
-                   help="rescale the schedule so x_T is pure noise (Lin et al. 2024); needs --prediction v")
-    t.add_argument("--objective", default="diffusion",
-                   help="diffusion (DDPM's chain; the options above) or flow (flow matching on x_t = (1-t)·x0 + t·ε)")
-    t.add_argument("--context-dropout", type=float, default=0.1)
-    t.add_argument("--ema-decay", type=float, default=0.999)
-    t.add_argument("--seed", type=_seed, default=0)
-    t.add_argument("--snapshot-epochs", type=_int_list, default=(), help="e.g. 1,4,16: keep fp16 weights after these")
-    t.add_argument("--checkpoint-every", type=_non_negative_int, default=500,
-                   help="steps between mid-epoch checkpoints (0: only at epoch ends)")
-    t.add_argument("--augment", action="store_true", help="random horizontal flips and palette jitter (small sets)")
-    t.add_argument("--cuda-graph", action=argparse.BooleanOptionalAction, default=None,
-                   help="replay each training step from a CUDA graph (default: on for CUDA)")
+    _config_options(t, TrainConfig, lr=None)  # lr: the course's 1e-3, scaled to the batch (scaled_lr)
+    _config_options(t, ModelConfig)
+    _config_options(t, DiffusionConfig)
     t.add_argument("--device", default="auto")
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.safetensors")
     t.add_argument("--overwrite", action="store_true", help="start a new run in an OUT that holds one, replacing it")
     t.add_argument("--init-from", type=Path, help="start from these weights (fine-tune or train on), not random ones")
     t.add_argument("--no-progress", action="store_true")
 
+
+def _sample_options(sub) -> None:
     s = sub.add_parser("sample", help="sample sprites to a PNG grid and a denoising GIF")
     s.add_argument("--weights", type=Path, default=SHIPPED)
     s.add_argument("--sampler", help="ddpm, ddpm-no-noise, ddim or dpm-solver++; euler or heun for a flow model "
                    "(default: the fastest one measured to match DDPM for these weights: ddpm-500 for the course's, "
                    "dpm-solver++ in 10 steps for the zero-terminal-SNR v-model, heun for the flow model)")
-    s.add_argument("--steps", type=int, help="time steps (default: T for ddpm, 25 for ddim, 20 for dpm-solver++ "
-                   "and euler, 10 for heun, at most T)")
+    s.add_argument("--steps", type=int, help="time steps (default: T for ddpm, "
+                   + ", ".join(f"{v} for {k}" for k, v in DEFAULT_STEPS.items()) + ", at most T)")
     s.add_argument("--shift", type=float, default=1.0,
                    help="a flow model's time grid: s > 1 puts more steps at high noise (Esser et al. 2024); 1 is uniform")
     s.add_argument("--n", type=_positive_int, default=32)
@@ -150,23 +193,28 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-gif", action="store_true")
     s.add_argument("--precision", default="fp32",
                    help="fp32, or bf16 (a bfloat16 copy of the network, for GPUs; moves samples beyond float rounding)")
-    s.add_argument("--compile", choices=("default", "max-autotune"),
+    s.add_argument("--compile", choices=tuple(COMPILE_MODES),
                    help="run the network through torch.compile in this mode (off by default: max-autotune takes "
                         "84 s to compile on an H100 and pays back only after about 130,000 sprites; on a CPU, 1.10x after 16 s)")
     s.add_argument("--cuda-graph", action=argparse.BooleanOptionalAction, default=None,
                    help="replay the network from a CUDA graph (default: on for CUDA)")
 
+
+def _evaluate_options(sub) -> None:
     e = sub.add_parser("evaluate", help="sprite-FID, class accuracy and novelty for several samplers")
     e.add_argument("--weights", type=Path, default=SHIPPED)
     e.add_argument("--classifier", type=Path, default=CLASSIFIER)
     e.add_argument("--n", type=_positive_int, default=200,
                    help="sprites per row (FID at 200 varies by tens of points from draw to draw; more cuts that)")
-    e.add_argument("--rows", help="comma-separated rows (default: real,ddpm,ddpm-no-noise,ddim)")
+    e.add_argument("--rows", type=_rows, help=f"comma-separated rows (default: {','.join(DEFAULT_ROWS)}; for a flow "
+                   f"model {','.join(FLOW_DEFAULT_ROWS)}); named ones: {', '.join(ROWS)}; or SAMPLER-STEPS")
     e.add_argument("--seed", type=_seed, default=0)
     e.add_argument("--device", default="auto")
     e.add_argument("--json", action="store_true")
     e.add_argument("--update-card", action="store_true", help="record the table in the weights' JSON card")
 
+
+def _other_options(sub) -> None:
     c = sub.add_parser("train-classifier", help="train the evaluation classifier on procedural sprites")
     c.add_argument("--out", type=Path, default=CLASSIFIER)
     c.add_argument("--n", type=_positive_int, default=20_000)
@@ -190,21 +238,14 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--repeats", type=_positive_int, default=3, help="runs per row; the median is reported")
     b.add_argument("--large-batch", type=_positive_int, help="batch of the throughput row (default 1024 on CUDA, 128 on CPU)")
     b.add_argument("--train-steps", type=_positive_int, default=20, help="training steps of batch 100 per run")
-    b.add_argument("--rows", help="comma-separated (default: sample-ddpm500-b32,sample-ddim25-b32,sample-ddpm500-large,"
-                   "train, and on CUDA also their +bf16 variants and the train+graph rows); variants such as "
-                   "sample-ddim25-b32+eager or train+compile+graph time one fast path each; an unknown name "
-                   "lists them all")
+    b.add_argument("--rows", type=_rows, help="comma-separated (default: sample-ddpm500-b32,sample-ddim25-b32,"
+                   "sample-ddpm500-large,train, and on CUDA also their +bf16 variants and the train+graph rows); "
+                   "variants such as sample-ddim25-b32+eager or train+compile+graph time one fast path each; an "
+                   "unknown name lists them all")
     b.add_argument("--json", action="store_true")
-    return p
 
 
 def _cmd_dataset(a) -> None:
-    import os
-
-    from .data import check_dataset_out, procedural_dataset, save_dataset
-    from .importing import check_options, from_images, from_sheet, parse_colour, parse_tile
-    from .sprites import check_room_for
-
     start = time.perf_counter()
     if a.from_images and a.from_sheet:
         raise BadInput("give --from-images or --from-sheet, not both")
@@ -234,25 +275,14 @@ def _cmd_dataset(a) -> None:
 
 
 def _cmd_train(a, argv) -> None:
-    from .data import load_dataset
-    from .model import ModelConfig
-    from .schedule import SCHEDULES, DiffusionConfig
-    from .training import TrainConfig, scaled_lr, train
-
-    if a.schedule not in SCHEDULES:
-        raise BadInput(f"unknown schedule {a.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+    config = _config_from(TrainConfig, a, lr=a.lr if a.lr is not None else scaled_lr(a.batch_size), data_seed=0)
+    diffusion = _config_from(DiffusionConfig, a)
+    make_schedule(diffusion)  # a bad schedule is one line now, before a --data set is read
     data = load_dataset(a.data) if a.data else None
-    lr = a.lr if a.lr is not None else scaled_lr(a.batch_size)
-    config = TrainConfig(epochs=a.epochs, batch_size=a.batch_size, lr=lr, context_dropout=a.context_dropout,
-                         ema_decay=a.ema_decay, seed=a.seed, n_sprites=a.n_sprites, data_seed=0,
-                         snapshot_epochs=a.snapshot_epochs, checkpoint_every=a.checkpoint_every, augment=a.augment,
-                         precision=a.precision, cuda_graph=a.cuda_graph)
     height = data.sprites.shape[1] if data else 16
     n_classes = data.labels.shape[1] if data else 5  # 0 classes: an unconditional model (n_cfeat=1, never used)
-    model_config = ModelConfig(n_feat=a.n_feat, n_cfeat=max(n_classes, 1), height=height)
+    model_config = _config_from(ModelConfig, a, n_cfeat=max(n_classes, 1), height=height)
     command = "python -m diffusion_utilities " + shlex.join(argv)
-    diffusion = DiffusionConfig(timesteps=a.timesteps, schedule=a.schedule, prediction=a.prediction,
-                                zero_terminal_snr=a.zero_terminal_snr, objective=a.objective)
     card = train(config, a.out, data, model_config, diffusion,
                  resume=a.resume, device=a.device, progress=not a.no_progress, command=command,
                  init_from=a.init_from, overwrite=a.overwrite)
@@ -262,8 +292,6 @@ def _cmd_train(a, argv) -> None:
 
 def parse_context(spec: str | None, n: int, class_names: list[str]):
     """'hero' / '2' -> that class for all n sprites; 'mixed' -> equal blocks of each class; None -> no context."""
-    import torch
-
     if spec is None:
         return None
     k = len(class_names)
@@ -281,17 +309,7 @@ def parse_context(spec: str | None, n: int, class_names: list[str]):
 
 
 def _cmd_sample(a) -> None:
-    import torch
-
-    from .plotting import animate, save_gif, save_grid
-    from .sampling import check_sampling_memory, default_steps, recommended_sampler, sample
-    from .schedule import DiffusionConfig, FlowSchedule, make_schedule
-    from .training import pick_device
-    from .weights import load_model
-
-    device = pick_device(a.device)
-    model, card = load_model(a.weights, device)
-    schedule = make_schedule(DiffusionConfig(**card.get("diffusion", {})))
+    model, schedule, card = load_model_and_schedule(a.weights, pick_device(a.device))
     if a.shift != 1.0:
         if not isinstance(schedule, FlowSchedule):
             raise BadInput("--shift sets a flow model's time grid; these weights are a diffusion model's, so drop it")
@@ -325,10 +343,6 @@ def _cmd_sample(a) -> None:
 
 
 def _cmd_export(a) -> None:
-    import re
-
-    from .weights import export_course_weights
-
     out_folder(a.out)
     snapshot_dir = a.weights.parent / "snapshots"
     numbered = ((re.fullmatch(r"epoch_(\d+)", p.stem), p) for p in sorted(snapshot_dir.glob("epoch_*.safetensors")))
@@ -339,8 +353,6 @@ def _cmd_export(a) -> None:
 
 def _cmd_demo(a) -> None:
     """Sample 40 sprites (8 per class) from the shipped weights with their fastest sampler, or from a quick model."""
-    from .weights import atomic_write, load_model
-
     weights = a.weights or SHIPPED
     if a.weights is not None and not a.weights.exists():
         raise BadInput(f"weights file not found: {a.weights}; check the path, or leave out --weights for the shipped ones")
@@ -348,8 +360,6 @@ def _cmd_demo(a) -> None:
         load_model(weights)  # a bad weights file fails here, before the --out folder is made
     out_folder(a.out, "training_sprites.png", "samples.png", "samples.gif")
     if not weights.exists():
-        from .training import TrainConfig, train
-
         weights = a.out / "quick-model" / "model.safetensors"
         if weights.exists():
             print(f"no shipped weights at {SHIPPED}: using the quick model trained earlier, {weights}")
@@ -358,11 +368,6 @@ def _cmd_demo(a) -> None:
                   f"(a few minutes on a laptop CPU; its sprites will be rough)")
             train(TrainConfig(epochs=2, n_sprites=6000, ema_decay=0.99), weights.parent, command="demo",
                   resume=True)  # an interrupted quick run continues
-    from .data import procedural_dataset
-    from .sprites import sprite_sheet
-
-    from PIL import Image
-
     real = procedural_dataset(50, 0)
     picture = Image.fromarray(sprite_sheet(real.sprites, real.labels))
     atomic_write(a.out / "training_sprites.png", lambda tmp: picture.save(tmp))
@@ -370,6 +375,41 @@ def _cmd_demo(a) -> None:
             "--out", str(a.out)]
     _cmd_sample(build_parser().parse_args(args))
     print(f"real training sprites for comparison: {a.out / 'training_sprites.png'}")
+
+
+def _cmd_evaluate(a, argv) -> None:
+    model, card = load_model(a.weights, pick_device(a.device))
+    if a.update_card:  # checked now, not after the evaluation has run
+        check_card_writable(a.weights)
+    rows = a.rows or default_rows(card)
+    sampled = [spec for spec in map(row_spec, rows) if spec[0] != "real"]  # the real row samples nothing
+    if sampled:
+        check_sampling_memory(model, a.n, any(spec[2] for spec in sampled),
+                              f"sampling {a.n:,} sprites at once for each row", "ask for fewer with --n")
+    classifier = load_classifier(a.classifier)
+    log = (lambda *_: None) if a.json else print
+    start = time.perf_counter()
+    result = evaluate(model, card, classifier, a.n, rows, a.seed, progress=not a.json, log=log)
+    if a.update_card:
+        record_evaluation(a.weights, result, n=a.n, seed=a.seed, command="python -m diffusion_utilities " + shlex.join(argv),
+                          hardware=hardware_name(pick_device(a.device)), seconds=time.perf_counter() - start)
+    if a.json:
+        print(json.dumps({"weights": str(a.weights), "n": a.n, "rows": [asdict(r) for r in result]}, indent=1))
+    else:
+        print(format_table(result))
+
+
+def _cmd_bench(a) -> None:
+    device = pick_device(a.device)
+    model, schedule, _ = load_model_and_schedule(a.weights, device)
+    hardware = hardware_name(device)
+    log = (lambda *_: None) if a.json else print
+    log(f"bench on {hardware}, torch {torch.__version__}, {a.repeats} repeats (median)")
+    result = run_bench(model, schedule, device, a.repeats, a.large_batch, a.train_steps, a.rows, log)
+    if a.json:
+        print(json.dumps({"device": hardware, "torch": torch.__version__,
+                          "rows": [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(r).items()}
+                                   for r in result]}, indent=1))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -402,12 +442,8 @@ def _main(argv: list[str]) -> int:
         elif a.command == "sample":
             _cmd_sample(a)
         elif a.command == "evaluate":
-            from .evaluation import cli_evaluate
-
-            cli_evaluate(a)
+            _cmd_evaluate(a, argv)
         elif a.command == "train-classifier":
-            from .evaluation import train_classifier
-
             card = train_classifier(a.out, a.n, epochs=a.epochs, seed=a.seed, overwrite=a.overwrite)
             print(f"held-out accuracy {card['held_out']['accuracy']:.4f}; classifier: {a.out}")
         elif a.command == "export-course-weights":
@@ -415,9 +451,7 @@ def _main(argv: list[str]) -> int:
         elif a.command == "demo":
             _cmd_demo(a)
         elif a.command == "bench":
-            from .bench import cli_bench
-
-            cli_bench(a)
+            _cmd_bench(a)
     except BadInput as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -428,8 +462,6 @@ def _main(argv: list[str]) -> int:
         print(f"error: {e.strerror or e}: {e.filename or ''}".rstrip(": "), file=sys.stderr)
         return 1
     except Exception as e:  # noqa: BLE001 — turn the training stops into exit codes, re-raise the rest
-        from .training import TrainingDiverged, TrainingInterrupted
-
         if isinstance(e, TrainingInterrupted):
             print(str(e), file=sys.stderr)
             return 128 + e.signum

@@ -14,6 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torchvision import transforms
+from torchvision.utils import make_grid, save_image
+
+from .data import check_sprite_arrays, load_npy
+from .files import atomic_write
 
 __all__ = ["unorm", "norm_all", "norm_torch", "gen_tst_context", "plot_grid", "plot_sample", "CustomDataset",
            "transform"]
@@ -50,10 +55,6 @@ def gen_tst_context(n_cfeat: int):
 
 def plot_grid(x: torch.Tensor, n_sample: int, n_rows: int, save_dir, w):
     """Save a grid of (n_sample, 3, H, W) images as ``save_dir/run_image_w{w}.png``; returns the grid."""
-    from torchvision.utils import make_grid, save_image
-
-    from .weights import atomic_write
-
     ncols = n_sample // n_rows
     grid = make_grid(norm_torch(x), nrow=ncols)  # torchvision's nrow is images per row
     path = Path(save_dir) / f"run_image_w{w}.png"
@@ -64,7 +65,7 @@ def plot_grid(x: torch.Tensor, n_sample: int, n_rows: int, save_dir, w):
 
 def plot_sample(x_gen_store: np.ndarray, n_sample: int, nrows: int, save_dir, fn, w, save: bool = False):
     """Animate stored frames (n_frames, n_sample, 3, H, W) as a grid; returns the FuncAnimation."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # here: pyplot takes ~0.8 s to import (see plotting.animate)
     from matplotlib.animation import FuncAnimation, PillowWriter
 
     ncols = n_sample // nrows
@@ -87,8 +88,6 @@ def plot_sample(x_gen_store: np.ndarray, n_sample: int, nrows: int, save_dir, fn
     anim = FuncAnimation(fig, draw, interval=200, blit=False, repeat=True, frames=store.shape[0])
     plt.close(fig)
     if save:
-        from .weights import atomic_write
-
         path = Path(save_dir) / f"{fn}_w{w}.gif"
         atomic_write(path, lambda tmp: anim.save(tmp, dpi=100, writer=PillowWriter(fps=5)))
         print(f"saved gif at {path}")
@@ -96,8 +95,6 @@ def plot_sample(x_gen_store: np.ndarray, n_sample: int, nrows: int, save_dir, fn
 
 
 def _course_transform():
-    from torchvision import transforms
-
     # ToTensor maps uint8 [0, 255] to [0, 1]; Normalize(0.5, 0.5) then maps it to [-1, 1].
     return transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.5,), (0.5,))])
 
@@ -113,9 +110,7 @@ class CustomDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, sfilename, lfilename, transform, null_context: bool = False):
-        from .data import _load_npy, check_sprite_arrays
-
-        self.sprites, self.slabels = check_sprite_arrays(_load_npy(Path(sfilename)), _load_npy(Path(lfilename)))
+        self.sprites, self.slabels = check_sprite_arrays(load_npy(Path(sfilename)), load_npy(Path(lfilename)))
         print(f"sprite shape: {self.sprites.shape}")
         print(f"labels shape: {self.slabels.shape}")
         self.transform = transform

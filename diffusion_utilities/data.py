@@ -15,9 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
+from numpy.lib import format as npy
+from PIL import Image
 
-from .errors import BadInput, check_memory, check_regular_file, read_json_object
+from .errors import BadInput
+from .files import atomic_write, check_regular_file, read_json_object
+from .memory import check_memory
+from .plotting import save_grid
+from .sprites import CLASS_NAMES, GENERATOR_VERSION, make_sprites, sprite_sheet, sprites_to_tensor, tensor_to_sprites
 
 __all__ = [
     "SpriteData",
@@ -113,8 +118,8 @@ def load_dataset(folder: Path) -> SpriteData:
         else:
             raise BadInput(f"{folder} has neither {PLAIN_FILES[0]} nor {COURSE_FILES[0]}; "
                            f"make one with `dataset --out`")
-    sprites = _load_npy(folder / s_name)
-    labels = _load_npy(folder / l_name) if (folder / l_name).exists() else None
+    sprites = load_npy(folder / s_name)
+    labels = load_npy(folder / l_name) if (folder / l_name).exists() else None
     sprites, labels = check_sprite_arrays(sprites, labels)
     fix = f"re-create the dataset with `python -m diffusion_utilities dataset --out {folder}`"
     count = meta.get("count", len(sprites))
@@ -125,8 +130,6 @@ def load_dataset(folder: Path) -> SpriteData:
     check_class_names(meta.get("class_names"), folder / "dataset.json", fix)
     names = list(meta.get("class_names") or [])
     if labels.shape[1] and len(names) != labels.shape[1]:
-        from .sprites import CLASS_NAMES
-
         names = list(CLASS_NAMES) if labels.shape[1] == len(CLASS_NAMES) else [f"class{i}" for i in range(labels.shape[1])]
     return SpriteData(sprites, labels, names, meta)
 
@@ -151,7 +154,7 @@ def _recorded_files(folder: Path, files) -> tuple[str, str]:
     return files[0], files[1]
 
 
-def _load_npy(path: Path) -> np.ndarray:
+def load_npy(path: Path) -> np.ndarray:
     fix = "re-create the dataset with `python -m diffusion_utilities dataset`"
     check_regular_file(path, fix)
     try:
@@ -167,8 +170,6 @@ def _check_npy_size(path: Path, fix: str) -> None:
     np.load allocates what the header says first: a damaged or crafted header would otherwise be
     "out of memory" (or the kernel's kill), not a damaged file.
     """
-    from numpy.lib import format as npy
-
     with open(path, "rb") as f:
         version = npy.read_magic(f)
         read_header = {(1, 0): npy.read_array_header_1_0, (2, 0): npy.read_array_header_2_0}.get(version)
@@ -211,8 +212,6 @@ def save_dataset(folder: Path, data: SpriteData, course_names: bool = False, she
     another; files it did not write (say, the course's own download) are left alone. A sheet.png
     beside a dataset.json written before sheets were recorded counts as ours.
     """
-    from .weights import atomic_write
-
     folder = Path(folder)
     check_dataset_out(folder, course_names, sheet, overwrite)
     folder.mkdir(parents=True, exist_ok=True)
@@ -244,36 +243,15 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 
 
 def _save_sheet(data: SpriteData, path: Path) -> None:
-    from PIL import Image
-
     if data.labels.shape[1]:
-        from .sprites import sprite_sheet
-        from .weights import atomic_write
-
         picture = Image.fromarray(sprite_sheet(data.sprites, data.labels, per_class=10, scale=4))
         atomic_write(path, lambda tmp: picture.save(tmp, format="PNG"))
     else:
-        from .plotting import save_grid
-
         save_grid(data.sprites[:50], path, nrow=10)
 
 
 def procedural_dataset(n: int, seed: int = 0) -> SpriteData:
     """``n`` procedural sprites (see :mod:`diffusion_utilities.sprites`) with their metadata."""
-    from .sprites import CLASS_NAMES, GENERATOR_VERSION, make_sprites
-
     sprites, labels = make_sprites(n, seed)
     meta = {"source": "procedural", "generator_version": GENERATOR_VERSION, "seed": seed}
     return SpriteData(sprites, labels, list(CLASS_NAMES), meta)
-
-
-def sprites_to_tensor(sprites: np.ndarray) -> torch.Tensor:
-    """(N, H, W, 3) uint8 -> (N, 3, H, W) float32 in [-1, 1]; the course's ToTensor + Normalize(0.5, 0.5)."""
-    x = torch.from_numpy(np.ascontiguousarray(sprites)).permute(0, 3, 1, 2).to(torch.float32, copy=True)
-    return x.div_(127.5).sub_(1)  # in place (on the copy): out of place peaks at 3 float copies of the set
-
-
-def tensor_to_sprites(x: torch.Tensor) -> np.ndarray:
-    """(N, 3, H, W) in [-1, 1] -> (N, H, W, 3) uint8, clipping what the sampler overshoots."""
-    x = ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return x.permute(0, 2, 3, 1).numpy()

@@ -16,17 +16,22 @@ import json
 import os
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from .data import procedural_dataset, sprites_to_tensor
 from .errors import BadInput
-from .weights import atomic_write, check_state_dict, read_card_file, read_tensors, save_tensors, sha256_file
+from .sampling import sample
+from .schedule import schedule_from_card
+from .sprites import GENERATOR_VERSION
+from .files import atomic_write, sha256_file
+from .weights import check_state_dict, read_card_file, read_tensors, save_tensors
 
 __all__ = [
     "FEATURES",
@@ -79,8 +84,6 @@ def train_classifier(out: Path, n_train: int = 20_000, n_test: int = 5_000, epoc
     Training sprites get a little Gaussian pixel noise (σ up to 0.1) so that the slightly
     imperfect pixels of generated sprites do not throw the classifier off.
     """
-    from tqdm.auto import tqdm
-
     out = Path(out)
     _check_out(out, overwrite)
     start = time.perf_counter()
@@ -279,8 +282,6 @@ class Evaluator:
         data = train_card.get("data") if isinstance(train_card.get("data"), dict) else {}
         if data.get("source") != "procedural":
             raise BadInput("evaluate needs weights trained on procedural sprites (its reference set is procedural)")
-        from .sprites import GENERATOR_VERSION
-
         if str(data.get("generator_version")) != str(GENERATOR_VERSION):
             raise BadInput(f"weights were trained on sprite generator v{data.get('generator_version')}, "
                            f"this is v{GENERATOR_VERSION}; retrain or check out the matching version")
@@ -300,13 +301,10 @@ class Evaluator:
 def evaluate(model, card: dict, classifier: SpriteClassifier, n: int = 200, rows=DEFAULT_ROWS, seed: int = 0,
              progress: bool = False, log=print) -> list[EvalRow]:
     """Sample ``n`` sprites per row (contexts balanced over the classes) and score them."""
-    from .sampling import sample
-    from .schedule import DiffusionConfig, make_schedule
-
     specs = {r: row_spec(r) for r in rows}
     if isinstance(n, bool) or not isinstance(n, int) or n < 2:
         raise BadInput(f"n must be an integer ≥ 2 (FID needs a covariance), got {n!r}")
-    schedule = make_schedule(DiffusionConfig(**card.get("diffusion", {})))  # a card may predate the key
+    schedule = schedule_from_card(card)
     # before any row is measured, not after minutes of them
     fit = [r for r in ROWS if r == "real" or (ROWS[r][0] in schedule.samplers and ROWS[r][1] <= schedule.T)]
     for r, (sampler, steps, *_) in specs.items():
@@ -356,26 +354,34 @@ def format_table(rows: list[EvalRow], n_reference: int = 2000) -> str:
     return "\n".join(lines)
 
 
-def _record(weights: Path, rows: list[EvalRow], a, seconds: float) -> None:
-    """Add the evaluation to the weights' JSON card (the safetensors file itself is unchanged)."""
-    import shlex
-    import sys
-    from dataclasses import asdict
+def check_card_writable(weights: Path) -> Path:
+    """The weights' JSON card, checked before an evaluation whose table will be recorded in it; returns its path."""
+    card_path = Path(weights).with_suffix(".json")
+    if not card_path.is_file():
+        raise BadInput(f"--update-card needs the card {card_path} beside the weights; restore it or drop --update-card")
+    read_card_file(card_path)
+    if not os.access(card_path.parent, os.W_OK | os.X_OK):  # the card is replaced through a file beside it
+        raise BadInput(f"cannot write to {card_path.parent}, where --update-card records the table; "
+                       f"make it writable or drop --update-card")
+    return card_path
 
-    from .training import hardware_name, pick_device
 
-    card_path = weights.with_suffix(".json")
+def record_evaluation(weights: Path, rows: list[EvalRow], *, n: int, seed: int, command: str, hardware: str,
+                      seconds: float) -> None:
+    """Add the table to the weights' JSON card under "n{n}_seed{seed}" (the safetensors file is unchanged).
+
+    Rows measured before under the same n and seed stay, unless this run measured them again.
+    """
+    card_path = Path(weights).with_suffix(".json")
     card = read_card_file(card_path)
-    key = f"n{a.n}_seed{a.seed}"
+    key = f"n{n}_seed{seed}"
     earlier = card.setdefault("evaluation", {}).get(key, {})
-    # Rows measured before under the same n and seed stay, unless this run measured them again.
     merged = {r["name"]: r for r in earlier.get("rows", [])} | {r.name: asdict(r) for r in rows}
-    command = "python -m diffusion_utilities " + shlex.join(sys.argv[1:])
     commands = earlier.get("commands") or ([earlier["command"]] if earlier else [])
     card["evaluation"][key] = {
         "command": command, "commands": [*commands, command],
-        "n": a.n, "seed": a.seed, "reference_sprites": 2000, "feature_width": FEATURES, "near_copy_rms": NEAR_COPY,
-        "hardware": hardware_name(pick_device(a.device)), "wall_time_s": round(seconds + earlier.get("wall_time_s", 0), 1),
+        "n": n, "seed": seed, "reference_sprites": 2000, "feature_width": FEATURES, "near_copy_rms": NEAR_COPY,
+        "hardware": hardware, "wall_time_s": round(seconds + earlier.get("wall_time_s", 0), 1),
         "rows": sorted(merged.values(), key=_row_order),
     }
     atomic_write(card_path, lambda tmp: tmp.write_text(json.dumps(card, indent=2) + "\n"))
@@ -387,40 +393,6 @@ def _row_order(row: dict):
     return (0, list(ROWS).index(name), 0) if name in ROWS else (1, row["sampler"], row["steps"])
 
 
-def cli_evaluate(a) -> None:
-    from dataclasses import asdict
-
-    from .training import pick_device
-    from .weights import load_model
-
-    model, card = load_model(a.weights, pick_device(a.device))
-    if a.update_card:  # checked now, not after the evaluation has run
-        card_path = Path(a.weights).with_suffix(".json")
-        if not card_path.is_file():
-            raise BadInput(f"--update-card needs the card {card_path} beside the weights; "
-                           f"restore it or drop --update-card")
-        read_card_file(card_path)
-        if not os.access(card_path.parent, os.W_OK | os.X_OK):  # the card is replaced through a file beside it
-            raise BadInput(f"cannot write to {card_path.parent}, where --update-card records the table; "
-                           f"make it writable or drop --update-card")
-    flow = (card.get("diffusion") or {}).get("objective") == "flow"
-    rows = tuple(r.strip() for r in a.rows.split(",")) if a.rows is not None else FLOW_DEFAULT_ROWS if flow else DEFAULT_ROWS
-    if not all(rows):  # '--rows ""' or 'ddpm,,ddim' is a slip, not a request for the default rows
-        raise BadInput(f"--rows {a.rows!r} has an empty name; give rows from {', '.join(ROWS)}, comma-separated")
-    specs = [row_spec(r) for r in rows]
-    sampled = [spec for spec in specs if spec[0] != "real"]  # the real row samples nothing
-    if sampled:
-        from .sampling import check_sampling_memory
-
-        check_sampling_memory(model, a.n, any(spec[2] for spec in sampled),
-                              f"sampling {a.n:,} sprites at once for each row", "ask for fewer with --n")
-    classifier = load_classifier(a.classifier)
-    log = (lambda *_: None) if a.json else print
-    start = time.perf_counter()
-    result = evaluate(model, card, classifier, a.n, rows, a.seed, progress=not a.json, log=log)
-    if a.update_card:
-        _record(Path(a.weights), result, a, time.perf_counter() - start)
-    if a.json:
-        print(json.dumps({"weights": str(a.weights), "n": a.n, "rows": [asdict(r) for r in result]}, indent=1))
-    else:
-        print(format_table(result))
+def default_rows(card: dict) -> tuple[str, ...]:
+    """The rows evaluate measures when none are named: a flow model's samplers differ from a diffusion model's."""
+    return FLOW_DEFAULT_ROWS if (card.get("diffusion") or {}).get("objective") == "flow" else DEFAULT_ROWS

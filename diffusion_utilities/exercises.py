@@ -226,7 +226,8 @@ def check_flow_loss(fn: Callable, model, x0: torch.Tensor, c: torch.Tensor | Non
             "x_t = (1 − t)·x₀ + t·ε, the network's time input is t itself, and the target is ε − x₀.")
     with torch.no_grad():
         for seed in seeds:
-            expected = diffusion_loss(model, flow, x0, c, torch.Generator().manual_seed(seed), context_dropout, flow.T)
+            expected = diffusion_loss(model, flow, x0, c, gen=torch.Generator().manual_seed(seed),
+                                      context_dropout=context_dropout)
             yours = fn(model, x0, c, torch.Generator().manual_seed(seed), context_dropout)
             if torch.is_tensor(yours) and yours.numel() != 1:
                 raise Mismatch(f"the loss should be one number; yours has shape {tuple(yours.shape)}",

@@ -18,9 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from .data import SpriteData
-from .errors import BadInput, check_memory
+from .errors import BadInput
+from .memory import check_memory
 
 __all__ = ["from_images", "from_sheet", "parse_tile", "parse_colour", "check_options", "ImportReport",
            "IMAGE_SUFFIXES", "MAX_SIZE"]
@@ -72,8 +74,6 @@ def parse_colour(text: str) -> tuple[int, int, int]:
 
 def _to_rgb(img, background: tuple[int, int, int]):
     """Any PIL mode -> RGB, compositing transparency over ``background``."""
-    from PIL import Image
-
     if img.mode.startswith("I"):  # 16-bit greyscale ("I;16", or "I" holding 0..65535): Pillow would clip at 255
         img = Image.fromarray((np.asarray(img, dtype=np.float64) / 257).round().clip(0, 255).astype(np.uint8), "L")
     if img.mode == "P" and "transparency" in img.info or img.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
@@ -85,8 +85,6 @@ def _to_rgb(img, background: tuple[int, int, int]):
 
 def _fit(img, size: int, resize: str, background: tuple[int, int, int]) -> np.ndarray:
     """Pad to a square with the background, then resize to size×size; returns (size, size, 3) uint8."""
-    from PIL import Image
-
     w, h = img.size
     if w != h:
         side = max(w, h)
@@ -108,6 +106,27 @@ def check_options(size: int, resize: str) -> None:
         raise BadInput(f"--size {size} is larger than {MAX_SIZE} pixels, more than a sprite needs; the course's is 16")
 
 
+def _image_files(folder: Path, exclude: Path | None) -> tuple[list[Path], ImportReport]:
+    """The image files below ``folder`` to import, and a report that lists what was left out and why."""
+    # realpath, not resolve: it never raises on a symbolic link loop
+    root, skip = os.path.realpath(folder), os.path.realpath(exclude) if exclude is not None else None
+    if skip is not None and (skip == root or not Path(skip).is_relative_to(root)):
+        skip = None  # only a folder inside the image folder holds images that are not sprites
+    found = sorted(p for p in folder.rglob("*") if p.is_file()
+                   and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+                   and not (skip and Path(os.path.realpath(p)).is_relative_to(skip)))
+    datasets = sorted({p.parent for p in found if p.name == "dataset.json" and p.parent != folder})
+    found = [p for p in found if not any(p.is_relative_to(d) for d in datasets)]
+    report = ImportReport()
+    for d in datasets:
+        report.skipped.append((f"{d.relative_to(folder)}/", "an earlier dataset (it holds dataset.json), not images"))
+    known = Image.registered_extensions()  # other image formats are said, not silently passed over
+    for p in found:
+        if p.suffix.lower() not in IMAGE_SUFFIXES and p.suffix.lower() in known:
+            report.skipped.append((str(p.relative_to(folder)), f"{p.suffix} files are not read; convert it to PNG"))
+    return [p for p in found if p.suffix.lower() in IMAGE_SUFFIXES], report
+
+
 def from_images(folder: Path, size: int = 16, resize: str = "nearest",
                 background: tuple[int, int, int] = (255, 255, 255), exclude: Path | None = None
                 ) -> tuple[SpriteData, ImportReport]:
@@ -118,32 +137,15 @@ def from_images(folder: Path, size: int = 16, resize: str = "nearest",
     Any other folder that holds a dataset.json (an earlier dataset, with its sheet.png) is left out
     too, and listed in the report, as are images in formats this import does not read.
     """
-    from PIL import Image
-
     check_options(size, resize)
     folder = Path(folder)
     if not folder.is_dir():
         loop = " (a symbolic link that leads nowhere or in a loop)" if folder.is_symlink() else ""
         raise BadInput(f"image folder not found: {folder}{loop}")
-    # realpath, not resolve: it never raises on a symbolic link loop
-    root, skip = os.path.realpath(folder), os.path.realpath(exclude) if exclude is not None else None
-    if skip is not None and (skip == root or not Path(skip).is_relative_to(root)):
-        skip = None  # only a folder inside the image folder holds images that are not sprites
-    found = sorted(p for p in folder.rglob("*") if p.is_file()
-                   and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-                   and not (skip and Path(os.path.realpath(p)).is_relative_to(skip)))
-    datasets = sorted({p.parent for p in found if p.name == "dataset.json" and p.parent != folder})
-    found = [p for p in found if not any(p.is_relative_to(d) for d in datasets)]
-    files = [p for p in found if p.suffix.lower() in IMAGE_SUFFIXES]
-    report, sprites, label_idx = ImportReport(), [], []
-    for d in datasets:
-        report.skipped.append((f"{d.relative_to(folder)}/", "an earlier dataset (it holds dataset.json), not images"))
-    known = Image.registered_extensions()  # other image formats are said, not silently passed over
-    for p in found:
-        if p.suffix.lower() not in IMAGE_SUFFIXES and p.suffix.lower() in known:
-            report.skipped.append((str(p.relative_to(folder)), f"{p.suffix} files are not read; convert it to PNG"))
+    files, report = _image_files(folder, exclude)
     check_memory(2 * len(files) * size * size * 3, f"importing {len(files):,} images at {size}×{size}",
                  "import fewer images, or choose a smaller --size")
+    sprites, label_idx = [], []
     # a class is a first-level subfolder with images in it: not an empty one, nor a dataset --out made inside
     classes = sorted({p.relative_to(folder).parts[0] for p in files if len(p.relative_to(folder).parts) > 1})
     for path in files:
@@ -179,8 +181,6 @@ def from_sheet(path: Path, tile: tuple[int, int] = (16, 16), margin: int = 0, sp
                resize: str = "nearest", background: tuple[int, int, int] = (255, 255, 255)
                ) -> tuple[SpriteData, ImportReport]:
     """Cut a sprite sheet into ``tile`` (w, h) tiles, ``margin`` px from the edges and ``spacing`` px apart."""
-    from PIL import Image
-
     check_options(size, resize)
     if margin < 0 or spacing < 0:
         raise BadInput(f"--margin and --spacing must be ≥ 0, got {margin} and {spacing}")

@@ -22,19 +22,16 @@ What differs from the course's helper module, and why:
 
 from __future__ import annotations
 
-import copy
-import itertools
 import math
 import numbers
-import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
 
 from .errors import BadInput
 
-__all__ = ["ModelConfig", "ResidualConvBlock", "UnetDown", "UnetUp", "EmbedFC", "ContextUnet", "inference_copy", "cached_inference_copy"]
+__all__ = ["ModelConfig", "ResidualConvBlock", "UnetDown", "UnetUp", "EmbedFC", "ContextUnet"]
 
 
 @dataclass(frozen=True)
@@ -42,7 +39,7 @@ class ModelConfig:
     """ContextUnet's constructor arguments; saved with the weights so they rebuild their model."""
 
     in_channels: int = 3  # RGB
-    n_feat: int = 64  # feature maps at full resolution; 2·n_feat at the bottom of the U
+    n_feat: int = field(default=64, metadata={"min": 1, "help": "feature maps at full resolution; 2·n_feat at the bottom of the U"})
     n_cfeat: int = 5  # context width: the 5 sprite classes
     height: int = 16  # image side in pixels; must be a multiple of 4 (two 2× poolings)
 
@@ -200,62 +197,3 @@ class ContextUnet(nn.Module):
             raise BadInput(f"t has shape {shape}; pass a tensor of t/T with 1 or B={x.shape[0]} values")
         if c is not None and (c.dim() != 2 or c.shape != (x.shape[0], self.n_cfeat)):
             raise BadInput(f"context has shape {tuple(c.shape)}; this model takes (B={x.shape[0]}, n_cfeat={self.n_cfeat})")
-
-
-@torch.no_grad()
-def inference_copy(model: ContextUnet, channels_last: bool = True) -> ContextUnet:
-    """A copy of an eval-mode model for sampling, each BatchNorm folded into the conv before it.
-
-    In eval mode BatchNorm is a fixed affine map y = γ·(z − μ)/√(σ² + ε) + β of the conv's
-    output z = W∗x + b, so it folds into the conv: W' = s·W, b' = s·(b − μ) + β with
-    s = γ/√(σ² + ε). One pass over each activation fewer; the outputs agree to float rounding.
-    The model itself is not changed. A model in training mode (batch statistics) is returned as is.
-    """
-    if model.training:
-        return model
-    fused = copy.deepcopy(model)
-    for block in fused.modules():
-        if isinstance(block, ResidualConvBlock):
-            for layer in (block.conv1, block.conv2):
-                conv, bn = layer[0], layer[1]
-                s = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-                conv.weight.mul_(s[:, None, None, None])
-                conv.bias.copy_((conv.bias - bn.running_mean) * s + bn.bias)
-                layer[1] = nn.Identity()
-    if channels_last:
-        fused = fused.to(memory_format=torch.channels_last)
-    return fused.eval().requires_grad_(False)
-
-
-# One folded copy per live model, dropped with the model. Keyed by each weight's storage, device,
-# dtype and version counter (bumped by in-place changes such as load_state_dict and most optimiser
-# steps) and by each weight's sum, because PyTorch's fused Adam updates weights without bumping it.
-_FOLDED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _weights_key(model: torch.nn.Module) -> tuple | None:
-    weights = [w.detach() for w in itertools.chain(model.parameters(), model.buffers())]
-    try:
-        versions = tuple((w.data_ptr(), w._version, w.device, w.dtype) for w in weights)
-    except RuntimeError:  # inference tensors (made under torch.inference_mode) keep no version: never cache
-        return None
-    sums = torch.stack([w.sum(dtype=torch.float64) for w in weights]).tolist()  # one read-back per call
-    return versions, tuple(sums)
-
-
-def cached_inference_copy(model: ContextUnet) -> ContextUnet:
-    """``inference_copy(model)``, made once and reused until the model's weights change.
-
-    Folding costs about 20 ms on a 2-core CPU; a DDIM-25 run of 32 sprites is 1.8 s, so folding
-    again on every call was 1% of it, plus the first forward through freshly allocated weights.
-    """
-    if model.training:
-        return model
-    key = _weights_key(model)
-    hit = _FOLDED.get(model)
-    if key is not None and hit is not None and hit[0] == key:
-        return hit[1]
-    folded = inference_copy(model)
-    if key is not None:
-        _FOLDED[model] = (key, folded)
-    return folded

@@ -9,9 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 import torch
 
-from .data import tensor_to_sprites
+from .files import atomic_write
+from .sprites import tensor_to_sprites
 
 __all__ = ["to_uint8", "upscale", "make_grid", "save_grid", "animate", "save_gif", "show_gif", "unet_diagram"]
 
@@ -43,10 +45,6 @@ def make_grid(images, nrow: int = 8, scale: int = 4, pad: int = 1, pad_value: in
 
 def save_grid(images, path: Path, nrow: int = 8, scale: int = 4) -> Path:
     """Write ``make_grid(images)`` to ``path`` atomically (a PNG unless the suffix says otherwise)."""
-    from PIL import Image
-
-    from .weights import atomic_write
-
     path = Path(path)
     picture = Image.fromarray(make_grid(images, nrow, scale))
     atomic_write(path, lambda tmp: picture.save(tmp))  # the temporary name keeps path's suffix
@@ -61,8 +59,8 @@ def animate(frames: torch.Tensor, frame_t: list | None = None, nrow: int = 8, sc
     Several runs side by side: pass a list of frame tensors (same F) and ``titles``.
     frame_t: a value per frame, shown under it as "t = 480" (``label`` names it; floats get 2 decimals).
     """
-    import matplotlib.pyplot as plt
-    from matplotlib.animation import FuncAnimation
+    import matplotlib.pyplot as plt  # here, not at the top: pyplot takes ~0.8 s to import, which the
+    from matplotlib.animation import FuncAnimation  # commands that draw no animation should not pay
 
     runs = frames if isinstance(frames, (list, tuple)) else [frames]
     grids = [np.stack([make_grid(f, nrow, scale) for f in run]) for run in runs]  # each (F, H', W', 3)
@@ -99,9 +97,7 @@ def animate(frames: torch.Tensor, frame_t: list | None = None, nrow: int = 8, sc
 
 def save_gif(anim, path: Path, fps: int = 12) -> Path:
     """Save a FuncAnimation as a GIF with Pillow, atomically."""
-    from matplotlib.animation import PillowWriter
-
-    from .weights import atomic_write
+    from matplotlib.animation import PillowWriter  # with pyplot, as in animate
 
     path = Path(path)
     atomic_write(path, lambda tmp: anim.save(tmp, writer=PillowWriter(fps=fps)))
@@ -110,7 +106,7 @@ def save_gif(anim, path: Path, fps: int = 12) -> Path:
 
 def show_gif(anim, path: Path, fps: int = 12):
     """Save the animation as a GIF and return an IPython image that shows it inline (small, no JS)."""
-    from IPython.display import Image as IPImage
+    from IPython.display import Image as IPImage  # only in a notebook, where IPython is there
 
     save_gif(anim, path, fps)
     return IPImage(data=Path(path).read_bytes(), format="gif")
@@ -126,7 +122,7 @@ def unet_diagram(model, height: int | None = None):
     forward hook on one batch of 1 (so the picture is the network's, not a drawing of it), the skip
     connections, and where the time and context embeddings enter.
     """
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # as in animate
 
     h = height or model.h
     shapes = {"input x": (1, model.in_channels, h, h)}

@@ -19,18 +19,18 @@ Classifier-free guidance (Ho & Salimans 2022), in the convention
 
 from __future__ import annotations
 
-import copy
 import math
 import numbers
-import weakref
 from dataclasses import dataclass
 
 import torch
+from tqdm.auto import tqdm
 
-from .errors import BadInput, check_memory
-from .model import ContextUnet, cached_inference_copy
+from .engine import SamplingNetwork
+from .errors import BadInput
+from .memory import check_sampling_memory
+from .model import ContextUnet
 from .schedule import FlowSchedule, NoiseSchedule, timesteps_for
-from .training import PRECISIONS, capture_cuda_graph
 
 __all__ = [
     "SAMPLERS",
@@ -50,13 +50,9 @@ __all__ = [
     "DPMSolverPP2M",
     "predict_noise",
     "check_context",
-    "COMPILE_MODES",
 ]
 
 SAMPLERS = NoiseSchedule.samplers + FlowSchedule.samplers
-# torch.compile modes for sampling's network: "max-autotune" is torch's "max-autotune-no-cudagraphs",
-# since sample() captures its own CUDA graph around the compiled network
-COMPILE_MODES = {"default": None, "max-autotune": "max-autotune-no-cudagraphs"}
 
 
 @dataclass
@@ -71,27 +67,6 @@ class Samples:
     x: torch.Tensor
     frames: torch.Tensor
     frame_t: list[int]
-
-
-# Peak memory of a sampling run on the CPU, per sprite, beyond what the process already holds:
-# 0.43 MB at n_feat=64 and 16×16 (measured with `sample --n 256` and `--n 1024`: 0.95 and 1.28 GB
-# peak resident). It scales with the size of the feature maps, n_feat·height².
-BYTES_PER_SPRITE = 450_000
-
-
-def sampling_memory(model, n: int, guidance: float = 0.0) -> int:
-    """About how many bytes sampling ``n`` sprites at once takes on the CPU (guidance doubles the batch)."""
-    per_sprite = BYTES_PER_SPRITE * model.n_feat / 64 * (model.h / 16) ** 2
-    return int(n * (2 if guidance else 1) * per_sprite)
-
-
-def check_sampling_memory(model, n: int, guidance: float, what: str, fix: str) -> None:
-    """One BadInput line, before any work, when sampling ``n`` sprites on the CPU cannot fit in memory.
-
-    Only on the CPU: a CUDA allocator says "out of memory" itself, which the CLI turns into one line.
-    """
-    if next(model.parameters()).device.type == "cpu":
-        check_memory(sampling_memory(model, n, guidance), what, fix)
 
 
 def denoise_add_noise(x, t: int, pred_noise, schedule: NoiseSchedule, z=None):
@@ -284,36 +259,13 @@ def predict_noise(model, x, t_norm: torch.Tensor, context=None, guidance: float 
     return guided
 
 
-class _GraphedNoise:
-    """``predict_noise`` captured once in a CUDA graph and replayed each step.
-
-    A forward pass at batch 32 is many small kernels; launching them one by one from Python can
-    take longer than running them. A graph replays the whole pass with one launch. The inputs are
-    copied into fixed buffers before each replay, and the output buffer is overwritten by the
-    next one (the step rule has finished with it by then).
-    """
-
-    def __init__(self, net, x, t_norm, context, guidance, guidance_rescale=0.0):
-        self.device = x.device
-        self.x, self.t = x.clone(), t_norm.clone()
-        # the warm-up outside the graph lets cuDNN pick its kernels
-        self.graph, self.eps = capture_cuda_graph(
-            self.device, lambda: predict_noise(net, self.x, self.t, context, guidance, guidance_rescale))
-
-    def __call__(self, x, t_norm):
-        with torch.cuda.device(self.device):
-            self.x.copy_(x)
-            self.t.copy_(t_norm)
-            self.graph.replay()
-        return self.eps
-
-
 def _whole(v):
     """A numpy or other integral number as an int (for n and steps); anything else as it is, for the checks to refuse."""
     return int(v) if isinstance(v, numbers.Integral) and not isinstance(v, bool) else v
 
 
-def _check_args(model, schedule, n, sampler, steps, guidance, eta, x_T) -> int:
+def _check_args(model, schedule, n, sampler, steps, guidance, guidance_rescale, eta, x_T, context) -> int:
+    """Every argument of ``sample`` checked before any work; returns the number of sprites."""
     if sampler not in SAMPLERS:
         raise BadInput(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
     if sampler not in schedule.samplers:
@@ -324,6 +276,8 @@ def _check_args(model, schedule, n, sampler, steps, guidance, eta, x_T) -> int:
         raise BadInput(f"steps must be an integer from 1 to T={T}, got {steps!r}")
     if not isinstance(guidance, numbers.Real) or not math.isfinite(guidance) or guidance < 0:
         raise BadInput(f"guidance must be a finite number ≥ 0, got {guidance!r}")
+    if not isinstance(guidance_rescale, (int, float)) or not 0 <= guidance_rescale <= 1:
+        raise BadInput(f"guidance_rescale must be a number from 0 to 1 (Lin et al. use 0.7), got {guidance_rescale!r}")
     if not isinstance(eta, numbers.Real) or not math.isfinite(eta) or eta < 0:
         raise BadInput(f"eta must be a finite number ≥ 0, got {eta!r}")
     if eta and sampler != "ddim":
@@ -332,11 +286,14 @@ def _check_args(model, schedule, n, sampler, steps, guidance, eta, x_T) -> int:
         shape = (model.in_channels, model.h, model.h)
         if not torch.is_tensor(x_T) or x_T.dim() != 4 or tuple(x_T.shape[1:]) != shape:
             raise BadInput(f"x_T must be a (B, {', '.join(map(str, shape))}) tensor")
-        return x_T.shape[0]
+        n = x_T.shape[0]
     n = _whole(n)
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise BadInput(f"n (the number of sprites) must be a positive integer, got {n!r}")
-    if isinstance(model, ContextUnet):  # as the CLI checks: far too many is one line, not the kernel's kill
+    check_context(context, n, model.n_cfeat)
+    if guidance and context is None:
+        raise BadInput("guidance needs a context to guide towards; pass --context or set guidance to 0")
+    if x_T is None and isinstance(model, ContextUnet):  # as the CLI checks: far too many is one line, not a kill
         check_sampling_memory(model, n, guidance, f"sampling {n:,} sprites at once", "sample fewer at a time")
     return n
 
@@ -344,7 +301,7 @@ def _check_args(model, schedule, n, sampler, steps, guidance, eta, x_T) -> int:
 @torch.inference_mode()
 def sample(
     model,
-    schedule: NoiseSchedule,
+    schedule: NoiseSchedule | FlowSchedule,
     n: int | None = None,
     *,
     sampler: str = "ddpm",
@@ -357,139 +314,66 @@ def sample(
     generator: torch.Generator | None = None,
     save_every: int | None = None,
     progress: bool = False,
-    fast: bool = True,
-    cuda_graph: bool | None = None,
-    precision: str = "fp32",
-    compile: str | None = None,
+    **engine,
 ) -> Samples:
     """Draw ``n`` images from ``model`` by running ``sampler`` over ``steps`` time steps (default: T).
 
     context: (n, n_cfeat) weights or None; guidance: the classifier-free guidance weight w;
     guidance_rescale: φ in [0, 1] (Lin et al. 2024 §3.4; they use 0.7), see ``predict_noise``;
-    x_T: (n, C, H, W) starting noise (default: drawn from ``generator``);
-    save_every: keep a frame every that many steps, for animations;
-    fast: sample with ``inference_copy(model)`` (BatchNorm folded, channels_last; made once per
-    set of weights and reused), which agrees with the model itself to float rounding; False runs
-    the model as given.
-    cuda_graph: on a CUDA device, replay the network from a CUDA graph (same arithmetic, one
-    launch per step instead of one per kernel; DDPM-500 at batch 32 took 0.28 s instead of 1.42 s on an H100).
-    None (the default): on for the fast path's network on a CUDA device; a model run as given
-    (``fast=False``) is replayed only if asked for.
-    precision: "bf16" runs a bfloat16 copy of the network (x, the step arithmetic and the output
-    stay float32): faster on GPUs (683 against 397 img/s for fp32 at batch 1024 on an H100, measured
-    with cuDNN's autotuner on, which changed nothing for autocast's 629), but the samples move by
-    more than float rounding (the deterministic samplers most), so it is never the default.
-    compile: "default" or "max-autotune" runs the network through ``torch.compile`` in that mode,
-    compiled at the first call for these weights, batch and precision and reused after that. Off by
-    default: it pays only for long runs. On an H100 at batch 1024 in bf16, max-autotune with the
-    CUDA graph took 84 s to compile, then sampled 1,235 img/s against the bf16 copy's 683; on a
-    2-core CPU in fp32, 16 s to compile, then 1.10× eager's speed. Needs a C compiler (and on a
-    GPU, Triton).
-
-    Noise is drawn with ``generator`` on its own device, or without one on the model's device;
-    the schedule's arithmetic stays on the CPU, so a GPU sees only the image-sized work.
+    x_T: (n, C, H, W) starting noise (default: drawn from ``generator``, on its own device, or
+    without one on the model's); save_every: keep a frame every that many steps, for animations.
+    engine: how the network runs, not what it computes (``engine.SamplingNetwork``): fast=True
+    (BatchNorm folded, channels_last; agrees with the model to float rounding), cuda_graph=None (on
+    for the fast path on a GPU: DDPM-500 at batch 32 took 0.28 s instead of 1.42 s on an H100),
+    precision="fp32" or "bf16" (faster on GPUs, but moves the samples by more than rounding, so never
+    the default), compile=None, "default" or "max-autotune" (torch.compile; pays only for long runs).
+    The timings behind these defaults are in docs/benchmarks.md.
     """
-    from tqdm.auto import tqdm
-
     steps = schedule.T if steps is None else _whole(steps)
-    n = _check_args(model, schedule, n, sampler, steps, guidance, eta, x_T)
-    check_context(context, n, model.n_cfeat)
-    if guidance and context is None:
-        raise BadInput("guidance needs a context to guide towards; pass --context or set guidance to 0")
-    if not isinstance(guidance_rescale, (int, float)) or not 0 <= guidance_rescale <= 1:
-        raise BadInput(f"guidance_rescale must be a number from 0 to 1 (Lin et al. use 0.7), got {guidance_rescale!r}")
-    if precision not in PRECISIONS:
-        raise BadInput(f"precision must be {' or '.join(PRECISIONS)}, got {precision!r}")
-    device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
-    if cuda_graph and device.type != "cuda":
-        raise BadInput(f"cuda_graph needs the model on a CUDA device; it is on {device.type}")
+    n = _check_args(model, schedule, n, sampler, steps, guidance, guidance_rescale, eta, x_T, context)
+    network = SamplingNetwork(model, **engine)
+    device, dtype = network.device, network.dtype
     schedule = schedule.to("cpu")  # coefficients are 0-dim CPU tensors: no kernel launches for scalar math
-    net = cached_inference_copy(model) if fast and isinstance(model, ContextUnet) else model
-    if cuda_graph is None:
-        cuda_graph = device.type == "cuda" and net is not model
     context = None if context is None else context.to(device, dtype)  # e.g. float64 weights for a float32 model
-    if compile is not None and compile not in COMPILE_MODES:
-        raise BadInput(f"compile must be one of {', '.join(COMPILE_MODES)} (or None), got {compile!r}")
-    net, made = _network(net, precision, compile, reuse=net is not model)
+    noise = _noise_source(generator, device, dtype)
+    shape = (n, model.in_channels, model.h, model.h)
+    x = noise(shape) if x_T is None else x_T.to(device, dtype).clone()
+    ts = schedule.grid(steps)  # T, ..., 0 (a flow model: 1.0, ..., 0.0)
+    t_in = torch.tensor([schedule.model_time(t) for t in ts], device=device)  # one copy to the device, not one per step
+    at = {t: i for i, t in enumerate(ts)}
+    net = network.predictor(lambda net, x, t: predict_noise(net, x, t, context, guidance, guidance_rescale), x, t_in[:1])
 
+    def denoise(x, t):
+        """(x̂₀, ε̂): what the network's ε, v or velocity at (x, t) says about the clean sprite and the noise."""
+        return schedule.x0_eps(x, net(x, t_in[at[t]:at[t] + 1]), t)
+
+    rule = _step_rule(sampler, schedule, eta, denoise)
+    return sampling_loop(x, ts, denoise, rule, noise, save_every=save_every, progress=progress, desc=sampler)
+
+
+def sampling_loop(x, ts, denoise, rule, noise, *, save_every=None, progress=False, desc="sample") -> Samples:
+    """The loop every sampler shares (DDPM Algorithm 2's shape): from x at ts[0], for each (t, t_prev),
+    predict (x̂₀, ε̂), let the step rule give the next mean and σ, and add σ·z but on the step to 0."""
+    frames, frame_t = ([x.half().cpu()], [ts[0]]) if save_every else ([], [])
+    for i, (t, t_prev) in enumerate(tqdm(list(zip(ts[:-1], ts[1:])), disable=not progress, desc=desc)):
+        x0, eps = denoise(x, t)
+        mean, sigma = rule(x, x0, eps, t, t_prev)
+        x = mean + sigma * noise(x.shape) if t_prev > 0 and not _is_zero(sigma) else mean
+        if save_every and ((i + 1) % save_every == 0 or t_prev == 0):
+            frames.append(x.half().cpu())
+            frame_t.append(t_prev)
+    return Samples(x, torch.stack(frames) if frames else torch.empty(0), frame_t)
+
+
+def _noise_source(generator, device, dtype):
+    """z ~ N(0, I) of a shape, drawn with ``generator`` on its own device (default: the model's)."""
     def noise(shape):
         g_dev = generator.device if generator is not None else device
         z = torch.randn(shape, generator=generator, device=g_dev)  # float32 always: a seed gives the same noise
         if g_dev.type == "cpu" and device.type == "cuda":  # CPU-drawn noise (reproducible across devices):
             return z.pin_memory().to(device, dtype, non_blocking=True)  # a pinned copy does not wait for the GPU
         return z.to(device, dtype)  # in the model's precision, e.g. float64 weights
-
-    shape = (n, model.in_channels, model.h, model.h)
-    x = noise(shape) if x_T is None else x_T.to(device, dtype).clone()
-    ts = schedule.grid(steps)  # T, ..., 0 (a flow model: 1.0, ..., 0.0)
-    frames, frame_t = ([x.half().cpu()], [ts[0]]) if save_every else ([], [])
-    t_in = torch.tensor([schedule.model_time(t) for t in ts], device=device)  # one copy to the device, not one per step
-    at = {t: i for i, t in enumerate(ts)}
-    if compile and made:  # compiles now, so that a failure is one line and not a traceback from inside the loop
-        _first_compiled_call(net, x, t_in[:1], context, guidance)
-    graphed = _GraphedNoise(net, x, t_in[:1], context, guidance, guidance_rescale) if cuda_graph else None
-
-    def denoise(x, t):
-        """(x̂₀, ε̂): what the network's ε, v or velocity at (x, t) says about the clean sprite and the noise."""
-        t_model = t_in[at[t]:at[t] + 1]
-        out = graphed(x, t_model) if graphed else predict_noise(net, x, t_model, context, guidance, guidance_rescale)
-        return schedule.x0_eps(x, out, t)
-
-    rule = _step_rule(sampler, schedule, eta, denoise)
-    for i, (t, t_prev) in enumerate(tqdm(list(zip(ts[:-1], ts[1:])), disable=not progress, desc=sampler)):
-        x0, eps = denoise(x, t)
-        mean, sigma = rule(x, x0, eps, t, t_prev)
-        x = mean + sigma * noise(shape) if t_prev > 0 and not _is_zero(sigma) else mean
-        if save_every and ((i + 1) % save_every == 0 or t_prev == 0):
-            frames.append(x.half().cpu())
-            frame_t.append(t_prev)
-    stacked = torch.stack(frames) if frames else torch.empty(0)
-    return Samples(x, stacked, frame_t)
-
-
-# The bf16 and compiled versions of each folded network, dropped with it. Only sample()'s own
-# folded copies are kept: they never change (new weights make a new copy), a caller's model may.
-_DERIVED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _network(net, precision: str, compile: str | None, reuse: bool):
-    """``net`` as sample() runs it, in bfloat16 (float32 in and out) and/or through torch.compile.
-
-    Returns (network, made): made is False when a cached one was reused.
-    """
-    key = (precision, compile)
-    if reuse and key in _DERIVED.get(net, {}):
-        return _DERIVED[net][key], False
-    run = net
-    if precision == "bf16" or (compile and reuse):
-        # a copy: for bf16, weights cast once (measured faster than autocast, which casts every weight on
-        # every call); for a cached compiled network, so that it holds no reference to its own key
-        run = copy.deepcopy(net).to(torch.bfloat16 if precision == "bf16" else next(net.parameters()).dtype)
-    if compile:
-        run = torch.compile(run, mode=COMPILE_MODES[compile])
-    if precision == "bf16":
-        run = _bf16_io(run)
-    if reuse:
-        _DERIVED.setdefault(net, {})[key] = run
-    return run, True
-
-
-def _bf16_io(net16):
-    def run(x, t_norm, c=None):
-        return net16(x.to(torch.bfloat16), t_norm, None if c is None else c.to(torch.bfloat16)).float()
-
-    return run
-
-
-def _first_compiled_call(net, x, t_norm, context, guidance) -> None:
-    try:
-        predict_noise(net, x, t_norm, context, guidance)
-    except (BadInput, torch.OutOfMemoryError, MemoryError):  # not compile's fault: as they are
-        raise
-    except Exception as e:  # Dynamo and Inductor raise many kinds; the learner needs one line
-        first = (str(e).strip().splitlines() or [""])[0][:200]
-        raise BadInput(f"torch.compile could not compile the network ({type(e).__name__}: {first}); "
-                       f"sample without compile") from e
+    return noise
 
 
 def _is_zero(sigma) -> bool:

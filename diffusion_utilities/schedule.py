@@ -14,13 +14,13 @@ into the predicted clean image x̂₀ and noise ε̂, the one place the samplers
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 
 from .errors import BadInput
 
-__all__ = ["NoiseSchedule", "FlowSchedule", "DiffusionConfig", "make_schedule", "perturb_input",
+__all__ = ["NoiseSchedule", "FlowSchedule", "DiffusionConfig", "make_schedule", "schedule_from_card", "perturb_input",
            "rescale_zero_terminal_snr", "timesteps_for", "SCHEDULES", "PREDICTIONS", "OBJECTIVES"]
 
 SCHEDULES = ("linear", "cosine")
@@ -33,17 +33,20 @@ MAX_TIMESTEPS = 100_000  # far past any use (DDPM used 1,000); keeps a typo from
 class DiffusionConfig:
     """How the data is noised; saved next to the weights so a checkpoint rebuilds its schedule."""
 
-    timesteps: int = 500  # T, the course's value
+    # (a "help" makes a field a `train` option of the same name; see TrainConfig)
+    timesteps: int = field(default=500, metadata={"min": 1, "help": "T, the number of noise levels (the course's 500)"})
     beta1: float = 1e-4  # β at t = 0 (linear schedule)
     beta2: float = 0.02  # β at t = T (linear schedule)
-    schedule: str = "linear"  # "linear" (the course, DDPM) or "cosine" (Nichol & Dhariwal 2021)
-    prediction: str = "eps"  # what the network predicts: "eps" (the course) or "v" (Salimans & Ho 2022)
-    # rescale ᾱ so that ᾱ_T = 0 and x_T is pure noise (Lin et al. 2024, Algorithm 1); needs "v":
-    # at ᾱ_T = 0 the noise is all of x_T, so a network predicting it learns nothing about the sprite
-    zero_terminal_snr: bool = False
+    schedule: str = field(default="linear", metadata={"help": "linear (the course, DDPM) or cosine (Nichol & Dhariwal 2021)"})
+    prediction: str = field(default="eps", metadata={
+        "help": "what the network learns to predict: eps, the noise (the course), or v (Salimans & Ho 2022)"})
+    # at ᾱ_T = 0 the noise is all of x_T, so a network predicting it learns nothing about the sprite: needs "v"
+    zero_terminal_snr: bool = field(default=False, metadata={
+        "help": "rescale the schedule so x_T is pure noise (Lin et al. 2024, Algorithm 1); needs --prediction v"})
     # "diffusion" (DDPM's discrete chain, the fields above) or "flow": flow matching on the straight path
     # x_t = (1 − t)·x₀ + t·ε, t in [0, 1] (Lipman et al. 2023; Liu et al. 2023), see FlowSchedule
-    objective: str = "diffusion"
+    objective: str = field(default="diffusion", metadata={
+        "help": "diffusion (DDPM's chain; the options above) or flow (flow matching on x_t = (1-t)·x0 + t·ε)"})
 
 
 @dataclass(frozen=True)
@@ -259,6 +262,11 @@ def make_schedule(config: DiffusionConfig | str = "linear", timesteps: int | Non
         schedule = NoiseSchedule.cosine(config.timesteps)
     schedule = replace(schedule, prediction=config.prediction)
     return schedule.rescaled_zero_terminal_snr() if config.zero_terminal_snr else schedule
+
+
+def schedule_from_card(card: dict) -> NoiseSchedule | FlowSchedule:
+    """The schedule a weights card says its model was trained with (an old card without the key: the course's)."""
+    return make_schedule(DiffusionConfig(**(card.get("diffusion") or {})))
 
 
 def check_diffusion_config(config: DiffusionConfig) -> None:

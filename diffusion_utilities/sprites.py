@@ -26,10 +26,13 @@ import itertools
 import numbers
 
 import numpy as np
+import torch
 
-from .errors import BadInput, check_memory
+from .errors import BadInput
+from .memory import check_memory
 
-__all__ = ["GENERATOR_VERSION", "CLASS_NAMES", "ARCHETYPES", "make_sprites", "sprite_sheet"]
+__all__ = ["GENERATOR_VERSION", "CLASS_NAMES", "ARCHETYPES", "make_sprites", "sprite_sheet", "sprites_to_tensor",
+           "tensor_to_sprites"]
 
 GENERATOR_VERSION = "1"  # bump whenever the bytes make_sprites returns for a seed change
 CLASS_NAMES = ("hero", "non-hero", "food", "spell", "side-facing")
@@ -556,3 +559,15 @@ def sprite_sheet(sprites: np.ndarray, labels: np.ndarray, per_class: int = 10,
             y, x = gap + k * th, gap + j * tw  # top left corner of the tile
             sheet[y:y + h * scale, x:x + w * scale] = np.repeat(np.repeat(sprites[i], scale, 0), scale, 1)
     return sheet
+
+
+def sprites_to_tensor(sprites: np.ndarray) -> torch.Tensor:
+    """(N, H, W, 3) uint8 -> (N, 3, H, W) float32 in [-1, 1]; the course's ToTensor + Normalize(0.5, 0.5)."""
+    x = torch.from_numpy(np.ascontiguousarray(sprites)).permute(0, 3, 1, 2).to(torch.float32, copy=True)
+    return x.div_(127.5).sub_(1)  # in place (on the copy): out of place peaks at 3 float copies of the set
+
+
+def tensor_to_sprites(x: torch.Tensor) -> np.ndarray:
+    """(N, 3, H, W) in [-1, 1] -> (N, H, W, 3) uint8, clipping what the sampler overshoots."""
+    x = ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).numpy()

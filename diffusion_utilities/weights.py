@@ -10,11 +10,9 @@ state dicts are read with ``torch.load(..., weights_only=True)`` only.
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import sys
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -22,14 +20,14 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from .errors import BadInput, check_regular_file, read_json_object
+from .data import check_class_names
+from .errors import BadInput
+from .files import atomic_write, check_regular_file, read_json_object, sha256_file
 from .model import ContextUnet, ModelConfig
-from .schedule import DiffusionConfig
+from .schedule import DiffusionConfig, FlowSchedule, NoiseSchedule, schedule_from_card
 
 __all__ = [
-    "atomic_write",
-    "remove_stale_temps",
-    "sha256_file",
+    "load_model_and_schedule",
     "save_tensors",
     "read_tensors",
     "save_model",
@@ -40,53 +38,6 @@ __all__ = [
     "check_state_dict",
     "export_course_weights",
 ]
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)``, fsync, then rename over ``path``.
-
-    A crash or kill at any moment leaves either the old file or the new one, never half of one
-    (and at worst a temporary file ``.NAME.*.tmp*``: see ``remove_stale_temps``). A link at
-    ``path`` is replaced, never written through. The temporary file ends in ``path``'s own suffix,
-    so writers that choose a format by the name (Pillow, matplotlib) choose the right one.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes files private; weights are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # make the rename itself durable
-    finally:
-        os.close(dir_fd)
-
-
-def remove_stale_temps(folder: Path, *names: str) -> None:
-    """Delete the temporary files ``atomic_write`` left in ``folder`` for files named ``names`` (glob patterns).
-
-    A kill -9 during a write leaves one beside the file; call this only where no other process can be
-    writing (training holds its --out folder's lock).
-    """
-    for name in names:
-        for p in Path(folder).glob(f".{name}.*.tmp*"):
-            p.unlink(missing_ok=True)
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], card: dict) -> None:
@@ -212,8 +163,6 @@ def load_model(path: Path, device="cpu", verify_hash: bool = True) -> tuple[Cont
         expected = read_card_file(sidecar).get("sha256")
         if expected and sha256_file(path) != expected:
             raise BadInput(f"{path} does not match the SHA-256 in {sidecar.name}; the file is damaged or was replaced")
-    from .data import check_class_names
-
     check_class_names(card.get("class_names"), f"{path}'s card", "re-train, or correct the card")
     if "model" not in card:
         raise BadInput(f"{path} has no model card; it was not written by diffusion_utilities")
@@ -226,6 +175,15 @@ def load_model(path: Path, device="cpu", verify_hash: bool = True) -> tuple[Cont
     check_state_dict(tensors, model, str(path))
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in tensors.items()})
     return model.to(device).eval(), card
+
+
+def load_model_and_schedule(path: Path, device="cpu") -> tuple[ContextUnet, NoiseSchedule | FlowSchedule, dict]:
+    """``load_model``, and the schedule its card says it was trained with; returns (model, schedule, card).
+
+    What sampling from a weights file needs: ``model, schedule, card = load_model_and_schedule(path)``.
+    """
+    model, card = load_model(path, device)
+    return model, schedule_from_card(card), card
 
 
 def _refuse_other_kinds(path: Path, tensors: dict, card: dict) -> None:

@@ -66,9 +66,9 @@ def test_dataset_train_sample_end_to_end(tmp_path):
     (["sample", "--n", "100000000000"], "sampling 100,000,000,000 sprites at once needs about 11,250,000.0 GB"),
     (["sample", "--n", "5000", "--guidance", "1", "--context", "hero"], "needs about 1.1 GB of memory and 1.0 GB is free"),
     (["evaluate", "--n", "3000", "--rows", "ddim,cfg-w2"], "for each row needs about 0.7 GB of memory and 0.5 GB"),
-    (["evaluate", "--rows", ""], "--rows '' has an empty name"),
+    (["evaluate", "--rows", ""], "argument --rows: '' has an empty name"),
     (["evaluate", "--n", "3000", "--rows", "real", "--classifier", "nowhere.safetensors"], "classifier weights not found"),  # no sampling, so no memory check first
-    (["evaluate", "--rows", "ddpm,,ddim"], "has an empty name; give rows from real, ddpm"),
+    (["evaluate", "--rows", "ddpm,,ddim"], "'ddpm,,ddim' has an empty name; give row names, comma-separated"),
     (["sample", "--weights", "W", "--out", "FILE"], "is a file; give a folder"),
     (["demo", "--weights", "typo.safetensors", "--out", "x"], "weights file not found: typo.safetensors"),
     (["dataset", "--out", "FILE"], "is a file; give a folder"),
@@ -96,7 +96,7 @@ def test_bad_arguments_one_line_exit_2(tmp_path, capsys, monkeypatch, args, mess
     args = [tmp_path / a if a in ("x", "FILE", "W") else a for a in args]
     if "--n" in args or "--n-sprites" in args:  # the same free memory on every machine
         free = 1e9 if "5000" in args else 5e8
-        monkeypatch.setattr("diffusion_utilities.errors.available_memory", lambda: int(free))
+        monkeypatch.setattr("diffusion_utilities.memory.available_memory", lambda: int(free))
     monkeypatch.chdir(ROOT)  # the default --weights and --out are relative to the repository
     code = main([str(a) for a in args])
     err = capsys.readouterr().err.strip()

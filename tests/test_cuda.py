@@ -13,7 +13,8 @@ import torch
 from safetensors.torch import load_file
 
 from diffusion_utilities import ContextUnet, ModelConfig, NoiseSchedule, TrainConfig, procedural_dataset, sample, train
-from diffusion_utilities.training import GraphedTrainStep, _rng, make_optimizer, set_lr, train_step
+from diffusion_utilities.engine import GraphedTrainStep, make_optimizer, set_lr
+from diffusion_utilities.training import Stream, diffusion_loss, keyed_rng, train_step
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 CUDA = torch.device("cuda")
@@ -117,7 +118,8 @@ def test_a_training_step_never_waits_on_the_gpu_and_learns(precision):
     schedule = NoiseSchedule.linear(500, 1e-4, 0.02).to(CUDA)
     x0 = (torch.rand(64, 3, 16, 16, device=CUDA) > 0.5).float() * 2 - 1
     c = torch.eye(5, device=CUDA)[torch.arange(64, device=CUDA) % 5]
-    step = lambda k: train_step(model, opt, schedule, x0, c, _rng(0, 1, k, device=CUDA), 0.1, 500, precision)  # noqa: E731
+    step = lambda k: train_step(model, opt, schedule, x0, c, gen=keyed_rng(0, Stream.NOISE, k, device=CUDA),  # noqa: E731
+                                context_dropout=0.1, precision=precision)
     first = step(0)  # warm-up outside the count: cuDNN and the fused optimiser set themselves up
     assert _syncs(lambda: [step(k) for k in range(1, 6)]) == 0
     losses = [step(k) for k in range(6, 60)]
@@ -134,13 +136,15 @@ def _graph_or_eager_steps(graph: bool, precision: str = "fp32", steps: int = 8):
     x_all = (torch.rand(100, 3, 16, 16, device=CUDA) > 0.5).float() * 2 - 1
     c_all = torch.eye(5, device=CUDA)[torch.arange(100, device=CUDA) % 5]
     torch.cuda.manual_seed(5)
-    graphed = GraphedTrainStep(model, opt, schedule, x_all, c_all, 32, 0.1, 500, precision) if graph else None
+    loss_of = lambda idx: diffusion_loss(model, schedule, x_all[idx], c_all[idx], context_dropout=0.1,  # noqa: E731
+                                         precision=precision)
+    graphed = GraphedTrainStep(model, opt, loss_of, 32, CUDA) if graph else None
     losses = []
     for k in range(steps):
         idx = (torch.arange(32, device=CUDA) + 16 * k) % 100
         set_lr(opt, 1e-3 * (1 - k / steps))
-        losses.append(graphed(idx) if graph else train_step(model, opt, schedule, x_all[idx], c_all[idx], None, 0.1,
-                                                              500, precision))
+        losses.append(graphed(idx) if graph else train_step(model, opt, schedule, x_all[idx], c_all[idx],
+                                                              context_dropout=0.1, precision=precision))
     return torch.stack(losses), model.state_dict()
 
 
@@ -163,8 +167,9 @@ def test_graphed_training_never_waits_on_the_gpu_and_learns(precision):
     model = ContextUnet(n_feat=16).to(CUDA, memory_format=torch.channels_last).train()
     opt = make_optimizer(model, 1e-3, CUDA, capturable=True)
     x_all = torch.rand(64, 3, 16, 16, device=CUDA) * 2 - 1
-    graphed = GraphedTrainStep(model, opt, NoiseSchedule.linear(500, 1e-4, 0.02).to(CUDA), x_all, None, 32, 0.0, 500,
-                               precision)
+    schedule = NoiseSchedule.linear(500, 1e-4, 0.02).to(CUDA)
+    graphed = GraphedTrainStep(model, opt, lambda idx: diffusion_loss(model, schedule, x_all[idx], precision=precision),
+                               32, CUDA)
     idx = torch.arange(32, device=CUDA)
     graphed(idx)
     assert _syncs(lambda: [(set_lr(opt, 1e-4), graphed(idx)) for _ in range(5)]) == 0

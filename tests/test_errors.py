@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from diffusion_utilities.errors import BadInput, _cgroup_room, available_memory, check_memory
+from diffusion_utilities.errors import BadInput
+from diffusion_utilities.memory import _cgroup_room, available_memory, check_memory
 
 GB = 1 << 30
 HOST_FREE = 60 * GB  # what /proc/meminfo reports: the whole host's, inside a container too
@@ -105,7 +106,7 @@ def test_nothing_readable_is_unknown(tmp_path):
 
 
 def test_check_memory_names_the_need_and_the_fix(monkeypatch):
-    monkeypatch.setattr("diffusion_utilities.errors.available_memory", lambda: 2 * 10**9)
+    monkeypatch.setattr("diffusion_utilities.memory.available_memory", lambda: 2 * 10**9)
     check_memory(10**9, "sampling", "use a smaller batch")
     with pytest.raises(BadInput, match=r"^sampling needs about 3.0 GB of memory and 2.0 GB is free; use a smaller batch$"):
         check_memory(3 * 10**9, "sampling", "use a smaller batch")

@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import numpy as np
@@ -63,25 +64,19 @@ def test_update_card_merges_rows_measured_at_different_times(tmp_path):
     assert len(entry["commands"]) == 2
 
 
-def _args(weights, **kw):
-    from argparse import Namespace
-
-    return Namespace(**{"weights": weights, "classifier": CLASSIFIER, "n": 6, "rows": "real,ddim", "seed": 0,
-                        "device": "cpu", "json": True, "update_card": True, **kw})
-
-
-def test_update_card_without_a_card_fails_before_sampling(tmp_path, monkeypatch):
-    from diffusion_utilities import evaluation, save_model
+def test_update_card_without_a_card_fails_before_sampling(tmp_path, monkeypatch, capsys):
+    from diffusion_utilities import cli, save_model
 
     weights = tmp_path / "tiny.safetensors"
     save_model(ContextUnet(n_feat=8).eval(), weights, CARD)
-    monkeypatch.setattr(evaluation, "evaluate", lambda *a, **k: pytest.fail("evaluated before checking the card"))
+    monkeypatch.setattr(cli, "evaluate", lambda *a, **k: pytest.fail("evaluated before checking the card"))
+    args = ["evaluate", "--weights", str(weights), "--n", "6", "--rows", "real,ddim", "--device", "cpu", "--update-card"]
     weights.with_suffix(".json").unlink()
-    with pytest.raises(BadInput, match=r"--update-card needs the card .*tiny\.json"):
-        evaluation.cli_evaluate(_args(weights))
+    assert cli.main(args) == 2
+    assert re.search(r"--update-card needs the card .*tiny\.json", capsys.readouterr().err)
     weights.with_suffix(".json").write_text("{")
-    with pytest.raises(BadInput, match=r"tiny\.json is not valid JSON"):
-        evaluation.cli_evaluate(_args(weights))
+    assert cli.main(args) == 2
+    assert "tiny.json is not valid JSON" in capsys.readouterr().err
 
 
 def test_rows_longer_than_T_fail_before_any_row():

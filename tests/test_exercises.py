@@ -248,7 +248,7 @@ def test_lesson9_flow_loss_exercise(tiny_model, capsys):
     from diffusion_utilities.schedule import FlowSchedule
     from diffusion_utilities.training import diffusion_loss
 
-    value = diffusion_loss(tiny_model, FlowSchedule(), x0, c, torch.Generator().manual_seed(0), 0.1, 1000).item()
+    value = diffusion_loss(tiny_model, FlowSchedule(), x0, c, gen=torch.Generator().manual_seed(0), context_dropout=0.1).item()
     assert f"{value:.3f}" not in "\n".join(out) and f"{value:.4g}" not in "\n".join(out)  # not the answer
 
     def my_flow_loss(model, x0, c, gen, context_dropout=0.1):  # the squared error not averaged

@@ -78,7 +78,7 @@ def test_flow_training_regresses_onto_the_velocity(tiny_model):
 
     f = make_schedule("flow")
     x0 = torch.rand(4, 3, 16, 16) * 2 - 1
-    loss = diffusion_loss(tiny_model, f, x0, None, torch.Generator().manual_seed(3), 0.0, f.T)
+    loss = diffusion_loss(tiny_model, f, x0, gen=torch.Generator().manual_seed(3))
     gen = torch.Generator().manual_seed(3)  # the same draws: noise, then t
     noise = torch.randn(x0.shape, generator=gen)
     t = torch.rand(4, generator=gen)

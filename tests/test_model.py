@@ -87,7 +87,7 @@ def _with_trained_looking_batchnorm(model):
 
 
 def test_inference_copy_folds_batchnorm_without_changing_outputs_or_the_model():
-    from diffusion_utilities.model import inference_copy
+    from diffusion_utilities.engine import inference_copy
 
     torch.manual_seed(0)
     model = _with_trained_looking_batchnorm(ContextUnet(n_feat=16))
@@ -102,14 +102,14 @@ def test_inference_copy_folds_batchnorm_without_changing_outputs_or_the_model():
 
 
 def test_inference_copy_leaves_a_training_mode_model_alone():
-    from diffusion_utilities.model import inference_copy
+    from diffusion_utilities.engine import inference_copy
 
     model = ContextUnet(n_feat=16).train()
     assert inference_copy(model) is model
 
 
 def test_cached_inference_copy_is_reused_until_the_weights_change():
-    from diffusion_utilities.model import cached_inference_copy
+    from diffusion_utilities.engine import cached_inference_copy
 
     torch.manual_seed(0)
     model = _with_trained_looking_batchnorm(ContextUnet(n_feat=16))

@@ -65,7 +65,7 @@ def test_a_second_train_into_the_same_out_is_refused_while_the_first_lives(tmp_p
 
 
 def test_stale_temporary_files_of_a_killed_checkpoint_write_are_removed_on_the_next_start(tmp_path):
-    from diffusion_utilities.weights import atomic_write
+    from diffusion_utilities.files import atomic_write
 
     out = tmp_path / "run"
     out.mkdir()
@@ -324,11 +324,11 @@ def test_an_earlier_datasets_folder_inside_the_images_is_skipped_and_listed(tmp_
 
 # 10, 22. cards and dataset.json: bounded reads, no blocking on a FIFO, a folder is bad input ------------
 def test_a_huge_dataset_json_is_refused_without_reading_it(tmp_path, monkeypatch):
-    from diffusion_utilities import errors, load_dataset, save_dataset
+    from diffusion_utilities import files, load_dataset, save_dataset
 
     save_dataset(tmp_path, procedural_dataset(10, 0))
     with open(tmp_path / "dataset.json", "a") as f:
-        f.write(" " * (errors.MAX_JSON_BYTES + 1))
+        f.write(" " * (files.MAX_JSON_BYTES + 1))
     monkeypatch.setattr(Path, "read_text", lambda *a, **k: pytest.fail("read the whole file"))
     monkeypatch.setattr(Path, "read_bytes", lambda *a, **k: pytest.fail("read the whole file"))
     with pytest.raises(BadInput, match="dataset.json is larger than"):
@@ -514,7 +514,7 @@ def test_sample_api_checks_memory_and_takes_numpy_integers(monkeypatch):
     from diffusion_utilities import NoiseSchedule, sample
 
     model, schedule = ContextUnet(3, 8, 5, 16).eval(), NoiseSchedule.linear(20, 1e-4, 0.02)
-    monkeypatch.setattr("diffusion_utilities.errors.available_memory", lambda: int(1e9))
+    monkeypatch.setattr("diffusion_utilities.memory.available_memory", lambda: int(1e9))
     with pytest.raises(BadInput, match="needs about .* of memory"):
         sample(model, schedule, 10**9, sampler="ddim", steps=2)
     out = sample(model, schedule, np.int64(3), sampler="ddim", steps=np.int32(2))
@@ -533,10 +533,10 @@ def test_a_numpy_array_as_the_models_input_is_one_line():
 
 # 20. the out-of-memory hint names the command's own options --------------------------------------------
 @pytest.mark.parametrize("args, target, names, not_names", [
-    (["bench"], "diffusion_utilities.bench.cli_bench", ["--large-batch"], ["--n ", "--n,", "--batch-size"]),
-    (["train", "--out", "x", "--n-feat", "1000000"], "diffusion_utilities.training.train", ["--n-feat", "--batch-size"],
+    (["bench"], "diffusion_utilities.cli.run_bench", ["--large-batch"], ["--n ", "--n,", "--batch-size"]),
+    (["train", "--out", "x", "--n-feat", "1000000"], "diffusion_utilities.cli.train", ["--n-feat", "--batch-size"],
      ["--n ", "--n,"]),
-    (["sample", "--out", "x"], "diffusion_utilities.sampling.sample", ["--n"], ["--batch-size", "--n-sprites"]),
+    (["sample", "--out", "x"], "diffusion_utilities.cli.sample", ["--n"], ["--batch-size", "--n-sprites"]),
 ])
 def test_out_of_memory_names_only_the_commands_own_options(tmp_path, capsys, monkeypatch, args, target, names, not_names):
     def oom(*a, **k):

@@ -187,7 +187,7 @@ def test_bf16_sampling_stays_close_to_fp32_but_is_not_the_same():
 
 
 def test_bf16_runs_a_bfloat16_copy_made_once_per_set_of_weights():
-    from diffusion_utilities import sampling
+    from diffusion_utilities import engine
 
     torch.manual_seed(0)
     model = ContextUnet(n_feat=16).eval()
@@ -195,10 +195,10 @@ def test_bf16_runs_a_bfloat16_copy_made_once_per_set_of_weights():
     run = lambda: sample(model, schedule, 2, sampler="ddim", steps=3, generator=torch.Generator().manual_seed(0),  # noqa: E731
                          precision="bf16").x
     first = run()
-    folded = sampling.cached_inference_copy(model)
-    bf16_run = sampling._DERIVED[folded][("bf16", None)]
+    folded = engine.cached_inference_copy(model)
+    bf16_run = engine._DERIVED[folded][("bf16", None)]
     torch.testing.assert_close(run(), first, rtol=0, atol=0)  # same copy, same bits
-    assert sampling._DERIVED[folded][("bf16", None)] is bf16_run
+    assert engine._DERIVED[folded][("bf16", None)] is bf16_run
     assert next(model.parameters()).dtype == torch.float32  # the model itself is left alone
     with torch.no_grad():
         next(model.parameters()).add_(0.5)  # new weights: a new folded copy, so a new bf16 copy
@@ -237,7 +237,7 @@ def test_cached_compiled_networks_go_with_the_weights_they_were_made_from(monkey
     import gc
     import weakref
 
-    from diffusion_utilities import sampling
+    from diffusion_utilities import engine
 
     class Compiled:  # like torch.compile's module, it holds what it compiled
         def __init__(self, net):
@@ -250,7 +250,7 @@ def test_cached_compiled_networks_go_with_the_weights_they_were_made_from(monkey
     model = ContextUnet(n_feat=8).eval()
     schedule = NoiseSchedule.linear(10, 1e-4, 0.02)
     sample(model, schedule, 2, steps=2, compile="default")
-    old = weakref.ref(sampling.cached_inference_copy(model))
+    old = weakref.ref(engine.cached_inference_copy(model))
     with torch.no_grad():
         next(model.parameters()).add_(0.5)  # new weights: a new folded copy
     sample(model, schedule, 2, steps=2, compile="default")

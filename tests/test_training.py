@@ -156,7 +156,7 @@ def test_divergence_before_any_checkpoint_says_so(tmp_path, monkeypatch):
 
 
 def test_atomic_write_keeps_old_file_when_writer_dies(tmp_path):
-    from diffusion_utilities.weights import atomic_write
+    from diffusion_utilities.files import atomic_write
 
     path = tmp_path / "ckpt.bin"
     path.write_bytes(b"old")
@@ -244,7 +244,8 @@ def test_cli_scales_the_default_learning_rate_with_the_batch(tmp_path):
 
 
 def test_init_from_starts_at_the_given_weights_and_records_them(tmp_path):
-    from diffusion_utilities.weights import load_model, sha256_file
+    from diffusion_utilities.files import sha256_file
+    from diffusion_utilities.weights import load_model
 
     data = procedural_dataset(100, 0)
     first = train(TrainConfig(epochs=1, batch_size=50, n_sprites=100, checkpoint_every=0), tmp_path / "a", data,
@@ -293,7 +294,7 @@ def test_init_from_adapts_to_another_number_of_classes_and_keeps_the_no_context_
 def test_optimizer_state_resumes_in_the_weights_layout_and_keeps_this_devices_adam(tmp_path):
     # Safetensors stores tensors contiguous and a GPU checkpoint's groups say fused=True; a resume
     # must give the moments the channels_last layout of their weights and keep this optimiser's kind.
-    from diffusion_utilities.training import _load_optimizer, _optimizer_tensors
+    from diffusion_utilities.checkpoints import load_optimizer as _load_optimizer, optimizer_tensors as _optimizer_tensors
     from diffusion_utilities.weights import read_tensors, save_tensors
 
     torch.manual_seed(0)

@@ -99,7 +99,7 @@ def test_v_training_regresses_onto_v(vsched, tiny_model):
 
     gen = torch.Generator().manual_seed(3)
     x0 = torch.rand(4, 3, 16, 16) * 2 - 1
-    loss = diffusion_loss(tiny_model, vsched, x0, None, gen, 0.0, vsched.T)
+    loss = diffusion_loss(tiny_model, vsched, x0, gen=gen)
     gen = torch.Generator().manual_seed(3)  # the same draws: noise, then t
     noise = torch.randn(x0.shape, generator=gen)
     t = torch.randint(1, vsched.T + 1, (4,), generator=gen)

@@ -28,18 +28,16 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from diffusion_utilities import CLASS_NAMES, DiffusionConfig, NoiseSchedule, load_model, make_schedule, sample, sprites_to_tensor
+from diffusion_utilities import CLASS_NAMES, DiffusionConfig, NoiseSchedule, load_model_and_schedule, make_schedule, sample, sprites_to_tensor
 from diffusion_utilities.data import procedural_dataset
 from diffusion_utilities.evaluation import REFERENCE_SEED, classifier_features, load_classifier, real_fid_blocks
 from diffusion_utilities.plotting import animate, make_grid, show_gif
-from diffusion_utilities.training import pick_device
+from diffusion_utilities.devices import pick_device
 
 device = pick_device("auto")
 print(f"running on {device.type}")
-course, course_card = load_model("../weights/sprites_ddpm.safetensors", device)
-fixed, fixed_card = load_model("../weights/sprites_v.safetensors", device)
-course_sch = make_schedule(DiffusionConfig(**course_card["diffusion"]))
-fixed_sch = make_schedule(DiffusionConfig(**fixed_card["diffusion"]))
+course, course_sch, course_card = load_model_and_schedule("../weights/sprites_ddpm.safetensors", device)
+fixed, fixed_sch, fixed_card = load_model_and_schedule("../weights/sprites_v.safetensors", device)
 print("course model:", course_card["diffusion"])
 print("fixed model: ", fixed_card["diffusion"])"""),
 (MD, r"""## Where the leak comes from

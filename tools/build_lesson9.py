@@ -37,20 +37,19 @@ from matplotlib.animation import FuncAnimation
 from matplotlib.patches import Rectangle
 from tqdm.auto import tqdm
 
-from diffusion_utilities import CLASS_NAMES, DiffusionConfig, load_model, make_schedule, sample, sprites_to_tensor
+from diffusion_utilities import CLASS_NAMES, load_model_and_schedule, sample, sprites_to_tensor
 from diffusion_utilities.data import procedural_dataset
 from diffusion_utilities.evaluation import REFERENCE_SEED, classifier_features, load_classifier, real_fid_blocks
 from diffusion_utilities.plotting import make_grid, show_gif
 from diffusion_utilities.sampling import network_calls
 from diffusion_utilities.schedule import FlowSchedule
-from diffusion_utilities.training import diffusion_loss, pick_device, train_step
+from diffusion_utilities.devices import pick_device
+from diffusion_utilities.training import diffusion_loss, train_step
 
 device = pick_device("auto")
 print(f"running on {device.type}")
-course, course_card = load_model("../weights/sprites_ddpm.safetensors", device)
-flow, flow_card = load_model("../weights/sprites_flow.safetensors", device)
-course_sch = make_schedule(DiffusionConfig(**course_card["diffusion"]))
-flow_sch = make_schedule(DiffusionConfig(**flow_card["diffusion"]))
+course, course_sch, course_card = load_model_and_schedule("../weights/sprites_ddpm.safetensors", device)
+flow, flow_sch, flow_card = load_model_and_schedule("../weights/sprites_flow.safetensors", device)
 T = course_sch.T
 print("course model:", course_sch.name, "schedule, T =", T, "predicts", course_sch.prediction)
 print("flow model:  ", flow_sch)"""),
@@ -157,7 +156,7 @@ c_all = torch.from_numpy(data.labels).float().to(device)
 x0_check, c_check = x_all[:32], c_all[:32]
 tol = 1e-4 if device.type == "cpu" else 1e-2                          # a GPU may round convolutions to TF32
 torch.testing.assert_close(ddpm_loss(course, x0_check, c_check, torch.Generator().manual_seed(5)),
-                           diffusion_loss(course, course_sch, x0_check, c_check, torch.Generator().manual_seed(5), 0.1, T),
+                           diffusion_loss(course, course_sch, x0_check, c_check, gen=torch.Generator().manual_seed(5), context_dropout=0.1),
                            rtol=tol, atol=tol)
 print("ddpm_loss matches the library's diffusion_loss with the course's schedule, on the same draws")"""),
 (MD, r"""## Exercise: the flow-matching loss
@@ -216,7 +215,7 @@ for step in tqdm(range(n_steps), desc="flow fine-tune"):
     for group in optimizer.param_groups:
         group["lr"] = 1e-3 * (1 - step / n_steps)                     # linear decay, as in the course
     idx = torch.randint(0, len(x_all), (batch,), generator=gen).to(device)
-    losses.append(train_step(live, optimizer, flow_sch, x_all[idx], c_all[idx], gen, 0.1, flow_sch.T).item())
+    losses.append(train_step(live, optimizer, flow_sch, x_all[idx], c_all[idx], gen=gen, context_dropout=0.1).item())
 live.eval()
 print(f"{n_steps} steps of {batch} sprites in {time.perf_counter() - start:.0f} s on {device.type}")"""),
 (CODE, r"""# NBVAL_IGNORE_OUTPUT

@@ -19,8 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from diffusion_utilities.plotting import make_grid  # noqa: E402
 from diffusion_utilities.sampling import sample  # noqa: E402
-from diffusion_utilities.schedule import DiffusionConfig, make_schedule  # noqa: E402
-from diffusion_utilities.weights import load_model  # noqa: E402
+from diffusion_utilities.weights import load_model_and_schedule  # noqa: E402
 
 
 def main() -> None:
@@ -37,8 +36,7 @@ def main() -> None:
     fig, axes = plt.subplots(len(a.rows), 1, figsize=(a.n * 0.55, 0.95 * len(a.rows)), squeeze=False)
     for ax, row in zip(axes[:, 0], a.rows):
         label, _, path = row.partition("=")
-        model, card = load_model(Path(path), "cpu")
-        schedule = make_schedule(DiffusionConfig(**card["diffusion"]))
+        model, schedule, card = load_model_and_schedule(Path(path), "cpu")
         context = torch.eye(model.n_cfeat)[torch.arange(a.n) % model.n_cfeat]
         x = sample(model, schedule, a.n, context=context, generator=torch.Generator().manual_seed(0)).x
         ax.imshow(make_grid(x, nrow=a.n, scale=4), interpolation="nearest")

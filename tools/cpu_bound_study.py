@@ -27,7 +27,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from diffusion_utilities.bench import _median_time  # noqa: E402
+from diffusion_utilities.bench import median_time  # noqa: E402
 from diffusion_utilities.model import inference_copy  # noqa: E402
 from diffusion_utilities.weights import load_model  # noqa: E402
 
@@ -91,7 +91,7 @@ class UpAsMatmul(nn.Module):
 def timed_ms(fn, repeats: int = 30) -> float:
     """Median of ``repeats`` runs of ``fn`` in ms, after two warm-ups (the bench's own timer)."""
     fn(), fn()
-    return _median_time(fn, torch.device("cpu"), repeats) * 1e3
+    return median_time(fn, torch.device("cpu"), repeats) * 1e3
 
 
 def conv_shapes(model) -> list[tuple[int, int, int]]:

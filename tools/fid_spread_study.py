@@ -24,7 +24,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from diffusion_utilities import DiffusionConfig, load_model, make_schedule, sample
+from diffusion_utilities import load_model, sample
+from diffusion_utilities.schedule import schedule_from_card
 from diffusion_utilities.data import procedural_dataset, sprites_to_tensor
 from diffusion_utilities.evaluation import HELD_OUT_SEED, Evaluator, load_classifier, sprite_fid
 
@@ -48,7 +49,7 @@ def main(models: dict[str, Path]) -> dict:
             out["real"] = scores(classifier, sprites_to_tensor(procedural_dataset(N, HELD_OUT_SEED).sprites), reference)
             print("real", out["real"], file=sys.stderr, flush=True)
         start = time.perf_counter()
-        x = sample(model, make_schedule(DiffusionConfig(**card["diffusion"])), N, sampler="ddim", steps=25, eta=1.0,
+        x = sample(model, schedule_from_card(card), N, sampler="ddim", steps=25, eta=1.0,
                    context=context, generator=torch.Generator().manual_seed(0)).x
         out[name] = {"row": "ddim-eta1", **scores(classifier, x, reference),
                      "seconds": round(time.perf_counter() - start, 1)}

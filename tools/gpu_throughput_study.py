@@ -34,11 +34,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from diffusion_utilities import sampling  # noqa: E402
-from diffusion_utilities.bench import _median_time, _sync  # noqa: E402
-from diffusion_utilities.model import inference_copy  # noqa: E402
-from diffusion_utilities.schedule import DiffusionConfig, make_schedule  # noqa: E402
-from diffusion_utilities.weights import load_model  # noqa: E402
+from diffusion_utilities import engine, sampling  # noqa: E402
+from diffusion_utilities.bench import median_time, sync  # noqa: E402
+from diffusion_utilities.engine import inference_copy  # noqa: E402
+from diffusion_utilities.weights import load_model_and_schedule  # noqa: E402
 
 VARIANTS = "fp32,bf16,autocast,bf16@4x"  # device_check.sh's "autotune" step runs the compiled ones, last
 WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "sprites_ddpm.safetensors"
@@ -67,11 +66,11 @@ def profile_forward(net, batch: int, device, rows: int = 18) -> None:
     with torch.inference_mode():
         for _ in range(3):
             net(x, t)
-        _sync(device)
+        sync(device)
         with profile(activities=[activity]) as prof:
             for _ in range(5):
                 net(x, t)
-            _sync(device)
+            sync(device)
     averages = prof.key_averages()
     key = "device_time_total" if hasattr(averages[0], "device_time_total") else "cuda_time_total"
     key = key if device.type == "cuda" else "self_cpu_time_total"
@@ -92,8 +91,7 @@ def main() -> None:
     a = p.parse_args()
     end = time.monotonic() + a.deadline_s
     device = torch.device(a.device)
-    model, card = load_model(WEIGHTS, device)
-    schedule = make_schedule(DiffusionConfig(**card["diffusion"]))
+    model, schedule, card = load_model_and_schedule(WEIGHTS, device)
     folded = inference_copy(model.eval())
     name_ = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
     print(f"{name_}, torch {torch.__version__}, batch {a.batch}")
@@ -107,7 +105,7 @@ def main() -> None:
         base, _, times_ = name.partition("@")
         mods = base.split("+")
         mult = int(times_.rstrip("x")) if times_ else 1
-        compile_mode = next((m for m in mods if m in sampling.COMPILE_MODES or m == "compile"), None)
+        compile_mode = next((m for m in mods if m in engine.COMPILE_MODES or m == "compile"), None)
         compile_mode = "default" if compile_mode == "compile" else compile_mode
         left = end - time.monotonic()
         if left < (90 if compile_mode else 20):  # compiling takes a minute or more
@@ -127,13 +125,13 @@ def main() -> None:
 
         try:
             torch.backends.cudnn.benchmark = "bench" in mods
-            warm = _median_time(lambda: run(2), device, 1)  # warm: kernels chosen, graph captured, compiled
+            warm = median_time(lambda: run(2), device, 1)  # warm: kernels chosen, graph captured, compiled
             if "profile" in mods:
-                derived, _ = sampling._network(sampling.cached_inference_copy(model), kwargs["precision"], compile_mode,
+                derived, _ = engine._network(engine.cached_inference_copy(model), kwargs["precision"], compile_mode,
                                             reuse=True)
                 profile_forward(derived, a.batch, device)
             last = []  # the final samples of the timed runs (all alike: same seed)
-            seconds = _median_time(lambda: last.append(run(a.steps)), device, a.repeats)
+            seconds = median_time(lambda: last.append(run(a.steps)), device, a.repeats)
             x = last[-1]
             if name == "fp32":
                 reference = x

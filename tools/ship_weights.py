@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from diffusion_utilities import load_model, save_model
-from diffusion_utilities.training import hardware_name
+from diffusion_utilities.devices import hardware_name
 
 
 def main(run: Path, target: Path, note: str = "") -> None:
