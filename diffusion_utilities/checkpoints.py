@@ -165,7 +165,6 @@ def resume_from(ckpt: Path, model, ema, opt, card, steps_per_epoch: int, total_s
     ema.model.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
     state = saved["state"]
     load_optimizer(opt, {k: v for k, v in tensors.items() if k.startswith("optim.")}, state["param_groups"])
-    print(f"resuming from step {state['step']} ({ckpt})")
     # "running" is missing from checkpoints written before it was saved: their epoch loss after a
     # mid-epoch resume averages only the steps after it, as it always did
     return state["step"], state["wall_time_s"], state["losses"], list(state.get("running", [])), state.get("cuda_rng")

@@ -24,7 +24,9 @@ from PIL import Image
 
 from .bench import run_bench
 from .data import check_dataset_out, load_dataset, procedural_dataset, save_dataset
+from .checkpoints import CHECKPOINT, MODEL
 from .devices import hardware_name, pick_device
+from .distributed import is_main, sagemaker_env
 from .engine import COMPILE_MODES
 from .errors import BadInput
 from .evaluation import (DEFAULT_ROWS, FLOW_DEFAULT_ROWS, ROWS, check_card_writable, default_rows, evaluate,
@@ -160,7 +162,8 @@ def _dataset_options(sub) -> None:
 def _train_options(sub) -> None:
     t = sub.add_parser("train", help="train a ContextUnet (procedural sprites unless --data)")
     t.add_argument("--data", type=Path, help="dataset folder (ours or the course's .npy files)")
-    t.add_argument("--out", type=Path, required=True, help="folder for checkpoint and model.safetensors")
+    t.add_argument("--out", type=Path, help="folder for checkpoint and model.safetensors (required, but in a "
+                   "SageMaker training job, where it is the job's checkpoint folder)")
     _config_options(t, TrainConfig, lr=None)  # lr: the course's 1e-3, scaled to the batch (scaled_lr)
     _config_options(t, ModelConfig)
     _config_options(t, DiffusionConfig)
@@ -275,6 +278,13 @@ def _cmd_dataset(a) -> None:
 
 
 def _cmd_train(a, argv) -> None:
+    sm = sagemaker_env()  # a SageMaker training job: its channel, checkpoint and model folders (distributed.py)
+    if sm is not None:
+        a.data = a.data or sm.channel
+        a.out = a.out or sm.checkpoint_dir
+        a.resume = a.resume or (not a.overwrite and (a.out / CHECKPOINT).exists())  # a spot restart goes on
+    if a.out is None:
+        raise BadInput("train needs --out, the folder for its checkpoint and model.safetensors")
     config = _config_from(TrainConfig, a, lr=a.lr if a.lr is not None else scaled_lr(a.batch_size), data_seed=0)
     diffusion = _config_from(DiffusionConfig, a)
     make_schedule(diffusion)  # a bad schedule is one line now, before a --data set is read
@@ -286,8 +296,19 @@ def _cmd_train(a, argv) -> None:
     card = train(config, a.out, data, model_config, diffusion,
                  resume=a.resume, device=a.device, progress=not a.no_progress, command=command,
                  init_from=a.init_from, overwrite=a.overwrite)
-    print(f"trained {card['steps']} steps in {card['wall_time_s']} s, final loss {card['final_loss']:.4f}; "
-          f"weights: {a.out / 'model.safetensors'}")
+    if sm is not None and is_main():
+        _copy_model(a.out, sm.model_dir)
+    if is_main():
+        print(f"trained {card['steps']} steps in {card['wall_time_s']} s, final loss {card['final_loss']:.4f}; "
+              f"weights: {a.out / 'model.safetensors'}")
+
+
+def _copy_model(out: Path, model_dir: Path) -> None:
+    """The finished model and its card into a SageMaker job's model folder (uploaded as model.tar.gz)."""
+    for name in (MODEL, Path(MODEL).with_suffix(".json").name):
+        data = (out / name).read_bytes()
+        atomic_write(model_dir / name, lambda tmp, data=data: tmp.write_bytes(data))
+    print(f"copied the model and its card to {model_dir}")
 
 
 def parse_context(spec: str | None, n: int, class_names: list[str]):
@@ -452,8 +473,9 @@ def _main(argv: list[str]) -> int:
             _cmd_demo(a)
         elif a.command == "bench":
             _cmd_bench(a)
-    except BadInput as e:
-        print(f"error: {e}", file=sys.stderr)
+    except BadInput as e:  # under torchrun every rank stops; rank 0 alone says why
+        if is_main():
+            print(f"error: {e}", file=sys.stderr)
         return 2
     except MemoryError:
         print(_oom(command), file=sys.stderr)
@@ -463,10 +485,12 @@ def _main(argv: list[str]) -> int:
         return 1
     except Exception as e:  # noqa: BLE001 — turn the training stops into exit codes, re-raise the rest
         if isinstance(e, TrainingInterrupted):
-            print(str(e), file=sys.stderr)
+            if is_main():
+                print(str(e), file=sys.stderr)
             return 128 + e.signum
         if isinstance(e, TrainingDiverged):
-            print(f"error: {e}", file=sys.stderr)
+            if is_main():
+                print(f"error: {e}", file=sys.stderr)
             return 3
         if isinstance(e, RuntimeError) and ("can't allocate memory" in str(e) or "out of memory" in str(e)):
             print(_oom(command), file=sys.stderr)  # torch's CPU allocator and CUDA say it this way
