@@ -9,6 +9,7 @@ meant to alter samples must re-pin them here and say why in its commit.
 Values: (mean, standard deviation, x[0, 0, 0, 0], x[1, 2, 7, 9]) of the final (2, 3, 16, 16) images.
 """
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from diffusion_utilities import load_model_and_schedule, sample
 from diffusion_utilities.files import sha256_file
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
-SHA256 = {"sprites_ddpm": "c162dc5e4b6135d4", "sprites_v": "a589738e423d2a34"}  # the weights the values came from
+SHA256 = {"sprites_ddpm": "c162dc5e4b6135d4", "sprites_v": "a589738e423d2a34", "sprites_flow": "23556a1584158f5f"}  # the weights the values came from
 
 PINNED = [
     ("sprites_ddpm", "ddpm", 500, {}, (0.4305, 0.6256, 0.8729, 0.5521)),
@@ -31,6 +32,9 @@ PINNED = [
     ("sprites_v", "ddim", 10, {}, (0.4236, 0.6183, 0.9012, 0.0323)),
     ("sprites_v", "dpm-solver++", 10, {}, (0.4188, 0.6352, 0.9029, -0.1806)),
     ("sprites_v", "dpm-solver++", 10, {"guidance": 2.0, "guidance_rescale": 0.7}, (0.3115, 0.7241, 0.8833, -0.0211)),
+    ("sprites_flow", "euler", 8, {}, (0.4448, 0.6028, 0.9183, 0.6460)),
+    ("sprites_flow", "heun", 5, {"shift": 2.0}, (0.4364, 0.6174, 0.9294, 0.4609)),
+    ("sprites_flow", "heun", 5, {"guidance": 2.0}, (0.3534, 0.7281, 0.9157, 0.9173)),
 ]
 
 
@@ -48,6 +52,9 @@ def models():
                          ids=[f"{w}-{s}-{n}-{'-'.join(f'{k}{v}' for k, v in kw.items())}" for w, s, n, kw, _ in PINNED])
 def test_a_seeded_run_gives_its_pinned_values(models, weights, sampler, steps, kwargs, values):
     model, schedule = models[weights]
+    if "shift" in kwargs:  # a flow model's time grid (Esser et al. 2024), a property of its schedule
+        kwargs = dict(kwargs)
+        schedule = replace(schedule, shift=kwargs.pop("shift"))
     context = torch.eye(5)[[0, 3]]  # a hero and a spell
     x = sample(model, schedule, 2, sampler=sampler, steps=steps, context=context,
                generator=torch.Generator().manual_seed(1), **kwargs).x
