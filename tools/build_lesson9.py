@@ -317,7 +317,9 @@ plt.title("how far each run is from the ODE's solution", fontsize=10); plt.legen
 (MD, r"""The distance to the reference measures the solver, not the sprites: a run can be far from the exact
 solution of the ODE and still draw good sprites (what the FID plot further down measures). What it
 shows is the order of each method: Heun's error falls much faster with calls once it has a few to
-spend, while at one call Heun *is* Euler (it has no call to spare for its second look).
+spend, while at one call Heun *is* Euler (it has no call to spare for its second look). Euler's
+falls more slowly than the 1/calls guide over this range: the guides describe small steps, and 32
+uniform steps are not yet small where the paths bend (next section).
 
 ### The paths the pixels take
 
@@ -387,11 +389,24 @@ The last few steps turn a little again, as they settle the fine detail. A straig
 one Euler step; these bend near the ends, most of all at t = 1, which is why one step gives the
 blurred average and why a few more steps, or Heun's second look, pay off.
 
-Esser et al. (2024, §5.3.2) go one step further and spend more of the steps where the paths bend: a
-shifted grid t ↦ s·t / (1 + (s − 1)·t), `FlowSchedule(shift=s)` here (`sample --shift 3` on the
-command line). The evaluation below uses the uniform grid (s = 1)."""),
-(CODE, r"""for shift in (1.0, 3.0):
+Esser et al. (2024, §5.3.2) go one step further and spend more of the steps at high noise: a
+shifted grid t ↦ s·t / (1 + (s − 1)·t), `FlowSchedule(shift=s)` here (`sample --shift` on the
+command line)."""),
+(CODE, r"""for shift in (1.0, 2.0, 3.0):
     print(f"shift {shift:g}, 8 steps: t = " + ", ".join(f"{t:.2f}" for t in FlowSchedule(shift=shift).grid(8)))"""),
+(MD, r"""Does it pay here? Measured with `tools/flow_shift_study.py` on the shipped flow model (400 sprites,
+the same noise and classes for every cell; `docs/measurements/cpu_2026-12-02_flow_shift_n400.txt`):
+
+| sampler | calls | s = 1 (uniform) | s = 2 | s = 3 |
+|---|---|---|---|---|
+| Euler, 8 steps | 8 | 78.9 | 65.5 | 65.7 |
+| Euler, 16 steps | 16 | 52.1 | 48.3 | 48.4 |
+| Heun, 5 steps | 9 | 56.5 | 46.1 | 48.7 |
+| Heun, 9 steps | 17 | 40.9 | 38.4 | 38.8 |
+
+s = 2 is better in every row, by more than the spread of real draws (below) at 8 and 9 calls, so
+`sample` uses s = 2 for a flow model unless told otherwise. The plot and table below use the uniform
+grid, as the model's card records them."""),
 (MD, r"""## Quality against network calls, for all three models
 
 Sprite-FID (lesson 4) for every model and sampler, from `evaluate --n 400`, as recorded in each
@@ -435,7 +450,8 @@ for who, rows_ in tables.items():
                      label=f"{who}: DDPM-500")
 ticks = [1, 2, 4, 8, 16, 32, 500]
 plt.xscale("log"); plt.yscale("log"); plt.xticks(ticks, [str(k) for k in ticks])
-plt.yticks([20, 30, 50, 100, 200, 400], ["20", "30", "50", "100", "200", "400"]); plt.minorticks_off()
+plt.yticks([20, 30, 50, 100, 200, 400, 1000, 2000], ["20", "30", "50", "100", "200", "400", "1000", "2000"])
+plt.minorticks_off()
 plt.xlabel("network calls per sprite"); plt.ylabel("sprite-FID at n = 400 (lower is better)")
 plt.title("error bars: ± half the real draws' spread", fontsize=10)
 plt.legend(fontsize=7, ncol=3, loc="upper right"); plt.tight_layout(); plt.show()
@@ -477,10 +493,13 @@ for who, rows_ in tables.items():
     its deterministic samplers stay above DDPM at any number of calls;
   - lesson 8's fix (v-prediction, zero terminal SNR): a fine-tune away from an existing diffusion
     model, then DPM-Solver++ or DDIM at 10–25 calls, and deterministic samplers that interpolate;
-  - flow matching: the simplest recipe when you train anyway (it can start from a diffusion model, as
-    the live run did), Euler or Heun at the fewest calls the plot shows inside the band, and the
-    objective today's image models are trained with. Straighter paths are also what methods that sample in one to four steps build on
-    (Liu et al.'s "reflow" straightens them further).
+  - flow matching: the simplest recipe when you train anyway (no schedule to choose; it can start from
+    a diffusion model, as the live run did), and the objective today's image models are trained with.
+    Here Heun at 9 to 17 calls (FID 56 to 41; 46 to 38 on the shifted grid) beats the course model's
+    DDPM-500 with a thirtieth of its calls. It does not beat lesson 8's model, which reaches the
+    floor's edge at 10 calls: after similar fine-tunes from the same ε-network (3,000 and 4,000
+    steps), the v-model is the better sampler of these sprites per call. Straighter paths are what
+    methods that sample in one to four steps build on (Liu et al.'s "reflow" straightens them further).
 - **Measure against the floor.** Every FID here is read beside real sprites at the same n and the
   spread of five real draws; a gap smaller than that spread is noise."""),
 ]
