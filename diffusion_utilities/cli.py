@@ -357,7 +357,8 @@ def _cmd_sample(a) -> None:
         raise BadInput(f"the sampled sprites hold NaN or infinite values: {a.weights} overflows with these settings; "
                        f"nothing was written (check the weights, or try without --guidance or --precision bf16)")
     png = save_grid(out.x, a.out / "samples.png", nrow=8)
-    print(f"sampled {a.n} sprites with {a.sampler} in {steps} steps: {seconds:.1f} s")
+    grid = f" on the time grid shifted by {a.shift:g}" if isinstance(schedule, FlowSchedule) and a.shift != 1 else ""
+    print(f"sampled {a.n} sprites with {a.sampler} in {steps} steps{grid}: {seconds:.1f} s")
     print(f"grid: {png}")
     if not a.no_gif:  # the first 64: a GIF of thousands of sprites is too tall to watch, and its frames fill memory
         shown = "" if a.n <= GIF_SPRITES else f" (the first {GIF_SPRITES} sprites)"

@@ -134,6 +134,8 @@ class ContextUnet(nn.Module):
             raise BadInput(f"height must be a multiple of 4 (the U-Net halves it twice), got {height}")
         if n_feat % 8:
             raise BadInput(f"n_feat must be a multiple of 8 (GroupNorm uses 8 groups), got {n_feat}")
+        # h: the course's name for the image side (ModelConfig's height). sample() reads in_channels, h and
+        # n_cfeat, so it also runs the labs' own ContextUnet, which has these three and no config
         self.in_channels, self.n_feat, self.n_cfeat, self.h = in_channels, n_feat, n_cfeat, height
 
         self.init_conv = ResidualConvBlock(in_channels, n_feat, is_res=True)

@@ -394,6 +394,9 @@ def sample_ddpm(model, schedule: NoiseSchedule, n_sample: int, save_rate: int | 
 
 
 def sample_ddim(model, schedule: NoiseSchedule, n_sample: int, n: int = 25, **kwargs) -> Samples:
-    """The course's ``sample_ddim``: ``n`` DDIM steps (η = 0), keeping every frame."""
+    """The course's ``sample_ddim``: ``n_sample`` sprites in ``n`` DDIM steps (η = 0), keeping every frame.
+
+    Mind the course's names: here ``n`` counts steps, where ``sample``'s ``n`` counts sprites (its
+    steps are ``steps``); the labs call ``sample_ddim(n_sample, n=25)``, so the names stay."""
     kwargs.setdefault("save_every", 1)
     return sample(model, schedule, n_sample, sampler="ddim", steps=n, **kwargs)

@@ -97,10 +97,11 @@ def test_cli_trains_and_samples_a_flow_model(tmp_path):
     weights = tmp_path / "run" / "model.safetensors"
     r = cli("sample", "--weights", weights, "--n", 4, "--out", tmp_path / "s", "--no-gif")
     assert r.returncode == 0, r.stderr
-    assert "with heun in 10 steps" in r.stdout  # a flow model's default sampler, not DDPM's
+    # a flow model's default sampler (not DDPM's) on its measured grid
+    assert "with heun in 9 steps on the time grid shifted by 2:" in r.stdout, r.stdout
     r = cli("sample", "--weights", weights, "--n", 4, "--sampler", "euler", "--steps", 3, "--shift", 3,
             "--out", tmp_path / "s2", "--no-gif")
-    assert r.returncode == 0 and "with euler in 3 steps" in r.stdout, r.stderr
+    assert r.returncode == 0 and "with euler in 3 steps on the time grid shifted by 3:" in r.stdout, r.stderr
     r = cli("sample", "--weights", weights, "--sampler", "ddim", "--out", tmp_path / "s3")
     assert r.returncode == 2 and "does not fit a flow-matching model" in r.stderr
     assert not (tmp_path / "s3").exists()
