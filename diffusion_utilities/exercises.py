@@ -19,6 +19,11 @@ from typing import Callable
 
 import torch
 
+from .model import ContextUnet
+from .sampling import ddpm_step, predict_noise
+from .schedule import FlowSchedule, NoiseSchedule, rescale_zero_terminal_snr
+from .training import diffusion_loss
+
 __all__ = ["Mismatch", "check_exercise", "compare", "check_cosine_alpha_bar", "check_unet_shapes",
            "check_mean_via_x0", "check_guided_noise", "check_rescale", "check_x0_eps_from_v",
            "check_flow_loss"]
@@ -102,8 +107,6 @@ def _index(i: tuple) -> str:
 
 def check_cosine_alpha_bar(fn: Callable) -> None:
     """Lesson 1: ``fn(T)`` is the cosine schedule's ᾱ_t for t = 0..T, as ``NoiseSchedule.cosine`` builds it."""
-    from .schedule import NoiseSchedule
-
     T = 500
     yours, expected = fn(T), NoiseSchedule.cosine(T).ab_t
     if isinstance(yours, torch.Tensor) and yours.ndim == 1 and len(yours) != T + 1:
@@ -120,8 +123,6 @@ UNET_BLOCKS = ("init_conv", "down1", "down2", "to_vec", "up0", "up1", "up2", "ou
 
 def check_unet_shapes(fn: Callable, heights=(16, 28, 32), batch: int = 8, n_feat: int = 64) -> None:
     """Lesson 2: ``fn(height)`` is {block: output shape} of a ContextUnet, as its forward hooks record them."""
-    from .model import ContextUnet
-
     for height in heights:
         net, seen = ContextUnet(3, n_feat=n_feat, n_cfeat=5, height=height).eval(), {}
         hooks = [getattr(net, name).register_forward_hook(
@@ -162,8 +163,6 @@ _SHAPE_HINTS = {
 
 def check_mean_via_x0(fn: Callable, schedule, x: torch.Tensor, eps: torch.Tensor, ts=(500, 250, 10, 2)) -> None:
     """Lesson 3: ``fn(x, t, eps)`` is the DDPM step's mean, computed through x̂₀ (DDPM Eq. 7)."""
-    from .sampling import ddpm_step
-
     for t in ts:
         mean, _ = ddpm_step(schedule, x, eps, t, t - 1)
         compare(fn(x, t, eps), mean, f"the mean at t = {t}", rtol=0, atol=1e-3,
@@ -173,8 +172,6 @@ def check_mean_via_x0(fn: Callable, schedule, x: torch.Tensor, eps: torch.Tensor
 def check_guided_noise(fn: Callable, model, x: torch.Tensor, t_norm: torch.Tensor, c: torch.Tensor,
                        ws=(0.0, 1.0, 4.0)) -> None:
     """Lesson 6: ``fn(x, t_norm, c, w)`` is classifier-free guidance's (1 + w)·ε(x, c) − w·ε(x, ∅)."""
-    from .sampling import predict_noise
-
     # one batch of 20 (the library) or two of 10 may round differently; a GPU may round convolutions
     # to TF32 (10-bit mantissa), and w = 4 scales that by 9
     tol = 1e-4 if x.device.type == "cpu" else 1e-2
@@ -187,8 +184,6 @@ def check_guided_noise(fn: Callable, model, x: torch.Tensor, t_norm: torch.Tenso
 
 def check_rescale(fn: Callable) -> None:
     """Lesson 8: ``fn(ab_t)`` is Lin et al.'s Algorithm 1, as ``rescale_zero_terminal_snr`` computes it."""
-    from .schedule import NoiseSchedule, rescale_zero_terminal_snr
-
     for T in (500, 1000):
         ab = NoiseSchedule.linear(T).ab_t
         yours = fn(ab.clone())
@@ -216,9 +211,6 @@ def check_flow_loss(fn: Callable, model, x0: torch.Tensor, c: torch.Tensor | Non
     """Lesson 9: ``fn(model, x0, c, gen, context_dropout)`` is flow matching's loss on one batch, as
     ``diffusion_loss`` with a ``FlowSchedule`` computes it from a generator seeded the same way (it draws
     the noise ε, then the times t, then the context dropout)."""
-    from .schedule import FlowSchedule
-    from .training import diffusion_loss
-
     flow = FlowSchedule()
     # a GPU may round convolutions to TF32; the library also runs the network on a channels_last x_t
     tol = 1e-4 if x0.device.type == "cpu" else 1e-2
