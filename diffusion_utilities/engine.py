@@ -24,7 +24,7 @@ from .errors import BadInput
 from .model import ContextUnet, ResidualConvBlock
 
 __all__ = ["PRECISIONS", "COMPILE_MODES", "inference_copy", "cached_inference_copy", "SamplingNetwork",
-           "capture_cuda_graph", "cuda_generator", "GraphedTrainStep", "make_optimizer", "set_lr"]
+           "derived_network", "capture_cuda_graph", "cuda_generator", "GraphedTrainStep", "make_optimizer", "set_lr"]
 
 PRECISIONS = ("fp32", "bf16")
 # torch.compile modes for sampling's network: "max-autotune" is torch's "max-autotune-no-cudagraphs",
@@ -112,7 +112,7 @@ class SamplingNetwork:
         net = cached_inference_copy(model) if fast and isinstance(model, ContextUnet) else model
         self.cuda_graph = self.device.type == "cuda" and net is not model if cuda_graph is None else cuda_graph
         self.compile = compile
-        self.net, self.made = _network(net, precision, compile, reuse=net is not model)
+        self.net, self.made = derived_network(net, precision, compile, reuse=net is not model)
 
     def predictor(self, predict, x: torch.Tensor, t_model: torch.Tensor):
         """``predict(net, x, t_model)`` as a function of (x, t_model) alone, compiled (now, so that a failure
@@ -152,7 +152,7 @@ class _Graphed:
 _DERIVED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _network(net, precision: str, compile: str | None, reuse: bool):
+def derived_network(net, precision: str, compile: str | None, reuse: bool):
     """``net`` in bfloat16 (float32 in and out) and/or through torch.compile; returns (network, made):
     made is False when a cached one was reused."""
     key = (precision, compile)

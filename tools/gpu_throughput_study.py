@@ -127,7 +127,7 @@ def main() -> None:
             torch.backends.cudnn.benchmark = "bench" in mods
             warm = median_time(lambda: run(2), device, 1)  # warm: kernels chosen, graph captured, compiled
             if "profile" in mods:
-                derived, _ = engine._network(engine.cached_inference_copy(model), kwargs["precision"], compile_mode,
+                derived, _ = engine.derived_network(engine.cached_inference_copy(model), kwargs["precision"], compile_mode,
                                             reuse=True)
                 profile_forward(derived, a.batch, device)
             last = []  # the final samples of the timed runs (all alike: same seed)
