@@ -20,6 +20,8 @@ def test_device_check_script_runs_every_step_on_toy_sizes(tmp_path):
     log = (out / "log.txt").read_text()
     assert run.returncode == 0, log[-3000:]
     assert "failed: nothing" in log
+    for default in ("ddpm in 500 steps", "dpm-solver++ in 10 steps", "heun in 9 steps"):  # the three shipped models
+        assert f"sampled 4 sprites with {default}" in log, log[-3000:]
     bench = json.loads((out / "bench_cuda.json").read_text())
     assert [r["name"] for r in bench["rows"]] == ["sample-ddim25-b32", "train"]
     rows = json.loads((out / "recipe_course_eval.json").read_text())["rows"]

@@ -6,7 +6,9 @@
 #
 # In order of importance, each step bounded by `timeout` and writing to $OUT as it goes, so a
 # step that fails or runs long still leaves the earlier results:
-#   tests      tests/test_cuda.py: fast path and CUDA graphs give the plain results; no per-step syncs
+#   tests      tests/test_cuda.py: fast path and CUDA graphs give the plain results; no per-step syncs;
+#              tests/test_distributed.py: its GPU test (SyncBatchNorm on CUDA)
+#   models     each shipped model (course, v, flow) sampled with its default sampler, timed by `sample`
 #   study      tools/gpu_throughput_study.py: DDPM-500 img/s at batch 1024 for fp32, bf16 and autocast,
 #              at 4× the batch, and a profile of one forward
 #   bench      bench --device cuda --json: the four rows and the +bf16 / +graph variants
@@ -28,7 +30,7 @@ WORK=${WORK:-/tmp}  # scratch: the recipe's run folder and the notebooks' copies
 FAILED=""
 DEVICE=${DEVICE:-cuda}
 PY=${PYTHON:-python3}  # the GPU image's python3 holds PyTorch
-STEPS=" ${STEPS:-tests study bench compile train evaluate notebooks} "
+STEPS=" ${STEPS:-tests models study bench compile train evaluate notebooks} "
 COMPILE_ROWS=${COMPILE_ROWS:-sample-ddpm500-large+compile+bf16,sample-ddpm500-large+compile,train+compile+graph,train-large+compile+graph+bf16}
 has() { [[ $STEPS == *" $1 "* ]]; }
 RECIPES=${RECIPES:-course:}
@@ -38,11 +40,11 @@ if [ -n "${QUICK:-}" ]; then  # sizes for a dry run of the script, not for measu
   BENCH="--repeats 1 --rows ${BENCH_ROWS:-sample-ddim25-b32,train} --train-steps 2"
   COMMON="$COMMON --n-sprites 1000 --epochs 1 --n-feat 16"
   STUDY="--batch 2 --repeats 1 --steps 4 --deadline-s 200 --variants fp32,bf16,autocast+profile@2x"
-  EVAL_N=20; NOTEBOOKS=notebooks/01_noise_schedule.ipynb
+  EVAL_N=20; MODEL_N=4; NOTEBOOKS=notebooks/01_noise_schedule.ipynb
   COMPILE="--repeats 1 --large-batch 2 --rows sample-ddpm500-large+compile"
   SLOW=4  # time limits ×4: a busy 2-core CPU must not turn the dry run's every-step check into a timing test
 else
-  BENCH="--repeats 3 --train-steps 50 ${BENCH_ROWS:+--rows $BENCH_ROWS}"; EVAL_N=200
+  BENCH="--repeats 3 --train-steps 50 ${BENCH_ROWS:+--rows $BENCH_ROWS}"; EVAL_N=200; MODEL_N=1024
   STUDY="--batch 1024 --repeats 2 --deadline-s ${STUDY_S:-150} ${STUDY_VARIANTS:+--variants $STUDY_VARIANTS}"; NOTEBOOKS="notebooks/0*.ipynb"; SLOW=1
   COMPILE="--repeats 3 --train-steps 50 --rows $COMPILE_ROWS"
 fi
@@ -64,7 +66,15 @@ nproc
 
 if has tests; then
   step tests
-  timeout $(cap 90) "$PY" -m pytest -q -s -p no:cacheprovider -rs tests/test_cuda.py || FAILED+=" tests"
+  timeout $(cap 90) "$PY" -m pytest -q -s -p no:cacheprovider -rs tests/test_cuda.py tests/test_distributed.py \
+    || FAILED+=" tests"
+fi
+if has models; then
+  step "models: the shipped ones with their default samplers, $MODEL_N sprites each"
+  for w in sprites_ddpm sprites_v sprites_flow; do
+    timeout $(cap 60) "$PY" -m diffusion_utilities sample --weights "weights/$w.safetensors" --n $MODEL_N --no-gif \
+      --device "$DEVICE" --out "$WORK/models_$w" | grep sampled || FAILED+=" models-$w"
+  done
 fi
 if has study; then
   step "study: large-batch sampling"
