@@ -11,6 +11,10 @@ ours      ``sample()`` and ``train_step()`` with their fast paths (BatchNorm fol
 Every row runs the same work both ways, repeats, and reports the median; ``speedup`` is
 baseline_s / ours_s.
 
+A flow-matching model has no course code to compare with: its sampling rows (``sample-heun9-b32``,
+``sample-euler25-b32``, ``sample-heun9-large``) take as baseline the same solver written the labs' way
+(``course_style_flow_sample``), and its train row the labs' loop with the flow loss.
+
 Rows with ``+`` suffixes measure candidate fast paths on top of ours, so one run tells which of
 them win: ``+bf16`` samples with a bfloat16 copy of the network (training: the forward under
 bfloat16 autocast);
@@ -51,11 +55,12 @@ from .data import procedural_dataset, sprites_to_tensor
 from .errors import BadInput
 from .engine import GraphedTrainStep, inference_copy, make_optimizer
 from .model import ContextUnet
-from .sampling import sample
-from .schedule import NoiseSchedule
+from .sampling import network_calls, sample
+from .schedule import FlowSchedule, NoiseSchedule
 from .training import Stream, diffusion_loss, keyed_rng, noise_device, train_step
 
-__all__ = ["BenchRow", "course_sample_ddpm", "course_sample_ddim", "bare_forward_s", "run_bench"]
+__all__ = ["BenchRow", "course_sample_ddpm", "course_sample_ddim", "course_style_flow_sample", "bare_forward_s",
+           "run_bench"]
 
 
 @dataclass
@@ -122,6 +127,26 @@ def course_sample_ddim(model, schedule: NoiseSchedule, n: int, device, steps: in
     return samples, np.stack(intermediate)
 
 
+@torch.no_grad()
+def course_style_flow_sample(model, schedule: FlowSchedule, n: int, device, sampler: str = "heun", steps: int = 9,
+                             out=None):
+    """Euler or Heun on a flow model written the way the labs write their loops: eager, a print per
+    step, a NumPy copy of every step (there is no course code for flow matching to copy)."""
+    out = out if out is not None else io.StringIO()
+    samples = torch.randn(n, 3, model.h, model.h).to(device)
+    intermediate = []
+    ts = schedule.grid(steps)
+    for i, (t, t_prev) in enumerate(zip(ts[:-1], ts[1:])):
+        print(f"sampling step {i:3d}", end="\r", file=out)
+        u = model(samples, torch.tensor([t])[:, None, None, None].to(device))
+        if sampler == "heun" and t_prev > 0:
+            ahead = samples + (t_prev - t) * u
+            u = (u + model(ahead, torch.tensor([t_prev])[:, None, None, None].to(device))) / 2
+        samples = samples + (t_prev - t) * u
+        intermediate.append(samples.detach().cpu().numpy())
+    return samples, np.stack(intermediate)
+
+
 @torch.inference_mode()
 def bare_forward_s(model, batch: int, device, repeats: int = 20) -> float:
     """Median seconds of one forward pass of ``model`` itself at ``batch``, after warm-up."""
@@ -143,10 +168,11 @@ def _course_train(model, dataset, steps: int, schedule, device) -> None:
         opt.zero_grad()
         x = x.to(device)
         noise = torch.randn_like(x)
-        t = torch.randint(1, schedule.T + 1, (x.shape[0],)).to(device)
-        ab = schedule.ab_t[t, None, None, None]
-        x_pert = ab.sqrt() * x + (1 - ab).sqrt() * noise
-        loss = F.mse_loss(model(x_pert, t / schedule.T), noise)
+        # the course's t ~ U{1..T}, √ᾱ·x + √(1 − ᾱ)·ε and target ε, through the schedule, so that a v- or
+        # flow model's loop does its own arithmetic (t ~ U[0, 1), its path and target) at the same cost
+        t = schedule.sample_t(x.shape[0], None, "cpu").to(device)
+        x_pert = schedule.add_noise(x, t, noise)
+        loss = F.mse_loss(model(x_pert, schedule.model_time(t)), schedule.target(x, noise, t))
         loss.backward()
         opt.step()
 
@@ -196,8 +222,7 @@ def run_bench(model: ContextUnet, schedule: NoiseSchedule, device: torch.device,
     large_batch = large_batch or (1024 if device.type == "cuda" else 128)
     schedule = schedule.to(device)
     model = model.to(device).eval()
-    specs = {"sample-ddpm500-b32": ("ddpm", 500, 32), "sample-ddim25-b32": ("ddim", 25, 32),
-             "sample-ddpm500-large": ("ddpm", 500, large_batch)}
+    specs = _sample_specs(schedule, large_batch)
     wanted = _check_rows(rows, specs, schedule, device)
     out: list[BenchRow] = []
     course_train: dict = {}  # train_steps batches of 100 through the course's loop: measured once, shared by the train rows
@@ -216,6 +241,16 @@ def run_bench(model: ContextUnet, schedule: NoiseSchedule, device: torch.device,
     return out
 
 
+def _sample_specs(schedule, large_batch: int) -> dict[str, tuple[str, int, int]]:
+    """The sampling rows, {name: (sampler, steps, batch)}: DDPM-500 and DDIM-25 for a diffusion model (the
+    course's loops are the baseline), Heun-9 (its default) and Euler-25 for a flow model."""
+    if isinstance(schedule, FlowSchedule):
+        return {"sample-heun9-b32": ("heun", 9, 32), "sample-euler25-b32": ("euler", 25, 32),
+                "sample-heun9-large": ("heun", 9, large_batch)}
+    return {"sample-ddpm500-b32": ("ddpm", 500, 32), "sample-ddim25-b32": ("ddim", 25, 32),
+            "sample-ddpm500-large": ("ddpm", 500, large_batch)}
+
+
 def _check_rows(rows, specs: dict, schedule, device) -> tuple[str, ...]:
     """The rows to run (by default: the sampling rows and train, and on CUDA the bf16 and graph ones), checked."""
     # on CUDA, sampling replays a CUDA graph by default: "+eager" rows time it without one
@@ -223,7 +258,8 @@ def _check_rows(rows, specs: dict, schedule, device) -> tuple[str, ...]:
                                               "train-large+graph+bf16"]
     variants = on_cuda + [f"{r}+eager" for r in specs] + [f"{r}+graph" for r in specs]
     # torch.compile: 1.10x on the CPU after a 16 s compile, 84 s to compile on an H100: asked for by name only
-    variants += ["sample-ddpm500-large+compile", "sample-ddpm500-large+compile+bf16", "sample-ddpm500-large+autotune+bf16",
+    large = next(r for r in specs if r.endswith("-large"))
+    variants += [f"{large}+compile", f"{large}+compile+bf16", f"{large}+autotune+bf16",
                  "train+compile", "train+compile+graph", "train-large+compile+graph+bf16"]
     wanted = rows or (*specs, "train", *(on_cuda if device.type == "cuda" else ()))
     unknown = [r for r in wanted if r not in (*specs, "train", *variants)]
@@ -238,8 +274,8 @@ def _check_rows(rows, specs: dict, schedule, device) -> tuple[str, ...]:
 
 def _sample_row(name, model, schedule, device, sampler, steps, b, extra, compiled, repeats, log) -> BenchRow:
     steps = schedule.T if sampler == "ddpm" else steps
-    course = course_sample_ddpm if sampler == "ddpm" else course_sample_ddim
-    kwargs = {} if sampler == "ddpm" else {"steps": steps}
+    course = {"ddpm": course_sample_ddpm, "ddim": course_sample_ddim}.get(sampler, course_style_flow_sample)
+    kwargs = {} if sampler == "ddpm" else {"steps": steps} if sampler == "ddim" else {"sampler": sampler, "steps": steps}
     bare = bare_forward_s(model, b, device)  # also the warm-up: allocator, kernels, caches
     bare_ours = bare_forward_s(inference_copy(model), b, device)
     base = median_time(lambda: course(model, schedule, b, device, **kwargs), device, repeats)
@@ -247,7 +283,8 @@ def _sample_row(name, model, schedule, device, sampler, steps, b, extra, compile
         warm = median_time(lambda: sample(model, schedule, b, sampler=sampler, steps=2, **extra), device, 1)
         log(f"{name}: first call (compiling) {warm:.1f} s")
     ours = median_time(lambda: sample(model, schedule, b, sampler=sampler, steps=steps, **extra), device, repeats)
-    return BenchRow(name, base, ours, base / ours, ours / (steps * bare), ours / (steps * bare_ours), b)
+    calls = network_calls(sampler, steps)
+    return BenchRow(name, base, ours, base / ours, ours / (calls * bare), ours / (calls * bare_ours), b)
 
 
 def _train_row(name, model, schedule, device, batch, train_steps, extra, compiled, repeats, course_train, log) -> BenchRow:

@@ -242,7 +242,8 @@ def _other_options(sub) -> None:
     b.add_argument("--large-batch", type=_positive_int, help="batch of the throughput row (default 1024 on CUDA, 128 on CPU)")
     b.add_argument("--train-steps", type=_positive_int, default=20, help="training steps of batch 100 per run")
     b.add_argument("--rows", type=_rows, help="comma-separated (default: sample-ddpm500-b32,sample-ddim25-b32,"
-                   "sample-ddpm500-large,train, and on CUDA also their +bf16 variants and the train+graph rows); "
+                   "sample-ddpm500-large,train, for a flow model sample-heun9-b32,sample-euler25-b32,"
+                   "sample-heun9-large,train, and on CUDA also their +bf16 variants and the train+graph rows); "
                    "variants such as sample-ddim25-b32+eager or train+compile+graph time one fast path each; an "
                    "unknown name lists them all")
     b.add_argument("--json", action="store_true")

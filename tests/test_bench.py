@@ -63,3 +63,23 @@ def test_bf16_variant_rows_run_on_cpu_and_count_their_images():
     # The large-batch row's baseline is the course loop's seconds per image times its images.
     assert abs(rows[2].baseline_s - rows[1].baseline_s * 8 / 100) < 1e-9
 
+
+
+def test_the_flow_baseline_is_the_same_computation_as_ours_and_a_flow_model_benches():
+    from diffusion_utilities.bench import course_style_flow_sample
+    from diffusion_utilities.schedule import FlowSchedule
+
+    model, schedule = _model(), FlowSchedule()
+    for sampler, steps in (("euler", 6), ("heun", 4)):
+        torch.manual_seed(7)
+        course, frames = course_style_flow_sample(model, schedule, 4, torch.device("cpu"), sampler, steps)
+        torch.manual_seed(7)
+        ours = sample(model, schedule, 4, sampler=sampler, steps=steps).x
+        torch.testing.assert_close(course, ours, atol=1e-4, rtol=1e-4)
+        assert len(frames) == steps
+    rows = run_bench(model, schedule, torch.device("cpu"), repeats=1, large_batch=2, train_steps=1,
+                     log=lambda *_: None)
+    assert [r.name for r in rows] == ["sample-heun9-b32", "sample-euler25-b32", "sample-heun9-large", "train"]
+    assert all(r.baseline_s > 0 and r.ours_s > 0 for r in rows)
+    with pytest.raises(BadInput, match="unknown bench row 'sample-ddpm500-b32'"):  # no DDPM for a flow model
+        run_bench(model, schedule, torch.device("cpu"), rows=("sample-ddpm500-b32",))
