@@ -18,7 +18,7 @@ import torch
 from .errors import BadInput
 from .files import out_folder
 from .files import remove_stale_temps
-from .weights import read_tensors, save_tensors
+from .weights import card_path, read_tensors, save_tensors
 
 __all__ = ["CHECKPOINT", "MODEL", "releases_out_dir_lock", "prepare_out_dir", "clear_earlier_run", "save_checkpoint",
            "resume_from", "checkpoint_problem"]
@@ -113,7 +113,7 @@ def prepare_out_dir(out_dir: Path, resume: bool, overwrite: bool) -> None:
     out_folder(out_dir, CHECKPOINT, MODEL)
     lock_out_dir(out_dir)
     # only now, with the lock held, can no other run be writing them
-    remove_stale_temps(out_dir, CHECKPOINT, MODEL, Path(MODEL).with_suffix(".json").name)
+    remove_stale_temps(out_dir, CHECKPOINT, MODEL, card_path(MODEL).name)
     remove_stale_temps(out_dir / "snapshots", "epoch_*")
     has_checkpoint, has_model = (out_dir / CHECKPOINT).exists(), (out_dir / MODEL).exists()
     if resume and has_model and not has_checkpoint:

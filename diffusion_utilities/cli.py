@@ -14,6 +14,7 @@ import math
 import os
 import re
 import shlex
+import shutil
 import sys
 import time
 from dataclasses import asdict, fields, replace
@@ -41,7 +42,7 @@ from .schedule import DiffusionConfig, FlowSchedule, make_schedule
 from .sprites import check_room_for, sprite_sheet
 from .training import TrainConfig, TrainingDiverged, TrainingInterrupted, scaled_lr, train
 from .files import atomic_write
-from .weights import export_course_weights, load_model, load_model_and_schedule
+from .weights import card_path, export_course_weights, load_model, load_model_and_schedule
 
 __all__ = ["main"]
 
@@ -286,7 +287,7 @@ def _cmd_train(a, argv) -> None:
         a.resume = a.resume or (not a.overwrite and (a.out / CHECKPOINT).exists())  # a spot restart goes on
     if a.out is None:
         raise BadInput("train needs --out, the folder for its checkpoint and model.safetensors")
-    config = _config_from(TrainConfig, a, lr=a.lr if a.lr is not None else scaled_lr(a.batch_size), data_seed=0)
+    config = _config_from(TrainConfig, a, lr=a.lr if a.lr is not None else scaled_lr(a.batch_size))
     diffusion = _config_from(DiffusionConfig, a)
     make_schedule(diffusion)  # a bad schedule is one line now, before a --data set is read
     data = load_dataset(a.data) if a.data else None
@@ -306,9 +307,8 @@ def _cmd_train(a, argv) -> None:
 
 def _copy_model(out: Path, model_dir: Path) -> None:
     """The finished model and its card into a SageMaker job's model folder (uploaded as model.tar.gz)."""
-    for name in (MODEL, Path(MODEL).with_suffix(".json").name):
-        data = (out / name).read_bytes()
-        atomic_write(model_dir / name, lambda tmp, data=data: tmp.write_bytes(data))
+    for name in (MODEL, card_path(MODEL).name):
+        atomic_write(model_dir / name, lambda tmp, name=name: shutil.copyfile(out / name, tmp))
     print(f"copied the model and its card to {model_dir}")
 
 

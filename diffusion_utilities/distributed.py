@@ -38,7 +38,7 @@ import torch.distributed as dist
 from .errors import BadInput
 
 __all__ = ["World", "SINGLE", "torchrun_world", "distributed_context", "rank_device", "is_main", "shard", "Shard",
-           "check_batch_size", "any_rank", "average_over_ranks", "wait_for_all", "agreed_checks",
+           "check_batch_size", "check_same_on_every_rank", "any_rank", "average_over_ranks", "wait_for_all", "agreed_checks",
            "convert_sync_batchnorm", "SageMakerEnv", "sagemaker_env", "SAGEMAKER_CHECKPOINTS"]
 
 
@@ -251,6 +251,21 @@ def agreed_checks(world: World):
             raise BadInput(first) from None
     if error is not None:
         raise error
+
+
+def check_same_on_every_rank(value, world: World, what: str, fix: str) -> None:
+    """One BadInput line on every rank unless ``value`` is the same on all of them (nothing to check in one process).
+
+    For what each rank works out alone but all must share, such as the step a run resumes from: ranks
+    that read different checkpoints would otherwise train out of step, or wait for each other forever.
+    """
+    if world.world_size == 1:
+        return
+    values = [None] * world.world_size
+    dist.all_gather_object(values, value)
+    if len(set(map(repr, values))) > 1:
+        seen = ", ".join(f"rank {r}: {v}" for r, v in enumerate(values))
+        raise BadInput(f"the processes disagree on {what} ({seen}); {fix}")
 
 
 def convert_sync_batchnorm(model: torch.nn.Module, world: World) -> torch.nn.Module:

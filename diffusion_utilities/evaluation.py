@@ -31,7 +31,7 @@ from .sampling import sample
 from .schedule import schedule_from_card
 from .sprites import GENERATOR_VERSION
 from .files import atomic_write, sha256_file
-from .weights import check_state_dict, read_card_file, read_tensors, save_tensors
+from .weights import card_path, check_state_dict, read_card_file, read_tensors, save_tensors
 
 __all__ = [
     "FEATURES",
@@ -116,7 +116,7 @@ def train_classifier(out: Path, n_train: int = 20_000, n_test: int = 5_000, epoc
             "wall_time_s": round(time.perf_counter() - start, 1)}
     save_tensors(out, model.state_dict(), card)
     card = {**card, "file": out.name, "sha256": sha256_file(out)}
-    atomic_write(out.with_suffix(".json"), lambda tmp: tmp.write_text(json.dumps(card, indent=2) + "\n"))
+    atomic_write(card_path(out), lambda tmp: tmp.write_text(json.dumps(card, indent=2) + "\n"))
     return card
 
 
@@ -124,7 +124,7 @@ def _check_out(out: Path, overwrite: bool = False) -> None:
     """One BadInput line, before any training, unless ``out`` and the ``.json`` card beside it can be written."""
     if out.suffix != ".safetensors":
         raise BadInput(f"--out {out} must name a .safetensors file (its card goes beside it as .json)")
-    for path in (out, out.with_suffix(".json")):
+    for path in (out, card_path(out)):
         if path.is_dir():
             raise BadInput(f"{path} is a folder; pass --out a file name such as weights/sprite_classifier.safetensors")
     if out.is_file():  # replacing an earlier classifier is fine; replacing anything else (a trained model) is not
@@ -356,14 +356,14 @@ def format_table(rows: list[EvalRow], n_reference: int = 2000) -> str:
 
 def check_card_writable(weights: Path) -> Path:
     """The weights' JSON card, checked before an evaluation whose table will be recorded in it; returns its path."""
-    card_path = Path(weights).with_suffix(".json")
-    if not card_path.is_file():
-        raise BadInput(f"--update-card needs the card {card_path} beside the weights; restore it or drop --update-card")
-    read_card_file(card_path)
-    if not os.access(card_path.parent, os.W_OK | os.X_OK):  # the card is replaced through a file beside it
-        raise BadInput(f"cannot write to {card_path.parent}, where --update-card records the table; "
+    path = card_path(weights)
+    if not path.is_file():
+        raise BadInput(f"--update-card needs the card {path} beside the weights; restore it or drop --update-card")
+    read_card_file(path)
+    if not os.access(path.parent, os.W_OK | os.X_OK):  # the card is replaced through a file beside it
+        raise BadInput(f"cannot write to {path.parent}, where --update-card records the table; "
                        f"make it writable or drop --update-card")
-    return card_path
+    return path
 
 
 def record_evaluation(weights: Path, rows: list[EvalRow], *, n: int, seed: int, command: str, hardware: str,
@@ -372,8 +372,8 @@ def record_evaluation(weights: Path, rows: list[EvalRow], *, n: int, seed: int, 
 
     Rows measured before under the same n and seed stay, unless this run measured them again.
     """
-    card_path = Path(weights).with_suffix(".json")
-    card = read_card_file(card_path)
+    path = card_path(weights)
+    card = read_card_file(path)
     key = f"n{n}_seed{seed}"
     earlier = card.setdefault("evaluation", {}).get(key, {})
     merged = {r["name"]: r for r in earlier.get("rows", [])} | {r.name: asdict(r) for r in rows}
@@ -384,7 +384,7 @@ def record_evaluation(weights: Path, rows: list[EvalRow], *, n: int, seed: int, 
         "hardware": hardware, "wall_time_s": round(seconds + earlier.get("wall_time_s", 0), 1),
         "rows": sorted(merged.values(), key=_row_order),
     }
-    atomic_write(card_path, lambda tmp: tmp.write_text(json.dumps(card, indent=2) + "\n"))
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(card, indent=2) + "\n"))
 
 
 def _row_order(row: dict):

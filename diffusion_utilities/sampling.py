@@ -322,7 +322,10 @@ def sample(
     generator: torch.Generator | None = None,
     save_every: int | None = None,
     progress: bool = False,
-    **engine,
+    fast: bool = True,
+    cuda_graph: bool | None = None,
+    precision: str = "fp32",
+    compile: str | None = None,
 ) -> Samples:
     """Draw ``n`` images from ``model`` by running ``sampler`` over ``steps`` time steps (default: T).
 
@@ -330,8 +333,8 @@ def sample(
     guidance_rescale: φ in [0, 1] (Lin et al. 2024 §3.4; they use 0.7), see ``predict_noise``;
     x_T: (n, C, H, W) starting noise (default: drawn from ``generator``, on its own device, or
     without one on the model's); save_every: keep a frame every that many steps, for animations.
-    engine: how the network runs, not what it computes (``engine.SamplingNetwork``): fast=True
-    (BatchNorm folded, channels_last; agrees with the model to float rounding), cuda_graph=None (on
+    fast, cuda_graph, precision, compile: how the network runs, not what it computes
+    (``engine.SamplingNetwork``): fast=True (BatchNorm folded, channels_last; agrees with the model to float rounding), cuda_graph=None (on
     for the fast path on a GPU: DDPM-500 at batch 32 took 0.28 s instead of 1.42 s on an H100),
     precision="fp32" or "bf16" (faster on GPUs, but moves the samples by more than rounding, so never
     the default), compile=None, "default" or "max-autotune" (torch.compile; pays only for long runs).
@@ -339,7 +342,7 @@ def sample(
     """
     steps = schedule.T if steps is None else _whole(steps)
     n = _check_args(model, schedule, n, sampler, steps, guidance, guidance_rescale, eta, x_T, context)
-    network = SamplingNetwork(model, **engine)
+    network = SamplingNetwork(model, fast=fast, cuda_graph=cuda_graph, precision=precision, compile=compile)
     device, dtype = network.device, network.dtype
     schedule = schedule.to("cpu")  # coefficients are 0-dim CPU tensors: no kernel launches for scalar math
     context = None if context is None else context.to(device, dtype)  # e.g. float64 weights for a float32 model

@@ -30,8 +30,8 @@ from .checkpoints import (CHECKPOINT, MODEL, clear_earlier_run, prepare_out_dir,
                           save_checkpoint)
 from .data import SpriteData, procedural_dataset, sprites_to_tensor
 from .devices import hardware_name, pick_device
-from .distributed import (agreed_checks, any_rank, average_over_ranks, check_batch_size, convert_sync_batchnorm,
-                          distributed_context, is_main, rank_device, shard, wait_for_all)
+from .distributed import (agreed_checks, any_rank, average_over_ranks, check_batch_size, check_same_on_every_rank,
+                          convert_sync_batchnorm, distributed_context, is_main, rank_device, shard, wait_for_all)
 from .engine import PRECISIONS, GraphedTrainStep, cuda_generator, make_optimizer, set_lr
 from .errors import BadInput
 from .memory import check_memory
@@ -255,13 +255,17 @@ class _Run:
         self.opt = make_optimizer(self.model, config.lr, device, capturable=config.cuda_graph)
         self.ema = _EMA(self.model, config.ema_decay)
         self.card = _card(model_config, diffusion, config, data, self.n, command)
-        # DDP averages the ranks' gradients in backward; the optimizer and EMA work on the model itself
-        self.net = self.model if world.world_size == 1 else DistributedDataParallel(
-            self.model, device_ids=[device.index] if device.type == "cuda" else None)
         if init_from is not None:
             self.card["init_from"] = _warm_start(Path(init_from), start, self.model, self.ema, self.card)
         self.card = json.loads(json.dumps(self.card))  # tuples become lists, as they will be when read back
-        self._resume_or_start(resume)
+        with agreed_checks(world):  # a checkpoint one rank cannot read stops every rank
+            self._resume_or_start(resume)
+        check_same_on_every_rank(self.step, world, "the step to resume from",
+                                 "give every process the same --out folder (shared between machines)")
+        # DDP averages the ranks' gradients in backward (and starts every rank from rank 0's weights); the
+        # optimizer and EMA work on the model itself
+        self.net = self.model if world.world_size == 1 else DistributedDataParallel(
+            self.model, device_ids=[device.index] if device.type == "cuda" else None)
         if overwrite and self.main:
             clear_earlier_run(out_dir)
         self._start_loop(progress and self.main)
@@ -320,9 +324,17 @@ class _Run:
         return self.perm[k * self.config.batch_size:(k + 1) * self.config.batch_size]
 
     def agreed_signal(self, signum: int | None) -> int | None:
-        """A SIGINT/SIGTERM that reached any rank, on every rank at the same step (one process: as it is)."""
+        """A SIGINT/SIGTERM that reached any rank, on every rank at the same step (one process: as it is).
+
+        The ranks compare notes only at the steps where they read their losses back anyway (every
+        LOSS_READ_EVERY steps, checkpoints, epoch ends): on a GPU each comparison waits for the queued work.
+        """
         if self.world.world_size == 1:
             return signum
+        step, config = self.step, self.config
+        if not (step % self.steps_per_epoch == 0 or step % LOSS_READ_EVERY == 0
+                or (config.checkpoint_every and step % config.checkpoint_every == 0)):
+            return None
         return (signum or signal.SIGTERM) if any_rank(signum is not None, self.world) else None
 
     def _batch(self, idx, augment_gen) -> tuple[torch.Tensor, torch.Tensor | None]:

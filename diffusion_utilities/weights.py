@@ -34,6 +34,7 @@ __all__ = [
     "load_model",
     "read_card",
     "read_card_file",
+    "card_path",
     "load_legacy_pth",
     "check_state_dict",
     "export_course_weights",
@@ -80,7 +81,8 @@ def read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     return tensors, card
 
 
-def _card_path(path: Path) -> Path:
+def card_path(path: Path) -> Path:
+    """The JSON card beside a weights file: NAME.json for NAME.safetensors."""
     return Path(path).with_suffix(".json")
 
 
@@ -106,7 +108,7 @@ def save_model(model: ContextUnet, path: Path, card: dict, half: bool = False) -
     card = {**card, "model": vars(model.config), "dtype": "float16" if half else "float32"}
     save_tensors(path, state, card)
     card_with_hash = {**card, "file": Path(path).name, "sha256": sha256_file(path)}
-    atomic_write(_card_path(path), lambda tmp: tmp.write_text(json.dumps(card_with_hash, indent=2) + "\n"))
+    atomic_write(card_path(path), lambda tmp: tmp.write_text(json.dumps(card_with_hash, indent=2) + "\n"))
     return card_with_hash
 
 
@@ -158,7 +160,7 @@ def load_model(path: Path, device="cpu", verify_hash: bool = True) -> tuple[Cont
     path = Path(path)
     tensors, card = read_tensors(path)
     _refuse_other_kinds(path, tensors, card)
-    sidecar = _card_path(path)
+    sidecar = card_path(path)
     if verify_hash and os.path.lexists(sidecar):
         expected = read_card_file(sidecar).get("sha256")
         if expected and sha256_file(path) != expected:

@@ -38,6 +38,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from diffusion_utilities.cli import _Parser
 from diffusion_utilities.cli import build_parser as train_parser
 from diffusion_utilities.distributed import SAGEMAKER_CHECKPOINTS
 from diffusion_utilities.errors import BadInput
@@ -63,11 +64,6 @@ GPUS = {"ml.g5.12xlarge": 4, "ml.g5.24xlarge": 4, "ml.g5.48xlarge": 8, "ml.g6.12
 # requirements.txt lines the container must not install: its own CUDA build of torch stays, and the
 # notebook tools are not needed to train
 NOT_IN_THE_CONTAINER = {"torch", "torchvision", "jupyterlab", "ipywidgets", "ipykernel"}
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise BadInput(f"{self.prog}: {message} (see --help)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -114,15 +110,17 @@ def train_hyperparameters(train_args: list[str]) -> dict:
             hyperparameters[name], i = train_args[i + 1], i + 2
         else:
             hyperparameters[name], i = True, i + 1
-    for name in hyperparameters:
-        if name in SET_BY_THE_JOB:
-            raise BadInput(f"train --{name} is set by the job: {SET_BY_THE_JOB[name]}")
     return hyperparameters
 
 
 def train_command(hyperparameters: dict) -> argparse.Namespace:
-    """The train command the job will run (train_entry.train_argv), read by train's own parser: a typo fails here."""
-    return train_parser().parse_args([*_train_entry().train_argv(hyperparameters), "--out", str(SAGEMAKER_CHECKPOINTS)])
+    """The train command the job will run (train_entry.train_argv), read by train's own parser: a typo fails here,
+    and so does an option the job sets itself, however it is spelt (argparse takes --ou for --out)."""
+    command = train_parser().parse_args(_train_entry().train_argv(hyperparameters))
+    for name, why in SET_BY_THE_JOB.items():
+        if getattr(command, name) not in (None, False):
+            raise BadInput(f"train --{name} is set by the job: {why}")
+    return command
 
 
 def _train_entry():
@@ -163,7 +161,7 @@ def check(args: argparse.Namespace, batch_size: int) -> None:
     elif args.max_wait is not None:
         raise BadInput("--max-wait applies to spot jobs only; add --spot or drop --max-wait")
     processes = GPUS.get(args.instance_type, 1) * args.instance_count
-    if batch_size % processes:
+    if batch_size % processes:  # train's own check (distributed.check_batch_size), said in the launcher's terms
         raise BadInput(f"--batch-size {batch_size} does not split over the {processes} GPUs of {args.instance_count} × "
                        f"{args.instance_type}; give a multiple of {processes}")
 

@@ -42,8 +42,9 @@ from diffusion_utilities.distributed import (check_batch_size, convert_sync_batc
                                              rank_device, shard)
 from diffusion_utilities.model import ContextUnet
 from diffusion_utilities.schedule import DiffusionConfig, make_schedule
-from diffusion_utilities.training import diffusion_loss
-from diffusion_utilities.weights import load_model
+from diffusion_utilities.engine import make_optimizer
+from diffusion_utilities.training import train_step
+from diffusion_utilities.weights import load_model_and_schedule
 
 ROOT = Path(__file__).resolve().parents[1]
 BATCH, N_FEAT, HEIGHT, CLASSES = 100, 64, 16, 5
@@ -54,12 +55,13 @@ def worker(steps: int, warmup: int, device_name: str) -> None:
     with distributed_context(torch.device(device_name)) as world:
         device = rank_device(torch.device(device_name), world)
         check_batch_size(BATCH, world)
+        # the model, SyncBatchNorm and DDP as training._Run builds them, without its data and bookkeeping
         torch.manual_seed(0)  # every rank builds the same network (DDP also copies rank 0's at the start)
         model = ContextUnet(n_feat=N_FEAT, n_cfeat=CLASSES, height=HEIGHT).to(device, memory_format=torch.channels_last)
         model = convert_sync_batchnorm(model, world)
         net = model if world.world_size == 1 else DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
-        opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=device.type == "cuda")
+        opt = make_optimizer(model, 1e-3, device)
         schedule = make_schedule(DiffusionConfig()).to(device)
         n = BATCH * (warmup + steps)
         data = torch.Generator().manual_seed(0)
@@ -72,10 +74,8 @@ def worker(steps: int, warmup: int, device_name: str) -> None:
                 start = time.perf_counter()
             part = shard(perm[step * BATCH:(step + 1) * BATCH], world)
             gen = torch.Generator(device=device).manual_seed(1000 * step + world.rank)
-            loss = diffusion_loss(net, schedule, x_all[part.indices], c_all[part.indices], gen=gen, context_dropout=0.1)
-            opt.zero_grad(set_to_none=True)
-            (loss * part.weight).backward()
-            opt.step()
+            train_step(net, opt, schedule, x_all[part.indices], c_all[part.indices], gen=gen, context_dropout=0.1,
+                       weight=part.weight)
         _synchronise(device, world.world_size)
         seconds = torch.tensor([time.perf_counter() - start], dtype=torch.float64, device=device)
         if world.world_size > 1:
@@ -111,9 +111,8 @@ def measure(procs: list[int], steps: int, warmup: int, device: str, threads: int
 
 def batchnorm_study(repeats: int, weights: Path) -> dict:
     """Loss and gradient of 100 sprites normalised together vs as two halves, with trained weights."""
-    model, card = load_model(weights)
+    model, schedule, _ = load_model_and_schedule(weights)
     model.train()  # BatchNorm normalises with the batch's own statistics, as in training
-    schedule = make_schedule(DiffusionConfig(**card["diffusion"]))
     data = procedural_dataset(BATCH * (repeats + 1), seed=0)
     x_all, c_all = sprites_to_tensor(data.sprites), torch.from_numpy(data.labels).float()
     gen = torch.Generator().manual_seed(0)
@@ -140,7 +139,8 @@ def _draw(schedule, x_all, c_all, rows, gen):
 
 def _loss_and_grad(model, schedule, parts) -> tuple[float, torch.Tensor]:
     """The mean over ``parts`` of each part's loss, each part through BatchNorm on its own, as DDP
-    averages equal ranks; returns (loss, flattened gradient)."""
+    averages equal ranks; returns (loss, flattened gradient). Not diffusion_loss: both ways of normalising
+    must see the same t and noise, drawn once by _draw."""
     model.zero_grad(set_to_none=True)
     total = 0.0
     for x0, c, noise, t in parts:

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from diffusion_utilities import load_model_and_schedule, sample  # noqa: E402
-from diffusion_utilities.evaluation import Evaluator, load_classifier  # noqa: E402
+from diffusion_utilities.evaluation import Evaluator, load_classifier, real_fid_blocks, row_spec  # noqa: E402
 from diffusion_utilities.sampling import network_calls  # noqa: E402
 
 
@@ -33,18 +33,20 @@ def main() -> None:
     ev = Evaluator(load_classifier(Path("weights/sprite_classifier.safetensors")), card)
     labels = torch.arange(a.n) % 5
     context = F.one_hot(labels, 5).float()
-    print(f"{a.weights}, n = {a.n}, seed 0")
+    blocks = real_fid_blocks(ev.classifier, ev.ref_features, a.n)
+    print(f"{a.weights}, n = {a.n}, seed 0; real held-out sprites: five disjoint draws of {a.n} score "
+          f"{blocks.min():.1f} to {blocks.max():.1f} (the floor and its spread)")
     print(f"{'row':10s} {'calls':>5s} " + " ".join(f"{'s=' + s:>14s}" for s in a.shifts.split(",")))
     for row in a.rows.split(","):
-        sampler, steps = row.rsplit("-", 1)
+        sampler, steps, *_ = row_spec(row)
         cells = []
         for shift in (float(s) for s in a.shifts.split(",")):
             start = time.perf_counter()
-            x = sample(model, replace(schedule, shift=shift), a.n, sampler=sampler, steps=int(steps), context=context,
+            x = sample(model, replace(schedule, shift=shift), a.n, sampler=sampler, steps=steps, context=context,
                        generator=torch.Generator().manual_seed(0)).x
-            r = ev.row(row, x, labels, time.perf_counter() - start, (sampler, int(steps), 0.0, 0.0, 0.0))
+            r = ev.row(row, x, labels, time.perf_counter() - start, (sampler, steps, 0.0, 0.0, 0.0))
             cells.append(f"{r.fid:7.1f} ({r.class_accuracy:.3f})")
-        print(f"{row:10s} {network_calls(sampler, int(steps)):5d} " + " ".join(f"{c:>14s}" for c in cells), flush=True)
+        print(f"{row:10s} {network_calls(sampler, steps):5d} " + " ".join(f"{c:>14s}" for c in cells), flush=True)
     print("cells: sprite-FID (class accuracy)")
 
 

@@ -26,16 +26,14 @@ def graph() -> dict[str, set[str]]:
 
 
 def cycles(g: dict[str, set[str]]) -> list[list[str]]:
-    """Every elementary cycle found by a depth-first search from each module (each reported once)."""
-    seen, out = set(), []
+    """Every elementary cycle, once: a depth-first search from each module through larger-named ones only,
+    so each cycle is found from its smallest module."""
+    out = []
 
     def walk(start, node, path):
         for nxt in sorted(g.get(node, ())):
             if nxt == start:
-                key = frozenset(path)
-                if key not in seen:
-                    seen.add(key)
-                    out.append(path + [start])
+                out.append(path + [start])
             elif nxt not in path and nxt > start:
                 walk(start, nxt, path + [nxt])
 
