@@ -25,7 +25,6 @@ training step and the same sampling loop, so that you can see how few lines chan
 A model trained this way by this repository's own `train --objective flow` command is in
 `weights/sprites_flow.safetensors`."""),
 (CODE, r"""import copy
-import json
 import time
 from pathlib import Path
 
@@ -45,6 +44,7 @@ from diffusion_utilities.sampling import network_calls
 from diffusion_utilities.schedule import FlowSchedule
 from diffusion_utilities.devices import pick_device
 from diffusion_utilities.training import diffusion_loss, train_step
+from diffusion_utilities.weights import card_path, read_card_file
 
 device = pick_device("auto")
 print(f"running on {device.type}")
@@ -403,10 +403,13 @@ the same noise and classes for every cell; `docs/measurements/cpu_2026-12-02_flo
 | Euler, 16 steps | 16 | 52.1 | 48.3 | 48.4 |
 | Heun, 5 steps | 9 | 56.5 | 46.1 | 48.7 |
 | Heun, 9 steps | 17 | 40.9 | 38.4 | 38.8 |
+| real held-out sprites | – | 27.4 (five draws: 18.4 to 28.2) | | |
 
-s = 2 is better in every row, by more than the spread of real draws (below) at 8 and 9 calls, so
-`sample` uses s = 2 for a flow model unless told otherwise. The plot and table below use the uniform
-grid, as the model's card records them."""),
+s = 2 is better in every row: by more than the spread of real draws (about 10 points at this n,
+measured below) at 8 and 9 calls, within it at 16 and 17. So the command line's
+`python -m diffusion_utilities sample` uses s = 2 for a flow model unless told otherwise; the
+library's `sample()` runs the grid of the schedule it is given (`flow_sch` here is uniform). The plot
+and table below use the uniform grid, as the model's card records them."""),
 (MD, r"""## Quality against network calls, for all three models
 
 Sprite-FID (lesson 4) for every model and sampler, from `evaluate --n 400`, as recorded in each
@@ -427,7 +430,7 @@ print(f"five draws of 400 real sprites score FID {blocks.min():.0f} to {blocks.m
     return {r["name"]: r for r in card["evaluation"][f"n{n}_seed{seed}"]["rows"]}
 
 # the evaluation tables live in the JSON cards beside the weights (the weights' own header has no table)
-cards = {who: json.loads(Path(f"../weights/sprites_{name}.json").read_text())
+cards = {who: read_card_file(card_path(f"../weights/sprites_{name}.safetensors"))
          for who, name in (("course", "ddpm"), ("fixed", "v"), ("flow", "flow"))}
 tables = {who: card_rows(card) for who, card in cards.items()}
 colours_by_model = {"course": "tab:red", "fixed": "tab:blue", "flow": "tab:green"}
@@ -467,7 +470,8 @@ print(f"(calls 0: real held-out sprites, the floor; five real draws span {blocks
 cell below condenses the plot into one line per model: its best row at 20 network calls or fewer, and
 the fewest calls at which it is at least as good as the course model's DDPM-500 (to within the spread)."""),
 (CODE, r"""target = tables["course"]["ddpm"]["fid"]
-print(f"the course model's DDPM-500 (500 calls): FID {target:.1f}; the spread at n = 400: ± {half:.0f}")
+print(f"the course model's DDPM-500 (500 calls): FID {target:.1f}; real held-out sprites (the floor) "
+      f"{tables['course']['real']['fid']:.1f}; five real draws span {blocks.min():.1f} to {blocks.max():.1f} (± {half:.0f})")
 for who, rows_ in tables.items():
     fast = [r for r in rows_.values() if r["sampler"] not in ("real", "ddpm") and r["guidance"] == 0]
     best = min((r for r in fast if network_calls(r["sampler"], r["steps"]) <= 20), key=lambda r: r["fid"])
@@ -489,14 +493,17 @@ for who, rows_ in tables.items():
   handful of calls on, the ODE's solution is close, and Heun's second-order correction pays off once
   there are calls enough to spend two per step.
 - **When each choice pays off**, with the numbers printed above:
-  - the course model (ε, T = 500, linear β): DDPM at 500 calls, or DDIM with η = 1 at 25 (lesson 7);
-    its deterministic samplers stay above DDPM at any number of calls;
+  - the course model (ε, T = 500, linear β): DDPM at 500 calls, or DDIM with η = 1 at 25 (lesson 7),
+    which scores 23.7 at this n, the best row of any model here, inside the real draws' band (its fresh
+    noise at every step hides the schedule's leak); its deterministic samplers stay above DDPM at any
+    number of calls;
   - lesson 8's fix (v-prediction, zero terminal SNR): a fine-tune away from an existing diffusion
     model, then DPM-Solver++ or DDIM at 10–25 calls, and deterministic samplers that interpolate;
   - flow matching: the simplest recipe when you train anyway (no schedule to choose; it can start from
     a diffusion model, as the live run did), and the objective today's image models are trained with.
-    Here Heun at 9 to 17 calls (FID 56 to 41; 46 to 38 on the shifted grid) beats the course model's
-    DDPM-500 with a thirtieth of its calls. It does not beat lesson 8's model, which reaches the
+    Here Heun matches the course model's DDPM-500 at 9 calls (56.5 against 55.9) and beats it at 17
+    (40.9; 46.1 and 38.4 on the shifted grid), with a thirtieth of its calls. It does not beat lesson
+    8's model, which reaches the
     floor's edge at 10 calls: after similar fine-tunes from the same ε-network (3,000 and 4,000
     steps), the v-model is the better sampler of these sprites per call. Straighter paths are what
     methods that sample in one to four steps build on (Liu et al.'s "reflow" straightens them further).
