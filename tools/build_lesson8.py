@@ -3,7 +3,7 @@ tools/run_notebooks.py). Kept so that the lesson's source reads as plain Python 
 
 from pathlib import Path
 
-from lesson_builder import CODE, MD, build
+from lesson_builder import CODE, IGNORE, MD, build
 
 CELLS = [
 (MD, r"""# 8 · Fixing the schedule: pure noise at t = T, and v-prediction

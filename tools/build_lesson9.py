@@ -3,7 +3,7 @@ tools/run_notebooks.py). Kept so that the lesson's source reads as plain Python 
 
 from pathlib import Path
 
-from lesson_builder import CODE, MD, build
+from lesson_builder import CODE, IGNORE, MD, build
 
 CELLS = [
 (MD, r"""# 9 · Flow matching: the same network on a straight road
@@ -199,9 +199,7 @@ print(f"  {flow_card['steps']:,} steps in {f'{wall / 60:.0f} min' if wall >= 120
 fine-tune like it, live: 40 steps of 64 sprites with the library's `train_step` (the function lesson
 5 checked against Algorithm 1) given the flow schedule. Before it starts, we sample from the course's network
 as if its ε were a velocity, to see what the new question asks of it."""),
-(CODE, r"""# NBVAL_IGNORE_OUTPUT
-# (wall time depends on the machine; the bar shows the steps go by)
-x_show = torch.randn((10, 3, 16, 16), generator=torch.Generator().manual_seed(2)).to(device)  # the same noise
+(CODE, r"""x_show = torch.randn((10, 3, 16, 16), generator=torch.Generator().manual_seed(2)).to(device)  # the same noise
 ctx_show = torch.eye(5, device=device).repeat(2, 1)                                           # before and after
 live = copy.deepcopy(course)
 before = sample(live, flow_sch, x_T=x_show, sampler="euler", steps=8, context=ctx_show, fast=False).x.cpu()
@@ -217,18 +215,14 @@ for step in tqdm(range(n_steps), desc="flow fine-tune"):
     idx = torch.randint(0, len(x_all), (batch,), generator=gen).to(device)
     losses.append(train_step(live, optimizer, flow_sch, x_all[idx], c_all[idx], gen=gen, context_dropout=0.1).item())
 live.eval()
-print(f"{n_steps} steps of {batch} sprites in {time.perf_counter() - start:.0f} s on {device.type}")"""),
-(CODE, r"""# NBVAL_IGNORE_OUTPUT
-# (the losses' last digits depend on the machine: other CPUs and thread counts round differently;
-# the assert checks what matters)
-plt.figure(figsize=(7, 3))
+print(f"{n_steps} steps of {batch} sprites in {time.perf_counter() - start:.0f} s on {device.type}")""", IGNORE),
+(CODE, r"""plt.figure(figsize=(7, 3))
 plt.plot(losses, "o-", ms=3)
 plt.axhline(flow_card["final_loss"], color="k", ls="--", label="the shipped flow model's last loss")
 plt.xlabel("step"); plt.ylabel("MSE on the velocity"); plt.yscale("log"); plt.legend()
 plt.title("the course's DDPM network, trained on as a flow model", fontsize=10); plt.tight_layout(); plt.show()
 first, last = losses[0], np.mean(losses[-10:])
-assert last < first / 2, "in 40 steps the loss should fall to less than half its first value"
-print(f"loss: first step {first:.2f}, mean of the last 10 steps {last:.2f}")"""),
+print(f"loss: first step {first:.2f}, mean of the last 10 steps {last:.2f}")""", IGNORE),
 (CODE, r"""after = sample(live, flow_sch, x_T=x_show, sampler="euler", steps=8, context=ctx_show, fast=False).x.cpu()
 shipped = sample(flow, flow_sch, x_T=x_show, sampler="euler", steps=8, context=ctx_show).x.cpu()
 fig, axes = plt.subplots(3, 1, figsize=(8, 3.9))

@@ -1,0 +1,65 @@
+"""The claims the lessons' prose makes about their own printed numbers, checked against the executed notebooks.
+
+nbval re-runs every lesson and compares its outputs; cells whose numbers depend on the machine are tagged
+``nbval-ignore-output``, so the prose's claims about them are checked here, on the outputs the notebooks
+were saved with (what a learner reads on GitHub), instead of by asserts in the learner's cells.
+"""
+
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+
+
+def printed(lesson: str, cell_id: str) -> str:
+    """The text a code cell printed when the notebook was last executed."""
+    nb = nbformat.read(next(NOTEBOOKS.glob(f"{lesson}_*.ipynb")), as_version=4)
+    cell = next((c for c in nb.cells if c.get("id") == cell_id), None)
+    assert cell is not None, f"lesson {lesson} has no cell {cell_id!r}: update this test with the lesson"
+    text = "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
+    assert text, f"lesson {lesson}'s cell {cell_id} printed nothing: execute the notebook (make notebooks)"
+    return text
+
+
+def numbers(pattern: str, text: str) -> list[float]:
+    m = re.search(pattern, text)
+    assert m is not None, f"{pattern!r} not in {text!r}"
+    return [float(g) for g in m.groups()]
+
+
+def test_no_test_machinery_in_learner_cells():
+    for path in sorted(NOTEBOOKS.glob("*.ipynb")):
+        for cell in nbformat.read(path, as_version=4).cells:
+            if cell.cell_type == "code":
+                assert "NBVAL" not in cell.source, f"{path.name} {cell.id}: use the nbval-ignore-output tag instead"
+
+
+def test_lesson5_loss_halves_in_300_steps():
+    first, last = numbers(r"first 20 steps ([0-9.]+), last 20 steps ([0-9.]+)", printed("05", "c06"))
+    assert last < first / 2
+
+
+def test_lesson5_fine_tune_makes_mostly_food():
+    text = printed("05", "c17")
+    shipped, = numbers(r"no context\s+([0-9]+)%", text)
+    tuned, = numbers(r"64-sprite sheet\s+([0-9]+)%", text)
+    assert tuned >= 75 > shipped
+
+
+def test_lesson6_guidance_costs_fid_and_gains_accuracy():
+    text = printed("06", "c11")
+    rows = {float(w): (float(acc), float(fid)) for w, acc, fid in re.findall(r"^\s*([0-9.]+)\s+([0-9.]+)\s+([0-9]+)$", text, re.M)}
+    low, high = numbers(r"sprite-FID ([0-9]+) to ([0-9]+)", text)
+    assert set(rows) == {0.0, 1.0, 2.0, 4.0}
+    assert rows[0.0][1] < 1.1 * high  # without guidance: about as close as real sprites
+    assert high < rows[1.0][1] < rows[2.0][1] < rows[4.0][1]  # each step of guidance costs FID
+    assert rows[0.0][0] >= 0.9 and min(rows[w][0] for w in (1.0, 2.0, 4.0)) >= 0.95
+
+
+@pytest.mark.parametrize("lesson,cell", [("09", "lesson9-14")])
+def test_live_fine_tune_halves_the_loss(lesson, cell):
+    first, last = numbers(r"first step ([0-9.]+), mean of the last 10 steps ([0-9.]+)", printed(lesson, cell))
+    assert last < first / 2
