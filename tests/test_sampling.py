@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -75,6 +77,76 @@ def test_oracle_ddpm_with_noise_ends_at_x0(schedule):
     # That leaves ~0.007 of noise: under one 8-bit grey level at the [-1, 1] scale.
     torch.testing.assert_close(out.x, x0, atol=0.04, rtol=0)
     assert (out.x - x0).std() < 0.01
+
+
+def _smooth_output(x, s):
+    """A fixed smooth function of x and s = t/T standing in for a network: not an oracle, so the data
+    prediction x̂₀ changes from step to step and DPM-Solver++'s second-order term has something to do."""
+    return torch.tanh(x) * (0.5 + s) + 0.3 * math.sin(3 * s) * x
+
+
+class SmoothModel(torch.nn.Module):
+    """``_smooth_output`` as a float64 model: its output is ε or v, as the schedule says."""
+
+    def __init__(self, T):
+        super().__init__()
+        self.T = T
+        self.dummy = torch.nn.Parameter(torch.zeros(1, dtype=torch.float64))  # float64: sample runs in it
+        self.in_channels, self.h, self.n_cfeat = 1, 4, 5
+
+    def forward(self, x, t, c=None):
+        step = round(float(t.flatten()[0]) * self.T)  # t/T arrives as float32: back to the exact step
+        return _smooth_output(x, step / self.T)
+
+
+def _dpm_solver_pp_2m_in_sigma_space(x_T, steps, ab, prediction, second_order=True):
+    """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2), written independently of the library: in the
+    variance-exploding variables of k-diffusion's ``sample_dpmpp_2m``, y = x / α and σ = √(1 − ᾱ) / √ᾱ,
+    with s = −log σ (the library works in λ = log(α / σ) on x itself).
+
+    1. D_i = x̂₀ at (x_i, t_i): (x − √(1−ᾱ)·ε) / √ᾱ for ε, √ᾱ·x − √(1−ᾱ)·v for v.
+    2. h = s_{i+1} − s_i; from the second step on, r = h_last / h and
+       D = (1 + 1/(2r))·D_i − 1/(2r)·D_{i−1}  (second_order=False keeps D_i: DDIM, first order).
+    3. y_{i+1} = (σ_{i+1} / σ_i)·y_i − (e^{−h} − 1)·D; the step to σ = 0 returns D_i.
+    Returns (x_0, [D_0, D_1, ...]).
+    """
+    sigma = lambda k: ((1 - ab[k]) / ab[k]).sqrt()  # noqa: E731
+    y = x_T / ab[steps[0]].sqrt()
+    d_last = h_last = None
+    ds = []
+    for k, k_next in zip(steps[:-1], steps[1:]):
+        alpha, sigma_vp = ab[k].sqrt(), (1 - ab[k]).sqrt()
+        x = alpha * y
+        out = _smooth_output(x, k / (len(ab) - 1))
+        d = (x - sigma_vp * out) / alpha if prediction == "eps" else alpha * x - sigma_vp * out
+        ds.append(d)
+        if k_next == 0:
+            return d, ds
+        h = torch.log(sigma(k)) - torch.log(sigma(k_next))
+        d_used = d
+        if d_last is not None and second_order:
+            r = h_last / h
+            d_used = (1 + 1 / (2 * r)) * d - 1 / (2 * r) * d_last
+        y = sigma(k_next) / sigma(k) * y - torch.expm1(-h) * d_used
+        d_last, h_last = d, h
+    raise AssertionError("the grid must end at t = 0")
+
+
+@pytest.mark.parametrize("prediction, steps", [("eps", 7), ("eps", 20), ("v", 10)])
+def test_dpm_solver_pp_2m_is_the_papers_update_for_a_model_that_is_not_an_oracle(schedule, prediction, steps):
+    # With an oracle every step's x̂₀ is the same x₀, so any second-order coefficient would pass; here
+    # x̂₀ moves from step to step. 7 steps over T = 500 make an uneven grid (r changes from step to step).
+    s64 = NoiseSchedule(schedule.b_t.double(), schedule.a_t.double(), schedule.ab_t.double(), prediction=prediction)
+    x_T = torch.randn(4, 1, 4, 4, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+    grid = timesteps_for(schedule.T, steps)
+    want, ds = _dpm_solver_pp_2m_in_sigma_space(x_T, grid, s64.ab_t, prediction)
+    first_order, _ = _dpm_solver_pp_2m_in_sigma_space(x_T, grid, s64.ab_t, prediction, second_order=False)
+    # the test can tell: consecutive predictions differ, and the second-order term moves the result
+    assert min((a - b).abs().max() for a, b in zip(ds[1:], ds[:-1])) > 0.03
+    assert (want - first_order).abs().max() > 0.1
+    got = sample(SmoothModel(schedule.T), s64, sampler="dpm-solver++", steps=steps, x_T=x_T).x
+    assert got.dtype == torch.float64
+    torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)  # float64 throughout: only rounding differs
 
 
 def test_frames_and_reproducibility(tiny_model, schedule):
