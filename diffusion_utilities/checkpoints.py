@@ -43,22 +43,23 @@ def optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tenso
 
 
 def load_optimizer(opt: torch.optim.Optimizer, tensors: dict, groups: list) -> None:
-    """Load saved Adam state into ``opt``, keeping ``opt``'s own implementation flags and memory layout.
+    """Load saved Adam state (its step counts and moments) into ``opt``; every setting stays ``opt``'s own.
 
-    A checkpoint may come from another device: a GPU run's groups say fused=True, which must not
-    switch a CPU resume to the fused kernel (or a GPU one off it). And safetensors stores every
-    tensor contiguous, while the moments of a channels_last weight must be channels_last too:
-    the fused kernel refuses mixed layouts on a GPU and misreads them on a CPU.
+    The settings (betas, eps, weight decay, amsgrad, maximize, and the implementation flags) are the
+    run's, made from its checked config; a checkpoint's, read back, could turn the run (maximize: true
+    trains up the loss) or break it. The lr is the saved one: the run sets it each step from its schedule.
+    And safetensors stores every tensor contiguous, while the moments of a channels_last weight must be
+    channels_last too: the fused kernel refuses mixed layouts on a GPU and misreads them on a CPU.
     """
     state: dict[int, dict] = {}
     for key, v in tensors.items():
         if key.startswith("optim."):
             _, i, name = key.split(".", 2)
             state.setdefault(int(i), {})[name] = v
-    flags = ("fused", "foreach", "capturable", "differentiable")
-    groups = [{**g, **{f: mine[f] for f in flags if f in mine}} for g, mine in zip(groups, opt.param_groups)]
+    own = opt.state_dict()["param_groups"]  # the params as indices, which the saved state is keyed by
     tensor_lrs = [g["lr"] if torch.is_tensor(g["lr"]) else None for g in opt.param_groups]
-    opt.load_state_dict({"state": state, "param_groups": groups})
+    opt.load_state_dict({"state": state, "param_groups": [{**g, "lr": float(saved["lr"])}
+                                                          for g, saved in zip(own, groups)]})
     for g, lr in zip(opt.param_groups, tensor_lrs):  # a capturable Adam keeps its lr tensor (a graph reads it)
         if lr is not None:
             g["lr"] = lr.fill_(float(g["lr"]))
@@ -111,11 +112,18 @@ def prepare_out_dir(out_dir: Path, resume: bool, overwrite: bool) -> None:
     if resume and overwrite:
         raise BadInput("--resume continues the run in --out and --overwrite replaces it; pass one of them")
     out_folder(out_dir, CHECKPOINT, MODEL)
+    snapshots = out_dir / "snapshots"
+    if snapshots.is_symlink() or (snapshots.exists() and not snapshots.is_dir()):  # never delete or write through it
+        raise BadInput(f"{snapshots} is a {'link' if snapshots.is_symlink() else 'file'}, where training keeps its "
+                       f"snapshots; move it away, or choose another --out")
     lock_out_dir(out_dir)
     # only now, with the lock held, can no other run be writing them
     remove_stale_temps(out_dir, CHECKPOINT, MODEL, card_path(MODEL).name)
-    remove_stale_temps(out_dir / "snapshots", "epoch_*")
+    remove_stale_temps(snapshots, "epoch_*")
     has_checkpoint, has_model = (out_dir / CHECKPOINT).exists(), (out_dir / MODEL).exists()
+    if not (has_checkpoint or has_model or resume or overwrite) and any(snapshots.glob("epoch_*")):
+        raise BadInput(f"{snapshots} holds another run's snapshots, which this run's would mix with; replace them "
+                       f"with --overwrite, or choose another --out")
     if resume and has_model and not has_checkpoint:
         raise BadInput(f"{out_dir} holds a finished model but no {CHECKPOINT} to resume from; start a new run "
                        f"there with --overwrite, or choose another --out")
@@ -221,6 +229,16 @@ def checkpoint_problem(tensors: dict, state: dict, model, opt, steps_per_epoch: 
             return f"{key} is {str(v.dtype).removeprefix('torch.')}, not floating point"
         if floating and not bool(torch.isfinite(v).all()):
             return f"{key} holds NaN or infinite values"
+    return _adam_state_problem(tensors, step)
+
+
+def _adam_state_problem(tensors: dict, step: int) -> str | None:
+    """What is wrong with Adam's state tensors (shapes and finiteness already checked), or None."""
+    for key, v in tensors.items():
+        if key.startswith("optim.") and key.endswith(".step") and not 0 <= float(v) <= step:
+            return f"{key} is {float(v):g}, where Adam's step count is from 0 to the run's {step}"
+        if key.startswith("optim.") and key.endswith(".exp_avg_sq") and bool((v < 0).any()):
+            return f"{key} has negative values, where Adam's second moment is a mean of squares"
     return None
 
 

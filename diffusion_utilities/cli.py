@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import re
 import shlex
@@ -46,6 +45,8 @@ from .weights import card_path, export_course_weights, load_model, load_model_an
 
 __all__ = ["main"]
 
+# The shipped files, relative to the working folder or else to this package's repository (weights_path)
+REPOSITORY = Path(__file__).resolve().parents[1]
 # the fixed schedule's v-model (lesson 8): DDPM's quality in 20 network calls, so sample and demo use it
 SHIPPED = Path("weights/sprites_v.safetensors")
 COURSE = Path("weights/sprites_ddpm.safetensors")  # the course's model: what the labs and the bench need
@@ -62,6 +63,14 @@ OUT_OF_MEMORY = {
     "demo": "free some memory and run it again",
     "export-course-weights": "free some memory and run it again",
 }
+
+
+def weights_path(path: Path) -> Path:
+    """``path`` itself, or for one of the shipped defaults that is not under the working folder, the one in this
+    package's repository: README's commands then work from notebooks/, where a JupyterLab terminal opens."""
+    if path in (SHIPPED, COURSE, CLASSIFIER) and not path.exists() and (REPOSITORY / path).exists():
+        return REPOSITORY / path
+    return path
 
 
 class _Parser(argparse.ArgumentParser):
@@ -285,6 +294,8 @@ def _cmd_train(a, argv) -> None:
         a.data = a.data or sm.channel
         a.out = a.out or sm.checkpoint_dir
         a.resume = a.resume or (not a.overwrite and (a.out / CHECKPOINT).exists())  # a spot restart goes on
+        if is_main():  # the model is copied there at the end: a folder that cannot take it fails now
+            out_folder(sm.model_dir, MODEL, card_path(MODEL).name, name="SM_MODEL_DIR")
     if a.out is None:
         raise BadInput("train needs --out, the folder for its checkpoint and model.safetensors")
     config = _config_from(TrainConfig, a, lr=a.lr if a.lr is not None else scaled_lr(a.batch_size))
@@ -331,14 +342,15 @@ def parse_context(spec: str | None, n: int, class_names: list[str]):
 
 
 def _cmd_sample(a) -> None:
+    if a.guidance_rescale and not a.guidance:  # the library allows it (a sweep over w may start at 0), a command does nothing
+        raise BadInput("--guidance-rescale only rescales guided predictions, and guidance is 0: drop it "
+                       "or give a guidance weight (--guidance)")
     model, schedule, card = load_model_and_schedule(a.weights, pick_device(a.device))
     if a.shift is not None and not isinstance(schedule, FlowSchedule):
         raise BadInput("--shift sets a flow model's time grid; these weights are a diffusion model's, so drop it")
     if isinstance(schedule, FlowSchedule):
         a.shift = FLOW_SHIFT if a.shift is None else a.shift
-        if not (math.isfinite(a.shift) and a.shift > 0):
-            raise BadInput(f"--shift must be a number > 0 (1: the uniform grid), got {a.shift}")
-        schedule = replace(schedule, shift=a.shift)
+        schedule = replace(schedule, shift=a.shift)  # FlowSchedule checks it
     if a.sampler is None:
         a.sampler, steps = recommended_sampler(schedule)
         steps = a.steps if a.steps is not None else steps
@@ -376,12 +388,14 @@ def _cmd_export(a) -> None:
 
 
 def _cmd_demo(a) -> None:
-    """Sample 40 sprites (8 per class) from the shipped weights with their fastest sampler, or from a quick model."""
-    weights = a.weights or SHIPPED
+    """Sample 40 sprites (8 per class, if the model has classes) from the shipped weights with their fastest
+    sampler, or from a quick model."""
+    weights = a.weights or weights_path(SHIPPED)
     if a.weights is not None and not a.weights.exists():
         raise BadInput(f"weights file not found: {a.weights}; check the path, or leave out --weights for the shipped ones")
+    classes = True  # the quick model has them
     if weights.exists():
-        load_model(weights)  # a bad weights file fails here, before the --out folder is made
+        classes = bool(load_model(weights)[1].get("class_names"))  # a bad weights file fails here, before --out is made
     out_folder(a.out, "training_sprites.png", "samples.png", "samples.gif")
     if not weights.exists():
         weights = a.out / "quick-model" / "model.safetensors"
@@ -395,8 +409,8 @@ def _cmd_demo(a) -> None:
     real = procedural_dataset(50, 0)
     picture = Image.fromarray(sprite_sheet(real.sprites, real.labels))
     atomic_write(a.out / "training_sprites.png", lambda tmp: picture.save(tmp))
-    args = ["sample", "--weights", str(weights), "--n", "40", "--context", "mixed", "--seed", str(a.seed),
-            "--out", str(a.out)]
+    args = ["sample", "--weights", str(weights), "--n", "40", *(["--context", "mixed"] if classes else []),
+            "--seed", str(a.seed), "--out", str(a.out)]
     _cmd_sample(build_parser().parse_args(args))
     print(f"real training sprites for comparison: {a.out / 'training_sprites.png'}")
 
@@ -459,6 +473,9 @@ def _main(argv: list[str]) -> int:
     try:
         a = build_parser().parse_args(argv)
         command = a.command
+        for name in ("weights", "classifier"):  # inputs only: train-classifier's --out stays where it is
+            if getattr(a, name, None) is not None:
+                setattr(a, name, weights_path(getattr(a, name)))
         if a.command == "dataset":
             _cmd_dataset(a)
         elif a.command == "train":
@@ -476,6 +493,9 @@ def _main(argv: list[str]) -> int:
             _cmd_demo(a)
         elif a.command == "bench":
             _cmd_bench(a)
+    except KeyboardInterrupt:  # Ctrl-C outside training (which saves its checkpoint first: TrainingInterrupted)
+        print("interrupted (Ctrl-C)", file=sys.stderr)
+        return 130
     except BadInput as e:  # under torchrun every rank stops; rank 0 alone says why
         if is_main():
             print(f"error: {e}", file=sys.stderr)

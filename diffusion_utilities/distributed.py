@@ -129,11 +129,15 @@ def distributed_context(device: torch.device, environ: Mapping[str, str] = os.en
 def is_main(world: World | None = None) -> bool:
     """Whether this process is rank 0: the one that writes files, shows progress and reports errors.
 
-    world None: read torchrun's RANK without checking anything, for the command line's error
-    handler, which must decide whether to print even when the variables themselves were bad.
+    world None: the world torchrun's variables describe, for the command line's error handler. Variables
+    that describe no torchrun world (a stray RANK=1, RANK=abc) make every process the main one: a
+    message about them, or any other, must not be swallowed because of them.
     """
     if world is None:
-        return os.environ.get("RANK", "0").strip() in ("0", "")
+        try:
+            world = torchrun_world()
+        except BadInput:
+            return True
     return world.rank == 0
 
 

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .data import procedural_dataset, sprites_to_tensor
+from .checks import whole_number
 from .errors import BadInput
 from .sampling import sample
 from .schedule import schedule_from_card
@@ -46,12 +47,17 @@ __all__ = [
     "EvalRow",
     "evaluate",
     "ROWS",
+    "PROTOCOL",
+    "row_spec",
     "real_fid_blocks",
 ]
 
 FEATURES = 128
 NEAR_COPY = 0.05  # RMS distance in [0, 1] pixel units: about 13 grey levels in every channel of every pixel
 REFERENCE_SEED, HELD_OUT_SEED = 1_000_001, 1_000_002  # real sprites never used for training (seed 0)
+# docs/evaluation.md's protocol: n sprites per row (classes balanced), scored against `reference` held-out sprites;
+# each row at every one of `seeds` (the sampling spread), and real_blocks disjoint real draws of n (the floor's band)
+PROTOCOL = {"name": "sprite-fid/1", "n": 1000, "reference": 2000, "seeds": (0, 1, 2), "real_blocks": 5}
 
 
 class SpriteClassifier(nn.Module):
@@ -259,18 +265,23 @@ ROWS = {
 }
 DEFAULT_ROWS = ("real", "ddpm", "ddpm-no-noise", "ddim")
 FLOW_DEFAULT_ROWS = ("real", "euler-10", "heun-5", "heun-10")
-# Beyond the named rows, any SAMPLER-STEPS: ddpm-100, ddim-5, dpm-solver++-15, euler-8, heun-4, ...
+# Beyond the named rows, any SAMPLER-STEPS: ddpm-100, ddim-5, dpm-solver++-15, euler-8, heun-4, ...,
+# and stochastic DDIM as ddim-etaE-STEPS: ddim-eta1-500 is DDPM with the posterior's variance β̃ (DDIM §4.3)
 _ROW_PATTERN = re.compile(r"(ddpm|ddim|dpm-solver\+\+|euler|heun)-([0-9]+)")
+_ETA_PATTERN = re.compile(r"ddim-eta((?:0|[1-9][0-9]*)(?:\.[0-9]+)?)-([0-9]+)")
 
 
 def row_spec(name: str) -> tuple[str, int, float, float, float]:
     """(sampler, steps, guidance w, DDIM η, guidance rescale φ) for a row name: one of ROWS, or SAMPLER-STEPS."""
     if name in ROWS:
         return (*ROWS[name], 0.0)[:5]
+    m = _ETA_PATTERN.fullmatch(name)
+    if m is not None and int(m.group(2)) >= 1:
+        return "ddim", int(m.group(2)), 0.0, float(m.group(1)), 0.0
     m = _ROW_PATTERN.fullmatch(name)
     if m is None or int(m.group(2)) < 1:
         raise BadInput(f"unknown evaluation row {name!r}; choose from {', '.join(ROWS)}, or SAMPLER-STEPS "
-                       f"such as ddim-10 or heun-5")
+                       f"such as ddim-10, heun-5 or ddim-eta1-50")
     return m.group(1), int(m.group(2)), 0.0, 0.0, 0.0
 
 
@@ -285,7 +296,9 @@ class Evaluator:
         if str(data.get("generator_version")) != str(GENERATOR_VERSION):
             raise BadInput(f"weights were trained on sprite generator v{data.get('generator_version')}, "
                            f"this is v{GENERATOR_VERSION}; retrain or check out the matching version")
-        self.train_x = sprites_to_tensor(procedural_dataset(data["count"], data["seed"]).sprites)
+        count = whole_number(data.get("count"), "the card's data.count", 1)
+        seed = whole_number(data.get("seed"), "the card's data.seed", 0)
+        self.train_x = sprites_to_tensor(procedural_dataset(count, seed).sprites)
         ref = procedural_dataset(n_reference, REFERENCE_SEED)
         self.ref_features = classifier_features(classifier, sprites_to_tensor(ref.sprites))
         self.n_reference = n_reference
@@ -302,8 +315,7 @@ def evaluate(model, card: dict, classifier: SpriteClassifier, n: int = 200, rows
              progress: bool = False, log=print) -> list[EvalRow]:
     """Sample ``n`` sprites per row (contexts balanced over the classes) and score them."""
     specs = {r: row_spec(r) for r in rows}
-    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
-        raise BadInput(f"n must be an integer ≥ 2 (FID needs a covariance), got {n!r}")
+    n = whole_number(n, "n", 2, hint="(FID needs a covariance)")
     schedule = schedule_from_card(card)
     # before any row is measured, not after minutes of them
     fit = [r for r in ROWS if r == "real" or (ROWS[r][0] in schedule.samplers and ROWS[r][1] <= schedule.T)]

@@ -16,23 +16,25 @@ __all__ = ["out_folder", "settle_out_folders", "check_regular_file", "read_json_
 MAX_JSON_BYTES = 32 << 20  # a card or dataset.json; a crafted one of gigabytes would fill the memory when parsed
 
 
-def out_folder(path: Path, *files: str) -> Path:
+def out_folder(path: Path, *files: str, name: str = "--out") -> Path:
     """Create an output folder before any work is done, so a bad --out fails in the first second.
 
-    files: names the command will write there; each must not already be a folder.
+    files: names the command will write there; each must not already be a folder. name: what messages call it.
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
-        raise BadInput(f"--out {path} is a file; give a folder")
+        raise BadInput(f"{name} {path} is a file; give a folder")
     new = [p for p in (path, *path.parents) if not os.path.lexists(p)]
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise BadInput(f"cannot create the --out folder {path}: {e.strerror}; choose another --out") from None
+        raise BadInput(f"cannot create the {name} folder {path}: {e.strerror}; choose another {name}") from None
     _made.extend(new)  # deepest first
-    for name in files:
-        if (path / name).is_dir():
-            raise BadInput(f"{path / name} is a folder, but this command writes a file there; move it or choose another --out")
+    if not os.access(path, os.W_OK | os.X_OK):  # a read-only folder (or file system): now, not after the work
+        raise BadInput(f"cannot write in the {name} folder {path} (read-only or not yours); choose another {name}")
+    for file in files:
+        if (path / file).is_dir():
+            raise BadInput(f"{path / file} is a folder, but this command writes a file there; move it or choose another {name}")
     return path
 
 
@@ -88,7 +90,8 @@ def atomic_write(path: Path, write) -> None:
     A crash or kill at any moment leaves either the old file or the new one, never half of one
     (and at worst a temporary file ``.NAME.*.tmp*``: see ``remove_stale_temps``). A link at
     ``path`` is replaced, never written through. The temporary file ends in ``path``'s own suffix,
-    so writers that choose a format by the name (Pillow, matplotlib) choose the right one.
+    so writers that choose a format by the name (Pillow, matplotlib) choose the right one. A file
+    replaced keeps its mode (a chmod 600 stays private); a new one gets what the umask allows.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -98,7 +101,7 @@ def atomic_write(path: Path, write) -> None:
         write(Path(tmp))
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes files private; weights are meant to be shared
+        os.chmod(tmp, _mode_for(path))  # mkstemp makes every file 0600, whatever the umask says
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -108,6 +111,30 @@ def atomic_write(path: Path, write) -> None:
         os.fsync(dir_fd)  # make the rename itself durable
     finally:
         os.close(dir_fd)
+
+
+def _mode_for(path: Path) -> int:
+    """The permission bits for a file written to ``path``: those of the regular file it replaces, or
+    for a new file (or one replacing a link) 0666 less the umask, as open() would give it."""
+    try:
+        st = os.lstat(path)
+        if stat.S_ISREG(st.st_mode):
+            return stat.S_IMODE(st.st_mode)
+    except FileNotFoundError:
+        pass
+    return 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    try:  # Linux tells it without changing it; os.umask would change it, for a moment, for every thread
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def remove_stale_temps(folder: Path, *names: str) -> None:

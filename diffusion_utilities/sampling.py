@@ -19,14 +19,17 @@ Classifier-free guidance (Ho & Salimans 2022), in the convention
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
 
 from .engine import SamplingNetwork
+from .checks import real_number
 from .errors import BadInput
 from .memory import check_sampling_memory
 from .model import ContextUnet
@@ -51,6 +54,7 @@ __all__ = [
     "DPMSolverPP2M",
     "predict_noise",
     "check_context",
+    "eval_mode",
 ]
 
 SAMPLERS = NoiseSchedule.samplers + FlowSchedule.samplers
@@ -196,7 +200,7 @@ FLOW_SHIFT = 2.0
 
 
 def recommended_sampler(schedule) -> tuple[str, int]:
-    """(sampler, steps): the fastest measured to reach DDPM-500's quality for this kind of model.
+    """(sampler, steps): the fastest measured to reach DDPM-500's quality for this kind of model (steps at most T).
 
     The course's schedule: DDPM itself, all T steps (its deterministic samplers fall ~3× short, lesson 7).
     A zero-terminal-SNR v-model: DPM-Solver++ in 10 steps (sprite-FID 29.0 against DDPM-500's 28.7 at
@@ -205,8 +209,8 @@ def recommended_sampler(schedule) -> tuple[str, int]:
     best, Heun-17, at 34.8).
     """
     if isinstance(schedule, FlowSchedule):
-        return "heun", 9
-    return ("dpm-solver++", 10) if schedule.ab_t[-1] == 0 else ("ddpm", schedule.T)
+        return "heun", min(9, schedule.T)
+    return ("dpm-solver++", min(10, schedule.T)) if schedule.ab_t[-1] == 0 else ("ddpm", schedule.T)
 
 
 def network_calls(sampler: str, steps: int) -> int:
@@ -284,8 +288,7 @@ def _check_args(model, schedule, n, sampler, steps, guidance, guidance_rescale, 
         raise BadInput(f"steps must be an integer from 1 to T={T}, got {steps!r}")
     if not isinstance(guidance, numbers.Real) or not math.isfinite(guidance) or guidance < 0:
         raise BadInput(f"guidance must be a finite number ≥ 0, got {guidance!r}")
-    if not isinstance(guidance_rescale, (int, float)) or not 0 <= guidance_rescale <= 1:
-        raise BadInput(f"guidance_rescale must be a number from 0 to 1 (Lin et al. use 0.7), got {guidance_rescale!r}")
+    real_number(guidance_rescale, "guidance_rescale", 0, 1, hint="(Lin et al. use 0.7)")
     if not isinstance(eta, numbers.Real) or not math.isfinite(eta) or eta < 0:
         raise BadInput(f"eta must be a finite number ≥ 0, got {eta!r}")
     if eta and sampler != "ddim":
@@ -306,6 +309,33 @@ def _check_args(model, schedule, n, sampler, steps, guidance, guidance_rescale, 
     return n
 
 
+@contextmanager
+def eval_mode(model):
+    """``with eval_mode(model):`` the model in eval mode, each module's own mode restored afterwards.
+
+    Sampling in training mode would normalise each batch by its own statistics and overwrite BatchNorm's
+    running means and variances with those of noise, changing every later sample.
+    """
+    training = [m for m in model.modules() if m.training] if isinstance(model, torch.nn.Module) else []
+    for m in training:
+        m.eval()
+    try:
+        yield model
+    finally:
+        for m in training:
+            m.train()
+
+
+def _in_eval_mode(fn):
+    """Run ``fn(model, ...)`` with ``model`` in eval mode (``eval_mode``): sample() on a model left in training mode."""
+    @functools.wraps(fn)
+    def run(model, *args, **kwargs):
+        with eval_mode(model):
+            return fn(model, *args, **kwargs)
+    return run
+
+
+@_in_eval_mode
 @torch.inference_mode()
 def sample(
     model,
@@ -338,7 +368,8 @@ def sample(
     for the fast path on a GPU: DDPM-500 at batch 32 took 0.28 s instead of 1.42 s on an H100),
     precision="fp32" or "bf16" (faster on GPUs, but moves the samples by more than rounding, so never
     the default), compile=None, "default" or "max-autotune" (torch.compile; pays only for long runs).
-    The timings behind these defaults are in docs/benchmarks.md.
+    The timings behind these defaults are in docs/benchmarks.md. A model left in training mode is sampled in
+    eval mode (its BatchNorm running statistics) and handed back in its own mode, unchanged.
     """
     steps = schedule.T if steps is None else _whole(steps)
     n = _check_args(model, schedule, n, sampler, steps, guidance, guidance_rescale, eta, x_T, context)

@@ -14,10 +14,12 @@ into the predicted clean image x̂₀ and noise ε̂, the one place the samplers
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+import numbers
+from dataclasses import dataclass, field, fields, replace
 
 import torch
 
+from .checks import real_number, whole_number
 from .errors import BadInput
 
 __all__ = ["NoiseSchedule", "FlowSchedule", "DiffusionConfig", "make_schedule", "schedule_from_card", "perturb_input",
@@ -27,6 +29,8 @@ SCHEDULES = ("linear", "cosine")
 PREDICTIONS = ("eps", "v")
 OBJECTIVES = ("diffusion", "flow")
 MAX_TIMESTEPS = 100_000  # far past any use (DDPM used 1,000); keeps a typo from filling the memory
+# a flow model's grid shift s: outside this range nearly every step sits at one end (1e300 is one Euler step)
+SHIFT_RANGE = (0.01, 100.0)
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,12 @@ class DiffusionConfig:
     # x_t = (1 − t)·x₀ + t·ε, t in [0, 1] (Lipman et al. 2023; Liu et al. 2023), see FlowSchedule
     objective: str = field(default="diffusion", metadata={
         "help": "diffusion (DDPM's chain; the options above) or flow (flow matching on x_t = (1-t)·x0 + t·ε)"})
+
+    def __post_init__(self):  # numpy numbers as Python ones: the config is saved as JSON in the weights' card
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, numbers.Real) and not isinstance(v, (bool, int, float)):
+                object.__setattr__(self, f.name, int(v) if isinstance(v, numbers.Integral) else float(v))
 
 
 @dataclass(frozen=True)
@@ -210,6 +220,11 @@ class FlowSchedule:
     prediction: str = "velocity"
     samplers = ("euler", "heun")
 
+    def __post_init__(self):
+        low, high = SHIFT_RANGE
+        object.__setattr__(self, "shift", real_number(self.shift, "shift", low, high, hint="(1: the uniform grid)"))
+        object.__setattr__(self, "T", whole_number(self.T, "T (the finest grid)", 1, MAX_TIMESTEPS))
+
     def to(self, device) -> "FlowSchedule":
         return self  # nothing to move: its numbers are computed from t
 
@@ -244,8 +259,7 @@ def timesteps_for(T: int, steps: int) -> list[int]:
 
 
 def _check_timesteps(timesteps) -> None:
-    if isinstance(timesteps, bool) or not isinstance(timesteps, int) or not 1 <= timesteps <= MAX_TIMESTEPS:
-        raise BadInput(f"timesteps must be a whole number from 1 to {MAX_TIMESTEPS:,} (the course's is 500), got {timesteps!r}")
+    whole_number(timesteps, "timesteps", 1, MAX_TIMESTEPS, hint="(the course's is 500)")
 
 
 def make_schedule(config: DiffusionConfig | str = "linear", timesteps: int | None = None) -> NoiseSchedule | FlowSchedule:
@@ -280,6 +294,9 @@ def check_diffusion_config(config: DiffusionConfig) -> None:
         raise BadInput(f"unknown schedule {config.schedule!r}; choose one of {', '.join(SCHEDULES)}")
     if config.prediction not in PREDICTIONS:
         raise BadInput(f"unknown prediction {config.prediction!r}; choose one of {', '.join(PREDICTIONS)}")
+    _check_timesteps(config.timesteps)
+    for name in ("beta1", "beta2"):  # a card's "0.0001" or null, before any tensor is built from it
+        real_number(getattr(config, name), name, 0, 1, above=True)
     if not isinstance(config.zero_terminal_snr, bool):
         raise BadInput(f"zero_terminal_snr must be true or false, got {config.zero_terminal_snr!r}")
     if config.zero_terminal_snr and config.prediction == "eps":

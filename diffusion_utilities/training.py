@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from .checkpoints import (CHECKPOINT, MODEL, clear_earlier_run, prepare_out_dir, releases_out_dir_lock, resume_from,
                           save_checkpoint)
+from .checks import whole_number
 from .data import SpriteData, procedural_dataset, sprites_to_tensor
 from .devices import hardware_name, pick_device
 from .distributed import (agreed_checks, any_rank, average_over_ranks, check_batch_size, check_same_on_every_rank,
@@ -526,6 +527,8 @@ def _load_start(path: Path, model_config: ModelConfig) -> tuple[ContextUnet, dic
     if theirs != {k: v for k, v in ours.items() if k != "n_cfeat"}:
         raise BadInput(f"{path} has a different model config ({json.dumps(start_card.get('model'))}) from this run's "
                        f"({json.dumps(ours)}); pass a matching --n-feat or drop --init-from")
+    seen = start_card.get("images_seen_total", start_card.get("images_seen", 0))  # added to this run's at the end
+    whole_number(seen, f"images_seen_total in {path}'s card", 0)
     return start, start_card
 
 

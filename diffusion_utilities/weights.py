@@ -20,11 +20,12 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from .checks import whole_number
 from .data import check_class_names
 from .errors import BadInput
 from .files import atomic_write, check_regular_file, read_json_object, sha256_file
 from .model import ContextUnet, ModelConfig
-from .schedule import DiffusionConfig, FlowSchedule, NoiseSchedule, schedule_from_card
+from .schedule import DiffusionConfig, FlowSchedule, NoiseSchedule, check_diffusion_config, schedule_from_card
 
 __all__ = [
     "load_model_and_schedule",
@@ -73,8 +74,8 @@ def read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
         raise BadInput(f"{path} is not a readable safetensors file (truncated or another format): {e}") from None
     try:
         card = json.loads(meta["card"]) if "card" in meta else {}
-    except json.JSONDecodeError as e:
-        raise BadInput(f"{path}'s header holds a card that is not valid JSON ({e}); "
+    except (ValueError, RecursionError) as e:  # bad JSON, an integer of too many digits, nesting too deep
+        raise BadInput(f"{path}'s header holds a card that is not valid JSON ({str(e)[:120]}); "
                        f"re-train or re-copy the file") from None
     if not isinstance(card, dict):
         raise BadInput(f"{path}'s header card is not a JSON object; re-train or re-copy the file")
@@ -120,17 +121,8 @@ def check_state_dict(state: dict[str, torch.Tensor], model: torch.nn.Module, sou
     ``source``: what the messages call ``state``, e.g. its file.
     """
     expected = model.state_dict()
-    if hasattr(model, "config") and "init_conv.conv1.0.weight" in state and "contextembed1.model.0.weight" in state:
-        found = {
-            "in_channels": state["init_conv.conv1.0.weight"].shape[1],
-            "n_feat": state["init_conv.conv1.0.weight"].shape[0],
-            "n_cfeat": state["contextembed1.model.0.weight"].shape[1],
-        }
-        if "up0.0.weight" in state:
-            found["height"] = 4 * state["up0.0.weight"].shape[2]
-        for name, value in found.items():
-            if getattr(model.config, name) != value:
-                raise BadInput(f"weights were trained with {name}={value}, model has {getattr(model.config, name)}")
+    if hasattr(model, "config"):
+        _check_config_fits(state, vars(model.config), "model has")
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
@@ -152,6 +144,52 @@ def check_state_dict(state: dict[str, torch.Tensor], model: torch.nn.Module, sou
             raise BadInput(f"{source}: {k} holds NaN or infinite values; {fix}")
 
 
+def _check_config_fits(state: dict[str, torch.Tensor], config: dict, has: str) -> None:
+    """One BadInput line where the tensors' shapes show another ContextUnet config than ``config``'s
+    (read from the shapes, so that it can be checked before a model of that config is built)."""
+    if "init_conv.conv1.0.weight" not in state or "contextembed1.model.0.weight" not in state:
+        return  # check_state_dict names the missing tensors
+    found = {
+        "in_channels": state["init_conv.conv1.0.weight"].shape[1],
+        "n_feat": state["init_conv.conv1.0.weight"].shape[0],
+        "n_cfeat": state["contextembed1.model.0.weight"].shape[1],
+    }
+    if "up0.0.weight" in state:
+        found["height"] = 4 * state["up0.0.weight"].shape[2]
+    for name, value in found.items():
+        if name in config and config[name] != value:
+            raise BadInput(f"weights were trained with {name}={value}, {has} {config[name]}")
+
+
+def _check_data_entry(data) -> None:
+    """The card's record of the training data: its sprite count and, for procedural sprites, the seed
+    (evaluate regenerates them for its novelty score)."""
+    if not isinstance(data, dict):
+        return  # none recorded (evaluate says it needs procedural sprites)
+    if "count" in data or data.get("source") == "procedural":
+        whole_number(data.get("count"), "data.count", 1)
+    if data.get("source") == "procedural":
+        whole_number(data.get("seed"), "data.seed", 0, 2**63 - 1)
+
+
+def _model_from_card(path: Path, tensors: dict, card: dict) -> ContextUnet:
+    """A fresh ContextUnet as ``card`` describes it, after every entry it relies on is checked against the
+    tensors' shapes (before a model of the card's size is built): one BadInput line naming the file."""
+    try:  # a card from another version may name fields this one does not know
+        config = ModelConfig(**card["model"])
+        diffusion = DiffusionConfig(**(card.get("diffusion") or {}))
+    except TypeError as e:
+        raise BadInput(f"{path} has a card this version cannot use ({e}); "
+                       f"update diffusion_utilities or re-train") from None
+    try:
+        check_diffusion_config(diffusion)
+        _check_data_entry(card.get("data"))
+        _check_config_fits(tensors, vars(config), "its card says")
+        return ContextUnet(**asdict(config))
+    except BadInput as e:
+        raise BadInput(f"{path}'s card: {e}; re-train, or correct the card") from None
+
+
 def load_model(path: Path, device="cpu", verify_hash: bool = True) -> tuple[ContextUnet, dict]:
     """Rebuild a ContextUnet from a weights file; returns (model in eval mode, card).
 
@@ -163,17 +201,12 @@ def load_model(path: Path, device="cpu", verify_hash: bool = True) -> tuple[Cont
     sidecar = card_path(path)
     if verify_hash and os.path.lexists(sidecar):
         expected = read_card_file(sidecar).get("sha256")
-        if expected and sha256_file(path) != expected:
+        if expected and sha256_file(path) != str(expected).lower():  # hex digits in either case
             raise BadInput(f"{path} does not match the SHA-256 in {sidecar.name}; the file is damaged or was replaced")
     check_class_names(card.get("class_names"), f"{path}'s card", "re-train, or correct the card")
     if "model" not in card:
         raise BadInput(f"{path} has no model card; it was not written by diffusion_utilities")
-    try:  # a card from another version may name fields this one does not know
-        model = ContextUnet(**asdict(ModelConfig(**card["model"])))
-        DiffusionConfig(**card.get("diffusion", {}))
-    except TypeError as e:
-        raise BadInput(f"{path} has a card this version cannot use ({e}); "
-                       f"update diffusion_utilities or re-train") from None
+    model = _model_from_card(path, tensors, card)
     check_state_dict(tensors, model, str(path))
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in tensors.items()})
     return model.to(device).eval(), card

@@ -50,12 +50,16 @@ def test_broken_torchrun_variables_are_refused_in_one_line(env, says):
     assert "\n" not in str(e.value) and "torchrun" in str(e.value)
 
 
-def test_is_main_without_a_world_reads_rank_and_never_raises(monkeypatch):
-    monkeypatch.delenv("RANK", raising=False)
+def test_is_main_without_a_world_reads_torchruns_variables_and_never_raises(monkeypatch):
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
     assert is_main()
-    monkeypatch.setenv("RANK", "1")
-    assert not is_main()
-    monkeypatch.setenv("RANK", "not a number")  # the error handler must still decide: not rank 0
+    monkeypatch.setenv("RANK", "1")  # a stray RANK describes no torchrun world: this process must still speak
+    assert is_main()
+    monkeypatch.setenv("RANK", "not a number")
+    assert is_main()
+    for name, value in _torchrun_env(2, 1, 1, 2).items():  # rank 1 of a real torchrun run: rank 0 speaks for it
+        monkeypatch.setenv(name, value)
     assert not is_main()
 
 

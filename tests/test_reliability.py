@@ -650,3 +650,316 @@ def test_a_npy_whose_header_promises_more_than_the_file_holds_is_refused_before_
         f.write(bytes(100))  # np.load would first ask for 715 GiB: "out of memory", not a damaged file
     with pytest.raises(BadInput, match=r"sprites\.npy is truncated: its header promises"):
         load_dataset(tmp_path)
+
+
+# Issue 33 ------------------------------------------------------------------------------------------------
+# 4. the library guards what the CLI guards
+def _trained_looking(model: ContextUnet) -> ContextUnet:
+    """BatchNorm running statistics far from a fresh model's (0, 1), as a trained model's are."""
+    gen = torch.Generator().manual_seed(1)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=gen))
+            m.running_var.copy_(torch.rand(m.running_var.shape, generator=gen) + 0.5)
+    return model
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_sample_on_a_train_mode_model_uses_its_running_statistics_and_leaves_it_unchanged(fast):
+    from diffusion_utilities import NoiseSchedule, sample
+
+    torch.manual_seed(0)
+    model, schedule = _trained_looking(ContextUnet(3, 8, 5, 16)).eval(), NoiseSchedule.linear(20, 1e-4, 0.02)
+    x_T = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    expected = sample(model, schedule, sampler="ddim", steps=3, x_T=x_T, fast=fast).x
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.train()
+    got = sample(model, schedule, sampler="ddim", steps=3, x_T=x_T, fast=fast).x
+    assert model.training and all(m.training for m in model.modules())  # left as the caller had it
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), f"{k} changed"
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("shift", [float("nan"), float("inf"), 0.0, -1.0, 1e-17, 1e300, "2", True, None])
+def test_a_flow_shift_that_is_not_a_sensible_number_is_one_line(shift):
+    from diffusion_utilities.schedule import FlowSchedule
+
+    with pytest.raises(BadInput, match="shift must be a number from"):
+        FlowSchedule(shift=shift)
+
+
+def test_sample_shift_1e300_is_refused_in_one_line(tmp_path, capsys):
+    path = tmp_path / "F.safetensors"
+    torch.manual_seed(0)
+    save_model(ContextUnet(3, 8, 5, 16).eval(), path, {"diffusion": {"objective": "flow"}, "class_names": NAMES})
+    for shift in ("1e300", "nan", "0"):
+        code, _, err = _run(capsys, "sample", "--weights", path, "--shift", shift, "--n", "2", "--out", tmp_path / "o")
+        assert code == 2 and _one_line(err) and "shift must be a number from" in err, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_numpy_numbers_are_taken_by_the_schedule_and_sample():
+    from diffusion_utilities import DiffusionConfig, NoiseSchedule, make_schedule, sample
+    from diffusion_utilities.schedule import FlowSchedule
+
+    config = DiffusionConfig(timesteps=np.int64(50), beta1=np.float32(1e-4), beta2=np.float64(0.02))
+    schedule = make_schedule(config)
+    assert schedule.T == 50 and json.dumps(vars(config))  # the config goes into a JSON card
+    assert type(config.timesteps) is int and type(config.beta1) is float
+    assert FlowSchedule(shift=np.float32(2.0)).shift == 2.0
+    model = ContextUnet(3, 8, 5, 16).eval()
+    out = sample(model, NoiseSchedule.linear(20, 1e-4, 0.02), 2, sampler="ddim", steps=2, context=torch.eye(5)[:2],
+                 guidance=np.float32(1.0), guidance_rescale=np.float32(0.7))
+    assert out.x.shape == (2, 3, 16, 16)
+
+
+@pytest.mark.parametrize("field, value", [("timesteps", 50.0), ("timesteps", "50"), ("beta1", "0.0001"),
+                                          ("beta1", None), ("beta2", float("nan")), ("beta1", True)])
+def test_a_diffusion_config_of_the_wrong_type_is_one_line(field, value):
+    from diffusion_utilities import DiffusionConfig, make_schedule
+
+    with pytest.raises(BadInput, match=field):
+        make_schedule(DiffusionConfig(**{field: value}))
+
+
+# 2. a card is data: each value checked, named with its file, before anything is built from it
+@pytest.mark.parametrize("card, field", [
+    ({"diffusion": {"beta1": "0.0001"}}, "beta1"), ({"diffusion": {"beta1": None}}, "beta1"),
+    ({"diffusion": {"timesteps": 5.5}}, "timesteps"), ({"diffusion": {"shift": 2}}, "shift"),
+    ({"data": {"source": "procedural", "generator_version": 1, "seed": 0}}, "data.count"),
+    ({"data": {"source": "procedural", "generator_version": 1, "seed": 0, "count": 0}}, "data.count"),
+    ({"data": {"source": "procedural", "generator_version": 1, "seed": "x", "count": 10}}, "data.seed"),
+])
+def test_a_card_value_of_the_wrong_type_is_one_line_naming_the_field_and_the_file(tmp_path, capsys, card, field):
+    path = _weights(tmp_path / "W.safetensors", **card)
+    for command in (["sample", "--n", "2", "--steps", "2", "--out", tmp_path / "o"],
+                    ["evaluate", "--rows", "real", "--n", "4"]):
+        code, _, err = _run(capsys, *command, "--weights", path)
+        assert code == 2 and _one_line(err) and field in err and "W.safetensors" in err, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_card_promising_a_huge_model_is_refused_before_it_is_built(tmp_path, monkeypatch):
+    from diffusion_utilities import load_model, model as model_module
+
+    path = _weights(tmp_path / "W.safetensors")
+    card = json.loads((tmp_path / "W.json").read_text())
+    from safetensors.torch import load_file, save_file
+
+    save_file(load_file(str(path)), str(path), metadata={"card": json.dumps({**card, "model": {**card["model"], "n_feat": 4096}})})
+    (tmp_path / "W.json").unlink()
+    monkeypatch.setattr(model_module.ContextUnet, "__init__", lambda *a, **k: pytest.fail("built before the check"))
+    with pytest.raises(BadInput, match="n_feat=16"):
+        load_model(path)
+
+
+def test_an_init_from_card_with_images_seen_total_not_a_number_is_refused_before_training(tmp_path, capsys):
+    path = _weights(tmp_path / "W.safetensors", images_seen_total="lots")
+    code, _, err = _run(capsys, "train", "--out", tmp_path / "run", *TINY, "--epochs", "1", "--init-from", path)
+    assert code == 2 and _one_line(err) and "images_seen_total" in err and "W.safetensors" in err, err
+    assert not (tmp_path / "run" / "model.safetensors").exists()
+
+
+def test_an_uppercase_sha256_in_the_card_matches(tmp_path):
+    from diffusion_utilities import load_model
+
+    path = _weights(tmp_path / "W.safetensors")
+    card = json.loads((tmp_path / "W.json").read_text())
+    (tmp_path / "W.json").write_text(json.dumps({**card, "sha256": card["sha256"].upper()}))
+    load_model(path)
+    (tmp_path / "W.json").write_text(json.dumps({**card, "sha256": "0" * 64}))
+    with pytest.raises(BadInput, match="damaged or was replaced"):
+        load_model(path)
+
+
+# 5. a message names the real cause, once
+@pytest.mark.parametrize("rank", ["1", "abc", " 2"])
+def test_a_stray_rank_variable_does_not_silence_the_message(tmp_path, capsys, monkeypatch, rank):
+    monkeypatch.setenv("RANK", rank)
+    code, _, err = _run(capsys, "sample", "--weights", _weights(tmp_path / "W.safetensors"), "--steps", "0",
+                        "--out", tmp_path / "o")
+    assert code == 2 and _one_line(err) and "steps must be" in err, err
+
+
+def test_under_torchrun_only_rank_0_prints_the_message(tmp_path, capsys, monkeypatch):
+    weights = _weights(tmp_path / "W.safetensors")
+    for rank, printed in (("1", False), ("0", True)):
+        monkeypatch.setenv("RANK", rank)
+        monkeypatch.setenv("LOCAL_RANK", rank)
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        code, _, err = _run(capsys, "sample", "--weights", weights, "--steps", "0", "--out", tmp_path / "o")
+        assert code == 2 and bool(err) == printed, err
+
+
+def test_ctrl_c_is_one_line_and_exit_130(tmp_path, capsys, monkeypatch):
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("diffusion_utilities.cli.sample", interrupted)
+    code, _, err = _run(capsys, "sample", "--weights", _weights(tmp_path / "W.safetensors"), "--steps", "2",
+                        "--out", tmp_path / "new" / "o")
+    assert code == 130 and "\n" not in err and "Traceback" not in err and "interrupted" in err, err
+    assert not (tmp_path / "new").exists()
+
+
+def test_the_shipped_weights_are_found_from_another_working_folder(tmp_path, capsys, monkeypatch):
+    from diffusion_utilities import cli
+
+    monkeypatch.chdir(tmp_path)  # e.g. notebooks/, where a JupyterLab terminal opens
+    for default in (cli.SHIPPED, cli.COURSE, cli.CLASSIFIER):
+        assert not default.is_absolute() and (ROOT / default).exists()
+    args = cli.build_parser().parse_args(["sample"])
+    assert cli.weights_path(args.weights) == ROOT / cli.SHIPPED
+    code, out, err = _run(capsys, "sample", "--n", "2", "--steps", "2", "--sampler", "ddim", "--no-gif", "--out", "o")
+    assert code == 0 and (tmp_path / "o" / "samples.png").exists(), err
+    (tmp_path / "weights").mkdir()  # a weights folder of one's own, here, comes first
+    _weights(tmp_path / cli.SHIPPED)
+    assert cli.weights_path(cli.SHIPPED) == cli.SHIPPED
+
+
+def test_guidance_rescale_without_guidance_is_refused(tmp_path, capsys):
+    code, _, err = _run(capsys, "sample", "--weights", _weights(tmp_path / "W.safetensors"), "--context", "hero",
+                        "--guidance-rescale", "0.7", "--out", tmp_path / "o")
+    assert code == 2 and _one_line(err) and "--guidance-rescale" in err and "--guidance)" in err, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_default_steps_are_at_most_t(tmp_path, capsys):
+    path = _weights(tmp_path / "W.safetensors", diffusion={"timesteps": 5, "prediction": "v", "zero_terminal_snr": True})
+    code, out, err = _run(capsys, "sample", "--weights", path, "--n", "2", "--no-gif", "--out", tmp_path / "o")
+    assert code == 0 and "with dpm-solver++ in 5 steps" in out, err
+
+
+def test_demo_on_an_unconditional_model_samples_without_classes(tmp_path, capsys):
+    path = tmp_path / "U.safetensors"
+    torch.manual_seed(0)
+    save_model(ContextUnet(3, 8, 1, 16).eval(), path, {"diffusion": {"timesteps": 4}})
+    code, out, err = _run(capsys, "demo", "--weights", path, "--out", tmp_path / "o")
+    assert code == 0 and "drop --context" not in err and (tmp_path / "o" / "samples.png").exists(), err
+
+
+# 1. nothing lost, nothing exposed
+def test_atomic_write_follows_the_umask_and_keeps_an_existing_files_mode(tmp_path):
+    import stat
+
+    from diffusion_utilities.files import atomic_write
+
+    def mode(p):
+        return stat.S_IMODE(os.stat(p).st_mode)
+
+    old = os.umask(0o077)
+    try:
+        atomic_write(tmp_path / "private.txt", lambda tmp: tmp.write_text("x"))
+        assert mode(tmp_path / "private.txt") == 0o600
+        os.umask(0o022)
+        atomic_write(tmp_path / "shared.txt", lambda tmp: tmp.write_text("x"))
+        assert mode(tmp_path / "shared.txt") == 0o644
+        os.chmod(tmp_path / "shared.txt", 0o600)  # made private by hand: replacing it keeps it so
+        atomic_write(tmp_path / "shared.txt", lambda tmp: tmp.write_text("y"))
+        assert mode(tmp_path / "shared.txt") == 0o600 and (tmp_path / "shared.txt").read_text() == "y"
+    finally:
+        os.umask(old)
+
+
+def test_train_refuses_an_out_holding_another_runs_snapshots(tmp_path, capsys):
+    out = tmp_path / "run"
+    (out / "snapshots").mkdir(parents=True)
+    _weights(out / "snapshots" / "epoch_02.safetensors")  # e.g. a copy of weights/
+    code, _, err = _run(capsys, "train", "--out", out, *TINY, "--epochs", "1", "--snapshot-epochs", "1")
+    assert code == 2 and _one_line(err) and "snapshots" in err and "--overwrite" in err, err
+    assert sorted(p.name for p in (out / "snapshots").iterdir()) == ["epoch_02.json", "epoch_02.safetensors"]
+
+
+def test_overwrite_never_deletes_through_a_linked_snapshots_folder(tmp_path, capsys):
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    _weights(precious / "epoch_01.safetensors")
+    (precious / ".epoch_01.safetensors.k3.tmp").write_bytes(b"someone else's")
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "snapshots").symlink_to(precious)
+    before = sorted(p.name for p in precious.iterdir())
+    code, _, err = _run(capsys, "train", "--out", out, *TINY, "--epochs", "1", "--snapshot-epochs", "1", "--overwrite")
+    assert sorted(p.name for p in precious.iterdir()) == before
+    assert code == 2 and _one_line(err) and "snapshots" in err and "link" in err, err
+
+
+# 2. a checkpoint is data: Adam's settings come from the run's own config, only its state tensors from the file
+def _resumed_weights(out: Path, tamper_groups) -> dict:
+    from diffusion_utilities.weights import read_tensors, save_tensors
+
+    ckpt = out / "checkpoint.safetensors"
+    tensors, card = read_tensors(ckpt)
+    card["training"]["epochs"] = 2  # so that resuming has steps left to run
+    for group in card["state"]["param_groups"]:
+        group.update(tamper_groups)
+    save_tensors(ckpt, tensors, card)
+    train(TrainConfig(epochs=2, batch_size=20, n_sprites=40, checkpoint_every=1), out, procedural_dataset(40, 0),
+          ModelConfig(n_feat=8), progress=False, resume=True)
+    return read_tensors(out / "model.safetensors")[0]
+
+
+@pytest.mark.parametrize("groups", [{"maximize": True}, {"betas": [0.9, 3.0]}, {"amsgrad": True},
+                                    {"weight_decay": 0.5, "eps": 0.1}])
+def test_adams_settings_in_a_checkpoint_are_the_runs_own_not_the_files(tmp_path, groups):
+    import shutil
+
+    first = tmp_path / "a"
+    train(TrainConfig(epochs=1, batch_size=20, n_sprites=40, checkpoint_every=1), first, procedural_dataset(40, 0),
+          ModelConfig(n_feat=8), progress=False)
+    shutil.copytree(first, tmp_path / "b")
+    clean, tampered = _resumed_weights(first, {}), _resumed_weights(tmp_path / "b", groups)
+    for k, v in clean.items():
+        assert torch.equal(v, tampered[k]), k
+
+
+@pytest.mark.parametrize("tamper, message", [
+    (lambda t, s: t["optim.0.step"].fill_(-5), r"optim\.0\.step is -5"),
+    (lambda t, s: t["optim.0.exp_avg_sq"].fill_(-1.0), r"optim\.0\.exp_avg_sq has negative values"),
+])
+def test_adams_state_tensors_are_checked(tmp_path, monkeypatch, tamper, message):
+    resume = _tampered(tmp_path, monkeypatch, tamper)
+    with pytest.raises(BadInput, match=message) as e:
+        resume()
+    assert "\n" not in str(e.value) and "--overwrite" in str(e.value)
+
+
+# 3. every output location is checked before the work
+@pytest.mark.parametrize("command", ["sample", "dataset", "train"])
+def test_an_out_folder_that_cannot_be_written_is_refused_before_the_work(tmp_path, capsys, monkeypatch, command):
+    from diffusion_utilities import cli, training
+
+    out = tmp_path / "read-only"
+    out.mkdir()
+    access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **k: False if Path(p) == out else access(p, mode, **k))
+    for module, work in ((cli, "sample"), (cli, "procedural_dataset"), (training, "train_step")):
+        monkeypatch.setattr(module, work, lambda *a, **k: pytest.fail("worked before checking --out"))
+    args = {"sample": ["--weights", _weights(tmp_path / "W.safetensors")], "dataset": ["--n", "10"],
+            "train": TINY}[command]
+    code, _, err = _run(capsys, command, *args, "--out", out)
+    assert code == 2 and _one_line(err) and "cannot write" in err and str(out) in err, err
+
+
+def test_a_sagemaker_model_folder_that_is_a_file_is_refused_before_training(tmp_path, capsys, monkeypatch):
+    from diffusion_utilities import cli, training
+    from diffusion_utilities.distributed import SageMakerEnv
+
+    (tmp_path / "model").write_text("a file, not SM_MODEL_DIR's folder")
+    env = SageMakerEnv(tmp_path / "model", tmp_path / "ckpt", None, None, 0, ("algo-1",), "algo-1")
+    monkeypatch.setattr(cli, "sagemaker_env", lambda: env)
+    monkeypatch.setattr(training, "train_step", lambda *a, **k: pytest.fail("trained before checking SM_MODEL_DIR"))
+    code, _, err = _run(capsys, "train", *TINY, "--epochs", "1")
+    assert code == 2 and _one_line(err) and str(tmp_path / "model") in err, err
+
+
+@pytest.mark.parametrize("card_text", ["[" * 100_000 + "]" * 100_000, '{"steps": ' + "9" * 5000 + "}"])
+def test_a_header_card_too_deep_or_too_long_a_number_is_one_line(tmp_path, card_text):
+    from safetensors.torch import save_file
+
+    from diffusion_utilities import load_model
+
+    save_file({"w": torch.zeros(1)}, str(tmp_path / "W.safetensors"), metadata={"card": card_text})
+    with pytest.raises(BadInput, match="W.safetensors's header holds a card that is not valid JSON"):
+        load_model(tmp_path / "W.safetensors")
