@@ -221,7 +221,7 @@ for who in ("course", "fixed"):
         rows.append(runs[who, sampler][:20])
         names.append(f"{who} model, {label}")
 fig, axes = plt.subplots(2, 3, figsize=(12, 7))
-for ax, x, name in zip(axes.T.flat, rows, names):
+for ax, x, name in zip(axes.flat, rows, names):                      # row 1: the course model; row 2: the fixed one
     ax.imshow(make_grid(x, nrow=5, scale=4)); ax.set_title(name, fontsize=10); ax.axis("off")
 fig.text(0.5, 0.01, "columns: " + ", ".join(CLASS_NAMES), ha="center")
 plt.tight_layout(); plt.show()"""),
@@ -304,7 +304,13 @@ show_gif(animate(frames, [float(a) for a in alphas], nrow=5, scale=8, label="sle
          "outputs/08_interpolation.gif", fps=4)"""),
 (CODE, r"""plt.figure(figsize=(12, 4))
 plt.imshow(make_grid(frames[::3].transpose(0, 1).reshape(-1, 3, 16, 16), nrow=len(alphas[::3]), scale=4))
-plt.title("each row: one class, from z₀ (left) to z₁ (right)"); plt.axis("off"); plt.show()"""),
+plt.title("each row: one class, from z₀ (left) to z₁ (right)"); plt.axis("off"); plt.show()
+steps = (frames[1:] - frames[:-1]).pow(2).mean(dim=(2, 3, 4)).sqrt() / 2      # (15, 5): each frame-to-frame change
+for row, name in enumerate(CLASS_NAMES):
+    k = steps[:, row].argmax().item()
+    print(f"{name:12s} largest change {steps[k, row]:.3f} between a = {alphas[k]:.2f} and {alphas[k + 1]:.2f}; "
+          f"median change {steps[:, row].median():.3f}")"""),
+(MD, r"""INTERP_PROSE"""),
 (MD, r"""## Guidance, with and without rescale
 
 Classifier-free guidance (lesson 6) pushes the prediction away from the unconditional one by w.

@@ -13,7 +13,9 @@ Lessons 3 to 8 ran a chain of 500 small noising steps backwards. Today's large i
 the sprite and the noise (Lipman et al. 2023, "Flow Matching for Generative Modeling"; Liu et al.
 2023, "Flow Straight and Fast", who call it rectified flow; Esser et al. 2024, who scaled it up for
 Stable Diffusion 3). This lesson does it with the course's ContextUnet, the same sprites, the same
-training step and the same sampling loop, so that you can see how few lines change.
+training step and the same sampling loop, so that you can see how few lines change. One thing it
+leaves out: Stable Diffusion 3 does not draw the training t uniformly but from a logit-normal density
+that favours middle t (Esser et al. 2024, §3.1), its best-ranked choice; here t is uniform.
 
 1. the path and its velocity: what the network learns, and why that works;
 2. the training step beside DDPM's Algorithm 1; exercise: write it;
@@ -52,7 +54,8 @@ course, course_sch, course_card = load_model_and_schedule("../weights/sprites_dd
 flow, flow_sch, flow_card = load_model_and_schedule("../weights/sprites_flow.safetensors", device)
 T = course_sch.T
 print("course model:", course_sch.name, "schedule, T =", T, "predicts", course_sch.prediction)
-print("flow model:  ", flow_sch)"""),
+print(f"flow model:   flow matching, continuous t in [0, 1], predicts the {flow_sch.prediction}; "
+      f"sampling grid shift {flow_sch.shift:g} (uniform)")"""),
 (MD, r"""## The path and its velocity
 
 DDPM noised a sprite along x_t = √ᾱ_t·x₀ + √(1 − ᾱ_t)·ε, with ᾱ_t built from a schedule of 500 β's.
@@ -280,7 +283,7 @@ Euler at 1, 2, 4, 8, 16 and 32 calls, and Heun at 1, 3, 5, 9, 17 and 33, all fro
 with the same classes:"""),
 (CODE, r"""euler_steps, heun_steps = (1, 2, 4, 8, 16, 32), (1, 2, 3, 5, 9, 17)
 runs = {}
-for sampler, steps_list in (("euler", euler_steps), ("heun", heun_steps + (33,))):   # heun-33: the reference below
+for sampler, steps_list in (("euler", euler_steps), ("heun", heun_steps + (33,))):   # heun-33: judged below too
     for k in tqdm(steps_list, desc=sampler):
         runs[sampler, k] = sample(flow, flow_sch, x_T=x_T, sampler=sampler, steps=k, context=context).x.cpu()
 fig, axes = plt.subplots(2, 6, figsize=(14, 3.4))
@@ -295,27 +298,35 @@ plt.tight_layout(); plt.show()"""),
 (MD, r"""One call gives each class's blurred average: Euler's single step lands on x̂₀ at t = 1, the average
 of every sprite the noise could become. With a few more calls the shapes appear; after that, more
 calls change details. How close is each run to the ODE's own solution?
-Take Heun with 33 steps (65 calls) as the reference and measure the distance of every run to it. For
-Euler the error should shrink like 1/calls, for a second-order method like 1/calls²."""),
-(CODE, r"""reference = runs["heun", 33]
-rms = lambda a, b: ((a - b) ** 2).mean().sqrt().item() / 2                         # in [0, 1] pixel units
-plt.figure(figsize=(6.5, 3.6))
-for sampler, steps_list, marker in (("euler", euler_steps, "^-"), ("heun", heun_steps, "D-")):
-    plt.plot([network_calls(sampler, k) for k in steps_list], [rms(runs[sampler, k], reference) for k in steps_list],
-             marker, label=sampler)
-c, e4 = np.array([4.0, 32.0]), rms(runs["euler", 4], reference)                 # slope guides through Euler-4
-plt.plot(c, e4 * 4 / c, "k:", lw=1, label="∝ 1/calls"); plt.plot(c, e4 * (4 / c) ** 2, "k--", lw=1, label="∝ 1/calls²")
-plt.xscale("log"); plt.yscale("log"); plt.xticks([1, 2, 4, 8, 16, 32], ["1", "2", "4", "8", "16", "32"]); plt.minorticks_off()
-plt.xlabel("network calls"); plt.ylabel("RMS distance to Heun-33")
-plt.title("how far each run is from the ODE's solution", fontsize=10); plt.legend(fontsize=8); plt.tight_layout(); plt.show()"""),
-(MD, r"""The distance to the reference measures the solver, not the sprites: a run can be far from the exact
-solution of the ODE and still draw good sprites (what the FID plot further down measures). What it
-shows is the order of each method: Heun's error falls much faster with calls once it has a few to
-spend, while at one call Heun *is* Euler (it has no call to spare for its second look). Euler's
-falls more slowly than the 1/calls guide over this range: the guides describe small steps, and 32
-uniform steps are not yet small where the paths bend (next section).
 
-### The paths the pixels take
+To measure a solver's error we need the exact solution, or a run so much finer that its own error is
+negligible: Heun with 330 steps (659 calls), twenty times the finest run judged (Euler-32, Heun-17).
+Its own error is checked by halving it (Heun-165). The error of each run is the RMS distance of each
+sprite to the reference; we plot the median over the ten sprites, and fit a slope to the runs with 8
+calls or more: on a log-log plot, an error ∝ 1/calls^p is a line of slope −p, and p is the method's
+order (1 for Euler, 2 for Heun)."""),
+(CODE, r"""reference = sample(flow, flow_sch, x_T=x_T, sampler="heun", steps=330, context=context).x.cpu()
+half = sample(flow, flow_sch, x_T=x_T, sampler="heun", steps=165, context=context).x.cpu()
+runs["euler", 64] = sample(flow, flow_sch, x_T=x_T, sampler="euler", steps=64, context=context).x.cpu()
+per_sprite = lambda a, b: ((a - b) ** 2).mean(dim=(1, 2, 3)).sqrt() / 2           # (n,), in [0, 1] pixel units
+print(f"the reference's own error (Heun-330 against Heun-165), median over sprites: "
+      f"{per_sprite(reference, half).median():.1e}")
+plt.figure(figsize=(6.5, 3.8))
+for sampler, steps_list, marker in (("euler", euler_steps + (64,), "^"), ("heun", heun_steps + (33,), "D")):
+    calls = np.array([network_calls(sampler, k) for k in steps_list])
+    errors = np.array([per_sprite(runs[sampler, k], reference).median().item() for k in steps_list])
+    fit = calls >= 8
+    slope = np.polyfit(np.log(calls[fit]), np.log(errors[fit]), 1)[0]
+    plt.plot(calls, errors, marker + "-", label=f"{sampler}: fitted slope {slope:.1f} from 8 calls on")
+    print(f"{sampler:5s} median error at {', '.join(f'{c}: {e:.3f}' for c, e in zip(calls, errors))} calls; "
+          f"slope from 8 calls on: {slope:.2f}")
+plt.xscale("log"); plt.yscale("log"); plt.xticks([1, 4, 16, 64], ["1", "4", "16", "64"]); plt.minorticks_off()
+plt.xlabel("network calls"); plt.ylabel("median RMS distance to Heun-330")
+plt.title("how far each run is from the ODE's solution", fontsize=10); plt.legend(fontsize=8); plt.tight_layout(); plt.show()
+worst = per_sprite(runs["euler", 64], reference)
+print(f"Euler-64, sprite by sprite: {', '.join(f'{e:.3f}' for e in worst)}")"""),
+(MD, r"""SOLVER_PROSE"""),
+(MD, r"""### The paths the pixels take
 
 Euler-32 from above, with every step kept: the pictures are x_t (top row) and x̂₀ = x_t − t·u (bottom
 row), and the lines are the values of the six marked pixels (the mean of their R, G and B) as t runs
@@ -480,8 +491,11 @@ for who, rows_ in tables.items():
   t, which path, which time input, which target) and the sampler's step rule (Euler or Heun instead
   of DDPM's). The library runs all three models through one `diffusion_loss` and one `sample`.
 - **No schedule to get wrong.** The straight path ends at pure noise by construction, so the flaw of
-  lessons 7 and 8 cannot occur and there are no β's to choose. The one knob left is the sampling grid
-  (`shift`).
+  lessons 7 and 8 cannot occur and there are no β's to choose. What is left to choose is where in
+  t to spend effort: in training, how t is drawn (uniformly here; Stable Diffusion 3 draws it from a
+  logit-normal density, which put more training at middle t and ranked best among the densities
+  Esser et al. 2024 compared, §3.1 and §5.1; this course has not measured it on sprites, so take it
+  as a pointer), and in sampling, the grid (`shift`).
 - **Straight-ish paths make few steps work.** Each training path is a straight line; their average,
   the marginal velocity, bends mainly near t = 1. A single step returns the blurred average; from a
   handful of calls on, the ODE's solution is close, and Heun's second-order correction pays off once

@@ -31,6 +31,7 @@ from diffusion_utilities.evaluation import (HELD_OUT_SEED, PROTOCOL, REFERENCE_S
 from diffusion_utilities.sampling import sample  # noqa: E402
 from diffusion_utilities.schedule import schedule_from_card  # noqa: E402
 from diffusion_utilities.files import atomic_write  # noqa: E402
+from diffusion_utilities.weights import card_path, read_card_file  # noqa: E402
 
 OUT = ROOT / "runs" / "protocol"
 RESULT = ROOT / "docs" / "measurements" / "protocol.json"
@@ -161,7 +162,7 @@ def real_blocks(judges: Judges) -> dict:
 
 def score() -> dict:
     judges = Judges()
-    result = {"protocol": PROTOCOL, "real": real_blocks(judges), "rows": []}
+    result = {"protocol": PROTOCOL, "real": real_blocks(judges), "rows": [], "hardware": _hardware()}
     labels = torch.arange(N) % 5
     for model_name, (path, rows) in MODELS.items():
         for row in rows:
@@ -177,6 +178,12 @@ def score() -> dict:
                 print(result["rows"][-1], file=sys.stderr, flush=True)
     atomic_write(RESULT, lambda tmp: tmp.write_text(json.dumps(result, indent=1) + "\n"))
     return result
+
+
+def _hardware() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), "unknown CPU") if Path("/proc/cpuinfo").exists() else "unknown CPU"
+    return f"{cpu}, {torch.get_num_threads()} torch threads"
 
 
 def _calls(row: str) -> int:
@@ -209,6 +216,32 @@ def damage() -> dict:
     return result
 
 
+def cards() -> None:
+    """Each shipped model's rows, with the real band, into its card under "protocol" (the weights are unchanged)."""
+    result = json.loads(RESULT.read_text())
+    for model_name, (path, _) in MODELS.items():
+        weights = ROOT / path
+        if not path.startswith("weights/"):
+            continue  # not shipped (the control): its rows stay in docs/measurements/protocol.json
+        rows = {}
+        for r in (r for r in result["rows"] if r["model"] == model_name):
+            sampler, steps, w, eta, _ = row_spec(r["row"])
+            row = rows.setdefault(r["row"], {"row": r["row"], "sampler": sampler, "steps": steps, "calls": r["calls"],
+                                             "guidance": w, "eta": eta, "seeds": [], "fid": [], "fid_judge_b": [],
+                                             "class_accuracy": []})
+            row["seeds"].append(r["seed"])
+            row["fid"].append(r["fid"]["A"])
+            row["fid_judge_b"].append(r["fid"]["B"])
+            row["class_accuracy"].append(r["class_accuracy"])
+        card = read_card_file(card_path(weights))
+        card["protocol"] = {**result["protocol"], "doc": "docs/evaluation.md", "real_fid": result["real"]["A"],
+                            "real_fid_judge_b": result["real"]["B"], "rows": list(rows.values()),
+                            "command": "python tools/protocol.py sample && python tools/protocol.py score && "
+                                       "python tools/protocol.py cards", "hardware": result.get("hardware", "")}
+        atomic_write(card_path(weights), lambda tmp: tmp.write_text(json.dumps(card, indent=2) + "\n"))
+        print(f"{card_path(weights)}: {len(rows)} rows", file=sys.stderr)
+
+
 if __name__ == "__main__":
     cmd = sys.argv[1] if len(sys.argv) > 1 else ""
     if cmd == "sample":
@@ -217,5 +250,7 @@ if __name__ == "__main__":
         score()
     elif cmd == "damage":
         damage()
+    elif cmd == "cards":
+        cards()
     else:
         sys.exit(__doc__)
