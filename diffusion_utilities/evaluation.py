@@ -50,14 +50,18 @@ __all__ = [
     "PROTOCOL",
     "row_spec",
     "real_fid_blocks",
+    "ProtocolRow",
+    "protocol_rows",
+    "real_band",
 ]
 
 FEATURES = 128
 NEAR_COPY = 0.05  # RMS distance in [0, 1] pixel units: about 13 grey levels in every channel of every pixel
 REFERENCE_SEED, HELD_OUT_SEED = 1_000_001, 1_000_002  # real sprites never used for training (seed 0)
 # docs/evaluation.md's protocol: n sprites per row (classes balanced), scored against `reference` held-out sprites;
-# each row at every one of `seeds` (the sampling spread), and real_blocks disjoint real draws of n (the floor's band)
-PROTOCOL = {"name": "sprite-fid/1", "n": 1000, "reference": 2000, "seeds": (0, 1, 2), "real_blocks": 5}
+# the fast rows at every one of `seeds` (the sampling spread), and real_blocks separate draws of n real sprites
+# (the floor's band; tools/protocol.py)
+PROTOCOL = {"name": "sprite-fid/1", "n": 1000, "reference": 2000, "seeds": (0, 1, 2), "real_blocks": 10}
 
 
 class SpriteClassifier(nn.Module):
@@ -311,6 +315,16 @@ class Evaluator:
                        round(near, 4), len(x), spec[3], spec[4])
 
 
+def _rows_that_fit(schedule) -> str:
+    """What to choose instead of a row that does not fit: the named rows this model takes, and SAMPLER-STEPS
+    for each of its samplers that row_spec reads that way (ddpm-no-noise is a named row only)."""
+    fit = [r for r in ROWS if r == "real" or (ROWS[r][0] in schedule.samplers and ROWS[r][1] <= schedule.T)]
+    steps = min(schedule.T, 10)
+    forms = [f"{s}-{steps}" for s in schedule.samplers if _ROW_PATTERN.fullmatch(f"{s}-{steps}")]
+    return (f"choose --rows from {', '.join(fit)}, or SAMPLER-STEPS with at most {schedule.T} steps, "
+            f"such as {', '.join(forms)}")
+
+
 def evaluate(model, card: dict, classifier: SpriteClassifier, n: int = 200, rows=DEFAULT_ROWS, seed: int = 0,
              progress: bool = False, log=print) -> list[EvalRow]:
     """Sample ``n`` sprites per row (contexts balanced over the classes) and score them."""
@@ -318,14 +332,13 @@ def evaluate(model, card: dict, classifier: SpriteClassifier, n: int = 200, rows
     n = whole_number(n, "n", 2, hint="(FID needs a covariance)")
     schedule = schedule_from_card(card)
     # before any row is measured, not after minutes of them
-    fit = [r for r in ROWS if r == "real" or (ROWS[r][0] in schedule.samplers and ROWS[r][1] <= schedule.T)]
     for r, (sampler, steps, *_) in specs.items():
         if r != "real" and sampler not in schedule.samplers:
             raise BadInput(f"row {r!r} samples with {sampler}, which does not fit this {schedule.name} model; "
-                           f"choose --rows from {', '.join(fit)}, or SAMPLER-STEPS with {' or '.join(schedule.samplers)}")
+                           f"{_rows_that_fit(schedule)}")
         if steps > schedule.T:
             raise BadInput(f"row {r!r} takes {steps} sampler steps but the model has T={schedule.T}; "
-                           f"choose --rows from {', '.join(fit)}")
+                           f"{_rows_that_fit(schedule)}")
     ev = Evaluator(classifier, card)
     k = classifier.n_classes
     labels = torch.arange(n) % k
@@ -408,3 +421,34 @@ def _row_order(row: dict):
 def default_rows(card: dict) -> tuple[str, ...]:
     """The rows evaluate measures when none are named: a flow model's samplers differ from a diffusion model's."""
     return FLOW_DEFAULT_ROWS if (card.get("diffusion") or {}).get("objective") == "flow" else DEFAULT_ROWS
+
+
+@dataclass
+class ProtocolRow:
+    """One row of a card's "protocol" section (docs/evaluation.md), summarised over its sampling seeds."""
+    name: str
+    sampler: str
+    steps: int
+    calls: int
+    eta: float
+    fid: float  # the mean over seeds
+    fid_low: float
+    fid_high: float
+    class_accuracy: float
+    seeds: int
+
+
+def protocol_rows(card: dict) -> dict[str, ProtocolRow]:
+    """The protocol's rows recorded in a weights card, by row name; {} for a card without them."""
+    rows = {}
+    for r in (card.get("protocol") or {}).get("rows", []):
+        fid = np.asarray(r["fid"], dtype=float)
+        rows[r["row"]] = ProtocolRow(r["row"], r["sampler"], r["steps"], r["calls"], r["eta"], float(fid.mean()),
+                                     float(fid.min()), float(fid.max()), float(np.mean(r["class_accuracy"])), len(fid))
+    return rows
+
+
+def real_band(card: dict) -> tuple[float, float, float]:
+    """(centre, low, high) of the real sprites' FID at the protocol's n: the floor and its width."""
+    real = np.asarray(card["protocol"]["real_fid"], dtype=float)
+    return float(real.mean()), float(real.min()), float(real.max())

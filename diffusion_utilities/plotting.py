@@ -15,7 +15,8 @@ import torch
 from .files import atomic_write
 from .sprites import tensor_to_sprites
 
-__all__ = ["to_uint8", "upscale", "make_grid", "save_grid", "animate", "save_gif", "show_gif", "unet_diagram"]
+__all__ = ["to_uint8", "upscale", "make_grid", "save_grid", "animate", "save_gif", "show_gif", "unet_diagram",
+           "plot_fid_against_calls"]
 
 
 def to_uint8(x) -> np.ndarray:
@@ -125,6 +126,23 @@ def unet_diagram(model, height: int | None = None):
     import matplotlib.pyplot as plt  # as in animate
 
     h = height or model.h
+    shapes = _block_shapes(model, h)
+    fig, ax = plt.subplots(figsize=(10, 5))
+    _draw_blocks(ax, shapes)
+    _draw_connections(ax)
+    ax.text(-0.5, 0.3, "green, dashed: skip connections\n(channels concatenated)", fontsize=9, color="tab:green")
+    ax.text(-0.5, -0.2, "red: the context scales the\nfeatures, the time shifts them", fontsize=9, color="tab:red")
+    ax.set_xlim(-0.6, 8.6); ax.set_ylim(-0.45, 4.25); ax.set_aspect("equal"); ax.axis("off")
+    ax.set_title(f"ContextUnet for {h}×{h} sprites: each block's output shape, measured by a forward hook", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+_BOX_W, _BOX_H = 0.95, 0.5  # a block's box in the diagram
+
+
+def _block_shapes(model, h: int) -> dict[str, tuple]:
+    """Each diagram block's output shape on one (1, C, h, h) batch, read by forward hooks."""
     shapes = {"input x": (1, model.in_channels, h, h)}
     blocks = [b for b in _UNET_LAYOUT if b != "input x"]
     hooks = [getattr(model, b).register_forward_hook(lambda m, i, o, b=b: shapes.__setitem__(b, tuple(o.shape)))
@@ -135,38 +153,59 @@ def unet_diagram(model, height: int | None = None):
     finally:
         for hook in hooks:
             hook.remove()
+    return shapes
 
-    fig, ax = plt.subplots(figsize=(10, 5))
-    w, hh = 0.95, 0.5
 
-    def centre(b):
-        x, y = _UNET_LAYOUT[b]
-        return x, y * 1.1
+def _centre(b: str) -> tuple[float, float]:
+    x, y = _UNET_LAYOUT[b]
+    return x, y * 1.1
 
+
+def _draw_blocks(ax, shapes: dict[str, tuple]) -> None:
+    """A labelled box per block, with its output shape; down blocks blue, up blocks orange."""
+    import matplotlib.pyplot as plt  # as in animate
+
+    w, hh = _BOX_W, _BOX_H
     for b, (x, _) in _UNET_LAYOUT.items():
-        _, y = centre(b)
+        _, y = _centre(b)
         c, size = shapes[b][1], shapes[b][2]
         colour = "#dde8f5" if x < 4 else "#f5e6d3" if x > 4 else "#e4e4e4"
         ax.add_patch(plt.Rectangle((x - w / 2, y - hh / 2), w, hh, fc=colour, ec="black", lw=0.8))
         ax.text(x, y + 0.08, b, ha="center", va="center", fontsize=9, weight="bold")
         ax.text(x, y - 0.12, f"(B, {c}, {size}, {size})", ha="center", va="center", fontsize=8)
+
+
+def _draw_connections(ax) -> None:
+    """The path through the U, the skip connections, and where the embeddings act."""
+    w, hh = _BOX_W, _BOX_H
     arrow = dict(arrowstyle="->", lw=1.1, color="black")
     path = list(_UNET_LAYOUT)
     for a, b in zip(path, path[1:]):
-        (xa, ya), (xb, yb) = centre(a), centre(b)
+        (xa, ya), (xb, yb) = _centre(a), _centre(b)
         ax.annotate("", xy=(xb - w / 2, yb), xytext=(xa + w / 2, ya), arrowprops=arrow)
     skip = dict(arrowstyle="->", lw=1, color="tab:green", ls="--", connectionstyle="arc3,rad=-0.25")
     for a, b, rad in (("down2", "up1", -0.25), ("down1", "up2", -0.25), ("init_conv", "out", -0.12)):  # concatenated
-        (xa, ya), (xb, yb) = centre(a), centre(b)
+        (xa, ya), (xb, yb) = _centre(a), _centre(b)
         ax.annotate("", xy=(xb - 0.1, yb + hh / 2), xytext=(xa + 0.1, ya + hh / 2),
                     arrowprops={**skip, "connectionstyle": f"arc3,rad={rad}"})
     for (a, b), k in ((("up0", "up1"), 1), (("up1", "up2"), 2)):  # the embeddings act between up blocks
-        (xa, ya), (xb, yb) = centre(a), centre(b)
+        (xa, ya), (xb, yb) = _centre(a), _centre(b)
         ax.text((xa + xb) / 2 + 0.35, (ya + yb) / 2 - 0.05, f"× c_emb{k}\n+ t_emb{k}", fontsize=8, color="tab:red",
                 va="center")
-    ax.text(-0.5, 0.3, "green, dashed: skip connections\n(channels concatenated)", fontsize=9, color="tab:green")
-    ax.text(-0.5, -0.2, "red: the context scales the\nfeatures, the time shifts them", fontsize=9, color="tab:red")
-    ax.set_xlim(-0.6, 8.6); ax.set_ylim(-0.45, 4.25); ax.set_aspect("equal"); ax.axis("off")
-    ax.set_title(f"ContextUnet for {h}×{h} sprites: each block's output shape, measured by a forward hook", fontsize=10)
-    fig.tight_layout()
-    return fig
+
+
+def plot_fid_against_calls(ax, curves: dict, band: tuple[float, float, float], n: int) -> None:
+    """sprite-FID against network calls on ``ax``: one line per entry of ``curves``, {label: [(calls, fid,
+    low, high), ...]} (low and high: the range over sampling seeds, drawn as error bars where there is one),
+    and the real sprites' band (centre, low, high) at the same n, grey."""
+    for label, points in curves.items():
+        points = sorted(points)
+        calls, fid = [p[0] for p in points], np.array([p[1] for p in points])
+        err = np.array([[p[1] - p[2] for p in points], [p[3] - p[1] for p in points]])
+        ax.errorbar(calls, fid, yerr=err, fmt="o-" if len(points) > 1 else "*", ms=5 if len(points) > 1 else 12,
+                    capsize=3, label=label)
+    ax.axhspan(band[1], band[2], color="0.85", zorder=0, label=f"real sprites: separate draws of {n:,}")
+    ax.axhline(band[0], color="0.5", lw=1, zorder=0)
+    ax.set_xscale("log")
+    ax.set_xlabel("network calls")
+    ax.set_ylabel(f"sprite-FID at n = {n:,} (lower is better)")

@@ -63,3 +63,11 @@ def test_lesson6_guidance_costs_fid_and_gains_accuracy():
 def test_live_fine_tune_halves_the_loss(lesson, cell):
     first, last = numbers(r"first step ([0-9.]+), mean of the last 10 steps ([0-9.]+)", printed(lesson, cell))
     assert last < first / 2
+
+
+def test_lesson8_both_course_samplers_are_darker_and_the_fix_is_closer():
+    text = printed("08", "lesson8-06")
+    centre = {name.strip(): float(v) for name, v in re.findall(r"^\s+(.+?)\s+([+-][0-9.]+)$", text, re.M)}
+    real = centre["real sprites"]
+    assert centre["course model, ddim"] < real - 0.04 and centre["course model, ddpm"] < real - 0.04
+    assert abs(centre["fixed model, ddim"] - real) < abs(centre["course model, ddim"] - real)
