@@ -32,6 +32,7 @@ from diffusion_utilities.evaluation import (HELD_OUT_SEED, PROTOCOL, REFERENCE_S
                                             classifier_features, frechet_distance, load_classifier, row_spec)
 from diffusion_utilities.sampling import sample  # noqa: E402
 from diffusion_utilities.schedule import schedule_from_card  # noqa: E402
+from diffusion_utilities.devices import hardware_name  # noqa: E402
 from diffusion_utilities.files import atomic_write  # noqa: E402
 from diffusion_utilities.weights import card_path, read_card_file  # noqa: E402
 
@@ -49,7 +50,6 @@ ORDER = [("course", "ddim-eta1-25"), ("course", "ddim-25"), ("v", "dpm-solver++-
          ("v", "ddpm"), ("course", "ddim-eta1-500"), ("course", "ddim-eta1-50"), ("course", "ddim-eta1-100"),
          ("v", "ddim-eta1-25"), ("v", "ddim-25"), ("flow", "euler-16"), ("course", "ddim-eta1-250")]
 SEEDED = {("course", "ddim-eta1-25"), ("course", "ddim-25"), ("v", "dpm-solver++-10"), ("flow", "heun-9")}
-MODELS = {m: (WEIGHTS[m], [r for mm, r in ORDER if mm == m]) for m in WEIGHTS}
 REAL_SEEDS = [HELD_OUT_SEED + 1_000 * (k + 1) for k in range(PROTOCOL["real_blocks"])]  # the floor's draws
 JUDGE_B_SEED = 3_000_001  # its training sprites: a seed no other part of the project uses
 
@@ -112,15 +112,14 @@ def sample_file(model: str, row: str, seed: int) -> Path:
 
 
 def draw(only: set[str] | None = None) -> None:
-    loaded = {}
+    loaded_name, model, schedule = None, None, None
     for model_name, row in ORDER:
         path = ROOT / WEIGHTS[model_name]
         if (only and model_name not in only and f"{model_name}:{row}" not in only) or not path.exists():
             continue
-        if model_name not in loaded:
-            model, card = load_model(path)
-            loaded = {model_name: (model, schedule_from_card(card))}  # one model in memory at a time
-        model, schedule = loaded[model_name]
+        if model_name != loaded_name:  # ORDER interleaves models: one in memory at a time
+            (model, card), loaded_name = load_model(path), model_name
+            schedule = schedule_from_card(card)
         context = F.one_hot(torch.arange(N) % model.n_cfeat, model.n_cfeat).float()
         sampler, steps, w, eta, phi = row_spec(row)
         for seed in seeds_for(model_name, row):
@@ -131,8 +130,13 @@ def draw(only: set[str] | None = None) -> None:
             x = sample(model, schedule, N, sampler=sampler, steps=steps, context=context, guidance=w, eta=eta,
                        guidance_rescale=phi, generator=torch.Generator().manual_seed(seed)).x
             out.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(out, lambda tmp: np.save(tmp.open("wb"), x.numpy().astype(np.float16)))
+            atomic_write(out, lambda tmp: _save_npy(tmp, x.numpy().astype(np.float16)))
             print(f"{model_name} {row} seed {seed}: {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with path.open("wb") as f:  # a file object: np.save given a path would add ".npy" to the temporary name
+        np.save(f, array)
 
 
 class Judges:
@@ -168,7 +172,7 @@ def real_blocks(judges: Judges) -> dict:
 
 def score() -> dict:
     judges = Judges()
-    result = {"protocol": PROTOCOL, "real": real_blocks(judges), "rows": [], "hardware": _hardware()}
+    result = {"protocol": PROTOCOL, "real": real_blocks(judges), "rows": [], "hardware": hardware_name(torch.device("cpu"))}
     labels = torch.arange(N) % 5
     for model_name, row in ORDER:
         for seed in seeds_for(model_name, row):
@@ -182,12 +186,6 @@ def score() -> dict:
             print(result["rows"][-1], file=sys.stderr, flush=True)
     atomic_write(RESULT, lambda tmp: tmp.write_text(json.dumps(result, indent=1) + "\n"))
     return result
-
-
-def _hardware() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), "unknown CPU") if Path("/proc/cpuinfo").exists() else "unknown CPU"
-    return f"{cpu}, {torch.get_num_threads()} torch threads"
 
 
 def _calls(row: str) -> int:
@@ -220,16 +218,19 @@ def damage() -> dict:
     return result
 
 
-def _summary(result: dict) -> list[dict]:
-    """One line per (model, row): the mean over seeds and the range, for both judges."""
+def _grouped(result: dict) -> dict[tuple[str, str], dict]:
+    """The scored rows grouped by (model, row), each with its seeds' values in lists: a card's "protocol" rows."""
     out = {}
     for r in result["rows"]:
-        o = out.setdefault((r["model"], r["row"]), {"model": r["model"], "row": r["row"], "calls": r["calls"],
-                                                     "A": [], "B": [], "acc": []})
-        o["A"].append(r["fid"]["A"])
-        o["B"].append(r["fid"]["B"])
-        o["acc"].append(r["class_accuracy"])
-    return list(out.values())
+        sampler, steps, w, eta, _ = row_spec(r["row"])
+        row = out.setdefault((r["model"], r["row"]), {"row": r["row"], "sampler": sampler, "steps": steps,
+                                                      "calls": r["calls"], "guidance": w, "eta": eta, "seeds": [],
+                                                      "fid": [], "fid_judge_b": [], "class_accuracy": []})
+        row["seeds"].append(r["seed"])
+        row["fid"].append(r["fid"]["A"])
+        row["fid_judge_b"].append(r["fid"]["B"])
+        row["class_accuracy"].append(r["class_accuracy"])
+    return out
 
 
 def _ranks(values: list[float]) -> np.ndarray:
@@ -243,19 +244,19 @@ def report() -> None:
     print(f"real sprites, {len(real['A'])} disjoint draws of {N}: judge A {real['A'].min():.1f} to {real['A'].max():.1f} "
           f"(centre {real['A'].mean():.1f}); judge B {real['B'].min():.2f} to {real['B'].max():.2f} "
           f"(centre {real['B'].mean():.2f})\n")
-    rows = _summary(result)
-    spreads = [max(r["A"]) - min(r["A"]) for r in rows if len(r["A"]) > 1]
+    rows = [{"model": model, **row} for (model, _), row in _grouped(result).items()]
+    spreads = [max(r["fid"]) - min(r["fid"]) for r in rows if len(r["fid"]) > 1]
     print(f"seed spread (max − min over {len(PROTOCOL['seeds'])} seeds), judge A: median {np.median(spreads):.1f}, "
           f"largest {max(spreads):.1f} over {len(spreads)} rows\n")
     print("| model | row | calls | seeds | sprite-FID (judge A) | judge B | class acc. |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        a, b = np.array(r["A"]), np.array(r["B"])
+        a, b = np.array(r["fid"]), np.array(r["fid_judge_b"])
         fa = f"{a.mean():.1f}" + (f" ({a.min():.1f}–{a.max():.1f})" if len(a) > 1 else "")
         fb = f"{b.mean():.2f}" + (f" ({b.min():.2f}–{b.max():.2f})" if len(b) > 1 else "")
-        print(f"| {r['model']} | {r['row']} | {r['calls']} | {len(a)} | {fa} | {fb} | {np.mean(r['acc']):.3f} |")
-    a = [np.mean(r["A"]) for r in rows]
-    b = [np.mean(r["B"]) for r in rows]
+        print(f"| {r['model']} | {r['row']} | {r['calls']} | {len(a)} | {fa} | {fb} | {np.mean(r['class_accuracy']):.3f} |")
+    a = [np.mean(r["fid"]) for r in rows]
+    b = [np.mean(r["fid_judge_b"]) for r in rows]
     rho = np.corrcoef(_ranks(a), _ranks(b))[0, 1]
     print(f"\nSpearman rank correlation of the two judges over the {len(rows)} rows: {rho:.3f}")
     if DAMAGE.exists():
@@ -268,20 +269,12 @@ def cards() -> None:
     """Each model's rows, with the real band, into its card under "protocol" (the weights are unchanged); the
     control, which is not shipped, gets a copy of its card in docs/measurements/control_card.json."""
     result = json.loads(RESULT.read_text())
-    for model_name, (path, _) in MODELS.items():
+    grouped = _grouped(result)
+    for model_name, path in WEIGHTS.items():
         weights = ROOT / path
         # a model not shipped (the control): its card, with the rows, goes to docs/measurements/ for the lessons
         target = card_path(weights) if path.startswith("weights/") else RESULT.parent / f"{model_name}_card.json"
-        rows = {}
-        for r in (r for r in result["rows"] if r["model"] == model_name):
-            sampler, steps, w, eta, _ = row_spec(r["row"])
-            row = rows.setdefault(r["row"], {"row": r["row"], "sampler": sampler, "steps": steps, "calls": r["calls"],
-                                             "guidance": w, "eta": eta, "seeds": [], "fid": [], "fid_judge_b": [],
-                                             "class_accuracy": []})
-            row["seeds"].append(r["seed"])
-            row["fid"].append(r["fid"]["A"])
-            row["fid_judge_b"].append(r["fid"]["B"])
-            row["class_accuracy"].append(r["class_accuracy"])
+        rows = {row: r for (model, row), r in grouped.items() if model == model_name}
         card = read_card_file(card_path(weights))
         card["protocol"] = {**result["protocol"], "doc": "docs/evaluation.md", "real_fid": result["real"]["A"],
                             "real_fid_judge_b": result["real"]["B"], "rows": list(rows.values()),
