@@ -3,11 +3,15 @@
     pip install -e ".[sagemaker]"          # the SageMaker Python SDK v2 (not needed by the lessons)
     python sagemaker/launch_training.py --role ROLE_ARN -- --epochs 32
     python sagemaker/launch_training.py --role ROLE_ARN --instance-type ml.g5.12xlarge --spot \\
-        --checkpoint-s3-uri s3://BUCKET/diffusion/run1 --data s3://BUCKET/sprites/ -- --epochs 32 --batch-size 256
+        --checkpoint-s3-uri s3://my-bucket/diffusion/run1 --data s3://my-bucket/sprites/ -- --epochs 32 --batch-size 256
     python sagemaker/launch_training.py --dry-run ...   # the estimator's arguments as JSON, without the SDK
 
-Everything after ``--`` is passed to ``train`` as hyperparameters. It is checked against train's
-own parser here first, so a typo costs a second, not a container start you pay for.
+Everything after ``--`` is passed to ``train`` as hyperparameters. It is checked here first by train's
+own parser and train's own checks of the values (``cli.train_configs``), so a typo costs a second, not a
+container start you pay for. A local ``--init-from`` file is checked as train checks it and uploaded
+with the job (``init/NAME``, which train_entry.py reads from beside itself). The PyTorch image
+(``--framework-version``, ``--py-version``) is checked offline with the SDK's own ``image_uris.retrieve``
+and torch_distributed check where the SDK is installed.
 
 The job runs sagemaker/train_entry.py in SageMaker's PyTorch container. On GPU instances the
 estimator gets ``distribution={"torch_distributed": {"enabled": True}}``: SageMaker then starts
@@ -32,16 +36,23 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import logging
+import os
 import re
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 
-from diffusion_utilities.cli import _Parser
+import torch
+
+from diffusion_utilities.cli import _Parser, train_configs
 from diffusion_utilities.cli import build_parser as train_parser
 from diffusion_utilities.distributed import SAGEMAKER_CHECKPOINTS
 from diffusion_utilities.errors import BadInput
+from diffusion_utilities.model import ContextUnet
+from diffusion_utilities.sprites import SIZE
+from diffusion_utilities.weights import card_path, load_model
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -49,6 +60,12 @@ ENTRY = "train_entry.py"
 # The newest PyTorch training image and its Python in sagemaker 2.257.7 (image_uri_config/pytorch.json),
 # which also lists 2.8.0 among the versions torch_distributed supports on GPUs; the course needs torch ≥ 2.6.
 FRAMEWORK_VERSION, PY_VERSION = "2.8.0", "py312"
+# one process per GPU, started by SageMaker's torchrun (see above)
+DISTRIBUTION = {"torch_distributed": {"enabled": True}}
+INIT = "init"  # the staged folder that --init-from weights travel in, beside train_entry.py
+# the region the image check looks in (an image may be missing from a region): the one the environment names,
+# as the SDK's session would read it, else us-east-1, where every PyTorch training image is
+REGION = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
 # train options the container decides: where the data, checkpoints and model are, and resuming
 SET_BY_THE_JOB = {
     "out": "the job writes checkpoints to its checkpoint folder and the model to SM_MODEL_DIR; drop --out",
@@ -88,11 +105,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse(argv: list[str]) -> tuple[argparse.Namespace, dict]:
-    """The launcher's arguments and train's hyperparameters (the part after ``--``), all checked."""
+    """The launcher's arguments and train's hyperparameters (the part after ``--``), all checked: everything the
+    job would refuse is refused here, before anything is uploaded. ``args.init_from``: a local file to ship."""
     split = argv.index("--") if "--" in argv else len(argv)
     args = build_parser().parse_args(argv[:split])
     hyperparameters = train_hyperparameters(argv[split + 1:])
-    check(args, train_command(hyperparameters).batch_size)
+    command = train_command(hyperparameters)
+    check(args, command.batch_size)
+    check_train(args, command)
+    args.init_from = ship_init_from(args, command, hyperparameters)
+    check_image(args)
     return args, hyperparameters
 
 
@@ -121,6 +143,77 @@ def train_command(hyperparameters: dict) -> argparse.Namespace:
         if getattr(command, name) not in (None, False):
             raise BadInput(f"train --{name} is set by the job: {why}")
     return command
+
+
+def check_train(args: argparse.Namespace, command: argparse.Namespace) -> None:
+    """train's own checks of its options (cli.train_configs, the model's constructor), and the devices the
+    instance has, as the job would make them when it starts."""
+    train_configs(command)  # the recipe, the schedule, and a flow run's unused options
+    with torch.device("meta"):  # the model's own checks (n_feat a multiple of 8, ...), without its memory
+        ContextUnet(n_feat=command.n_feat)
+    gpu, processes = _is_gpu(args.instance_type), GPUS.get(args.instance_type, 1) * args.instance_count
+    if command.cuda_graph and not gpu:
+        raise BadInput(f"--cuda-graph needs a CUDA GPU and {args.instance_type} has none; drop --cuda-graph")
+    if command.cuda_graph and processes > 1:
+        raise BadInput(f"--cuda-graph replays one process's step, and {args.instance_count} × {args.instance_type} "
+                       f"runs {processes} under torchrun; drop --cuda-graph (DDP's steps run eagerly)")
+    if command.device.startswith("cuda") and not gpu:
+        raise BadInput(f"--device {command.device} needs a GPU and {args.instance_type} has none; drop --device")
+
+
+def ship_init_from(args: argparse.Namespace, command: argparse.Namespace, hyperparameters: dict) -> Path | None:
+    """A local --init-from file travels with the job, staged as init/NAME (train_entry.py finds it there), after
+    the checks train makes of it; returns it. The hyperparameters then name the staged copy."""
+    if command.init_from is None:
+        return None
+    path = Path(command.init_from)
+    if not path.is_file():
+        raise BadInput(f"--init-from {path} is not a file on this machine; the launcher uploads the weights it "
+                       f"names with the job, so give a local .safetensors file")
+    start, _ = load_model(path)  # checked whole, as train checks it
+    if start.n_feat != command.n_feat:
+        raise BadInput(f"{path} has n_feat={start.n_feat} and the job's run n_feat={command.n_feat}; pass "
+                       f"-- --n-feat {start.n_feat}, or drop --init-from")
+    if args.data is None and start.h != SIZE:
+        raise BadInput(f"{path} is a model of {start.h}×{start.h} sprites and the job trains on {SIZE}×{SIZE} "
+                       f"procedural ones; give --data of {start.h}×{start.h} sprites, or drop --init-from")
+    for name in [k for k in hyperparameters if "init-from".startswith(k)]:  # argparse took it, however abbreviated
+        del hyperparameters[name]
+    hyperparameters["init-from"] = f"{INIT}/{path.name}"
+    return path
+
+
+def check_image(args: argparse.Namespace) -> None:
+    """--framework-version and --py-version for this instance type, offline: the course's floor, then the SDK's
+    own image table and torch_distributed check where the SDK is installed (both raise ValueError)."""
+    if not re.fullmatch(r"\d+\.\d+(\.\d+)?", args.framework_version) or \
+            tuple(map(int, args.framework_version.split(".")[:2])) < (2, 6):
+        raise BadInput(f"--framework-version {args.framework_version!r}: the course needs torch ≥ 2.6; give a "
+                       f"version such as {FRAMEWORK_VERSION}")
+    sdk = _sdk_checks()
+    if sdk is None:  # the dry run needs no SDK; submitting does, and then checks
+        return
+    image_uris, fw_utils = sdk
+    try:
+        image_uris.retrieve("pytorch", REGION, version=args.framework_version, py_version=args.py_version,
+                            instance_type=args.instance_type, image_scope="training")
+        if _is_gpu(args.instance_type):
+            fw_utils.validate_torch_distributed_distribution(
+                args.instance_type, DISTRIBUTION, args.framework_version, args.py_version, None, ENTRY)
+    except ValueError as e:
+        raise BadInput(f"--framework-version {args.framework_version} --py-version {args.py_version} on "
+                       f"{args.instance_type}: {' '.join(str(e).split())}") from None
+
+
+def _sdk_checks():
+    """The SDK's image_uris and fw_utils modules, or None where it is not installed."""
+    os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")  # a paragraph on stderr at import
+    logging.getLogger("sagemaker.config").setLevel(logging.WARNING)  # its INFO lines go to stdout, into the JSON
+    try:
+        from sagemaker import fw_utils, image_uris
+    except ImportError:
+        return None
+    return image_uris, fw_utils
 
 
 def _train_entry():
@@ -195,12 +288,13 @@ def estimator_arguments(args: argparse.Namespace, hyperparameters: dict, source_
     if args.output_path:
         kwargs["output_path"] = args.output_path
     if _is_gpu(args.instance_type):
-        kwargs["distribution"] = {"torch_distributed": {"enabled": True}}
+        kwargs["distribution"] = {k: dict(v) for k, v in DISTRIBUTION.items()}  # a copy the SDK may change
     return kwargs
 
 
-def stage_source(folder: Path) -> Path:
-    """What the job uploads: the package, the entry point and a requirements.txt, not the whole repository.
+def stage_source(folder: Path, init_from: Path | None = None) -> Path:
+    """What the job uploads: the package, the entry point, a requirements.txt and the --init-from weights (with
+    their card, under init/), not the whole repository.
 
     The container pip-installs requirements.txt from the source folder ("Using third-party
     libraries", https://sagemaker.readthedocs.io/en/stable/frameworks/pytorch/using_pytorch.html);
@@ -213,6 +307,10 @@ def stage_source(folder: Path) -> Path:
             if line.strip() and not line.lstrip().startswith("#")
             and re.split(r"[<>=!~ \[;]", line.strip(), maxsplit=1)[0].lower() not in NOT_IN_THE_CONTAINER]
     (folder / "requirements.txt").write_text("\n".join(kept) + "\n")
+    for path in [init_from, card_path(init_from)] if init_from is not None else []:
+        if path.is_file():
+            (folder / INIT).mkdir(exist_ok=True)
+            shutil.copy2(path, folder / INIT / path.name)
     return folder
 
 
@@ -245,7 +343,11 @@ def submit(args: argparse.Namespace, hyperparameters: dict) -> None:
                            "pass --role arn:aws:iam::ACCOUNT:role/NAME") from None
     inputs = {"training": args.data} if args.data else None
     with tempfile.TemporaryDirectory(prefix="diffusion-sprites-job-") as staging:
-        estimator = PyTorch(**estimator_arguments(args, hyperparameters, str(stage_source(Path(staging))), role))
+        source = str(stage_source(Path(staging), args.init_from))
+        try:
+            estimator = PyTorch(**estimator_arguments(args, hyperparameters, source, role))
+        except ValueError as e:  # what check_image does not cover; nothing is uploaded before fit()
+            raise BadInput(f"the SageMaker SDK refused the job: {' '.join(str(e).split())}") from None
         estimator.fit(inputs=inputs, wait=args.wait)  # uploads the staged folder before it returns
     name = estimator.latest_training_job.name
     where = f"{args.output_path.rstrip('/')}/{name}" if args.output_path else f"the session's default bucket, under {name}/"
@@ -257,8 +359,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args, hyperparameters = parse(sys.argv[1:] if argv is None else argv)
         if args.dry_run:
+            shipped = f", {INIT}/{args.init_from.name}" if args.init_from else ""
             shown = estimator_arguments(args, hyperparameters, f"<a temporary copy of diffusion_utilities/, {ENTRY}, "
-                                        f"requirements.txt>", args.role or "<this notebook's execution role>")
+                                        f"requirements.txt{shipped}>", args.role or "<this notebook's execution role>")
             print(json.dumps({"estimator": shown, "fit": {"inputs": {"training": args.data} if args.data else None,
                                                           "wait": args.wait}}, indent=2))
             return 0

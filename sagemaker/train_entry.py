@@ -6,14 +6,21 @@ it runs it under torchrun itself, one process per GPU, so this file starts no pr
 
 The hyperparameters arrive as SM_HPS, a JSON object ({"epochs": "32", "augment": true}); each
 becomes ``--name value``, and ``true`` a bare ``--name`` flag. Which folders to read and write
-(--data, --out, resuming) ``train`` takes from the container's SM_* variables itself.
+(--data, --out, resuming) ``train`` takes from the container's SM_* variables itself. An
+``init-from`` the launcher shipped (init/NAME, a relative path) is read from beside this file,
+where SageMaker unpacked the uploaded source folder.
 """
 
 import json
 import os
 import sys
+from pathlib import Path
 
 from diffusion_utilities.cli import main
+from diffusion_utilities.distributed import is_main
+from diffusion_utilities.errors import BadInput
+
+HERE = Path(__file__).resolve().parent
 
 
 def train_argv(hyperparameters: dict) -> list[str]:
@@ -27,5 +34,31 @@ def train_argv(hyperparameters: dict) -> list[str]:
     return argv
 
 
+def job_argv(environ) -> list[str]:
+    """The job's ``train`` command line, from SM_HPS, or one BadInput line."""
+    try:
+        hyperparameters = json.loads(environ.get("SM_HPS") or "{}")
+    except ValueError as e:
+        raise BadInput(f"SM_HPS is not valid JSON ({e}); the job's hyperparameters come from "
+                       f"sagemaker/launch_training.py: launch the job with it") from None
+    if not isinstance(hyperparameters, dict):
+        raise BadInput(f"SM_HPS holds {type(hyperparameters).__name__}, not a JSON object of hyperparameters; "
+                       f"launch the job with sagemaker/launch_training.py")
+    start = hyperparameters.get("init-from")
+    if isinstance(start, str) and not Path(start).is_absolute():  # shipped by the launcher
+        hyperparameters["init-from"] = str(HERE / start)
+    return train_argv(hyperparameters)
+
+
+def run(environ) -> int:
+    try:
+        argv = job_argv(environ)
+    except BadInput as e:
+        if is_main():  # under torchrun, as train's own messages: rank 0 alone says it
+            print(f"error: {e}", file=sys.stderr)
+        return 2
+    return main(argv)
+
+
 if __name__ == "__main__":
-    sys.exit(main(train_argv(json.loads(os.environ.get("SM_HPS") or "{}"))))
+    sys.exit(run(os.environ))

@@ -63,6 +63,32 @@ class StandIn:
         self.pytorch = types.ModuleType("sagemaker.pytorch")
         self.pytorch.PyTorch = PyTorch
         self.sagemaker.pytorch = self.pytorch
+        self.image_checks = []
+        self.sagemaker.image_uris = types.SimpleNamespace(retrieve=self.retrieve)
+        self.sagemaker.fw_utils = types.SimpleNamespace(validate_torch_distributed_distribution=self.torch_distributed)
+
+    # sagemaker 2.257.7's rules for the PyTorch training images (image_uri_config/pytorch.json, fw_utils.py), cut
+    # down to the versions these tests use: "2.8" is an alias of 2.8.0 for the images, not for torch_distributed
+    IMAGES = {"2.8.0": "py312", "2.8": "py312", "2.7.1": "py312", "2.5.1": "py311"}
+    TORCH_DISTRIBUTED = ("2.5.1", "2.7.1", "2.8.0")
+
+    def retrieve(self, framework, region, version=None, py_version=None, instance_type=None, image_scope=None, **_):
+        self.image_checks.append((framework, version, py_version, instance_type, image_scope))
+        if version not in self.IMAGES:
+            raise ValueError(f"Unsupported {framework} version: {version}. You may need to upgrade your SDK version "
+                             f"(pip install -U sagemaker) for newer {framework} versions. Supported {framework} "
+                             f"version(s): {', '.join(self.IMAGES)}.")
+        if py_version != self.IMAGES[version]:
+            raise ValueError(f"Unsupported Python version: {py_version}. You may need to upgrade your SDK version "
+                             f"(pip install -U sagemaker) for newer Python versions. Supported Python version(s): "
+                             f"{self.IMAGES[version]}.")
+        return f"763104351884.dkr.ecr.{region}.amazonaws.com/pytorch-training:{version}"
+
+    def torch_distributed(self, instance_type, distribution, framework_version, py_version, image_uri, entry_point):
+        if framework_version not in self.TORCH_DISTRIBUTED:
+            raise ValueError(f"Provided framework_version {framework_version} is not supported by torch_distributed "
+                             f"for instance {instance_type}.\nPlease specify one of the supported framework "
+                             f"versions:{list(self.TORCH_DISTRIBUTED)} \n")
 
 
 @pytest.fixture
@@ -212,9 +238,99 @@ def test_sdk_v3_without_the_estimator_is_one_line(monkeypatch, capsys):
     (["--", "--resume"], "resumes by itself"),
     (["--", "32"], "is not a train option"),
     (["--no-such-option"], "unrecognized arguments"),
+    # train's own config checks (issue 33): each of these passed and failed in the job
+    (["--", "--lr", "5"], "lr must be"),
+    (["--", "--prediction", "eps", "--zero-terminal-snr"], "needs v-prediction"),
+    (["--", "--precision", "fp64"], "precision must be"),
+    (["--", "--objective", "flow", "--timesteps", "50"], "--timesteps"),
+    (["--", "--n-feat", "12"], "n_feat must be a multiple of 8"),
+    (["--", "--context-dropout", "1"], "context_dropout"),
+    (["--", "--init-from", "no/such/weights.safetensors"], "not a file on this machine"),
+    (["--instance-type", "ml.m5.xlarge", "--", "--cuda-graph"], "--cuda-graph"),
+    (["--instance-type", "ml.g5.12xlarge", "--", "--cuda-graph"], "--cuda-graph"),
+    # the SDK's image and torch_distributed checks, offline (here its stand-in's)
+    (["--framework-version", "2.8"], "torch_distributed"),
+    (["--py-version", "py311"], "Unsupported Python version: py311"),
+    (["--instance-type", "ml.m5.xlarge", "--framework-version", "2.9.0"], "Unsupported pytorch version: 2.9.0"),
+    (["--framework-version", "2.2.0"], "torch ≥ 2.6"),  # older than the course's floor, whatever the SDK has
+    (["--framework-version", "latest"], "torch ≥ 2.6"),
 ])
 def test_bad_input_is_one_line_and_submits_nothing(sdk, capsys, argv, says):
     code, out, err = _run(capsys, "--role", ROLE, *argv)
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and says in err, err
     assert sdk.estimators == [] and sdk.fits == []
+
+
+@pytest.mark.parametrize("argv", [["--framework-version", "2.8"], ["--py-version", "py311"],
+                                  ["--", "--lr", "5"], ["--", "--init-from", "no/such/weights.safetensors"]])
+def test_the_dry_run_refuses_what_the_job_would_refuse(sdk, capsys, argv):
+    code, out, err = _run(capsys, "--dry-run", *argv)
+    assert code == 2 and out == "" and err.count("\n") == 1, err
+
+
+def test_the_image_is_checked_for_the_instance_and_versions_asked_for(sdk, capsys):
+    assert _run(capsys, "--dry-run", "--instance-type", "ml.m5.xlarge", "--framework-version", "2.7.1")[0] == 0
+    (check,) = sdk.image_checks
+    assert check == ("pytorch", "2.7.1", "py312", "ml.m5.xlarge", "training")
+
+
+def test_a_local_init_from_travels_with_the_job(sdk, capsys, tmp_path):
+    import torch
+
+    from diffusion_utilities import ContextUnet, save_model
+
+    weights = tmp_path / "start.safetensors"
+    save_model(ContextUnet(3, 16, 5, 16).eval(), weights, {"diffusion": {}})
+    code, _, err = _run(capsys, "--role", ROLE, "--", "--n-feat", "16", "--init=" + str(weights))  # an abbreviation too
+    assert code == 0, err
+    assert sdk.estimators[0]["hyperparameters"] == {"n-feat": "16", "init-from": "init/start.safetensors"}
+    assert {"init/start.safetensors", "init/start.json"} <= set(sdk.fits[0]["files"])
+    # in the job, train_entry reads it from beside itself, where the source folder was unpacked
+    argv = entry.job_argv({"SM_HPS": json.dumps({"init-from": "init/start.safetensors"})})
+    assert argv == ["train", "--init-from", str(ROOT / "sagemaker" / "init" / "start.safetensors")]
+    code, _, err = _run(capsys, "--role", ROLE, "--", "--init-from", str(weights))  # n_feat 64: the run's default
+    assert code == 2 and "--n-feat 16" in err and err.count("\n") == 1, err
+    assert len(sdk.estimators) == 1
+
+
+@pytest.mark.parametrize("hps, says", [("{bad", "SM_HPS is not valid JSON"), ("[1, 2]", "not a JSON object")])
+def test_malformed_sm_hps_is_one_line(capsys, hps, says):
+    assert entry.run({"SM_HPS": hps}) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and says in err and "Traceback" not in err, err
+
+
+def test_the_docs_dry_run_example_is_accepted_as_written(monkeypatch, capsys):
+    import re
+    import shlex
+
+    monkeypatch.setitem(sys.modules, "sagemaker", None)
+    text = (ROOT / "docs" / "sagemaker.md").read_text()
+    commands = re.findall(r"^python sagemaker/launch_training\.py (.*?)(?:\s+#.*)?$", text, re.M)
+    assert any("--dry-run" in c for c in commands)
+    for command in commands:
+        code, _, err = _run(capsys, "--dry-run", *shlex.split(command))
+        assert code == 0, (command, err)
+
+
+def _real_sdk():
+    try:
+        spec = importlib.util.find_spec("sagemaker.image_uris")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None:
+        pytest.skip("the SageMaker Python SDK (the optional extra '.[sagemaker]') is not installed")
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--framework-version", "2.8"], "torch_distributed"),
+    (["--py-version", "py311"], "py311"),
+    (["--instance-type", "ml.m5.xlarge", "--framework-version", "9.9.0"], "9.9.0"),
+])
+def test_versions_are_checked_by_the_real_sdk(capsys, argv, says):
+    _real_sdk()
+    code, out, err = _run(capsys, "--dry-run", *argv)
+    assert code == 2 and out == "" and err.count("\n") == 1 and says in err, err
+    code, out, err = _run(capsys, "--dry-run")
+    assert code == 0 and json.loads(out)["estimator"]["framework_version"] == "2.8.0", err
