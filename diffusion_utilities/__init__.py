@@ -26,6 +26,7 @@ from .sampling import (
     ddim_step,
     ddpm_step,
     denoise_add_noise,
+    guided_output,
     predict_noise,
     sample,
     sample_ddim,
@@ -43,7 +44,7 @@ __all__ = [
     "BadInput", "CLASS_NAMES", "ContextUnet", "DPMSolverPP2M", "DiffusionConfig", "EmbedFC", "ModelConfig",
     "NoiseSchedule", "ResidualConvBlock", "SAMPLERS", "Samples", "SpriteData", "TrainConfig", "UnetDown",
     "UnetUp", "animate", "ddim_step", "ddpm_step", "denoise_add_noise", "load_dataset", "load_legacy_pth",
-    "load_model", "load_model_and_schedule", "make_grid", "make_schedule", "make_sprites", "perturb_input", "predict_noise",
+    "load_model", "load_model_and_schedule", "make_grid", "make_schedule", "make_sprites", "perturb_input", "guided_output", "predict_noise",
     "procedural_dataset", "sample", "sample_ddim", "sample_ddpm", "save_dataset", "save_gif", "save_grid",
     "save_model", "show_gif", "sprites_to_tensor", "tensor_to_sprites", "timesteps_for", "train", "upscale",
     # the course helper module's names (see course.py), so the original labs run unchanged

@@ -23,8 +23,8 @@ warm-up and capture counted in the time; ``+eager`` samples without the CUDA gra
 default on CUDA); ``+compile`` and ``+autotune`` sample with ``compile="default"`` or
 ``"max-autotune"`` (so on CUDA with the sampler's CUDA graph, as sample() runs by default;
 training: the network through ``torch.compile``); their first call, which
-compiles, is logged apart, and they run only when named: on the CPU compiling lost, and on an
-H100 max-autotune took 84 s to compile. ``train-large`` trains at batch ``large_batch``; a train
+compiles, is logged apart, and they run only when named: on the CPU compiling lost, and on a GPU
+max-autotune's compile is long (docs/benchmarks.md). ``train-large`` trains at batch ``large_batch``; a train
 row's baseline_s is the course loop's measured seconds per image (at its batch of 100) times the same number of
 images. By default a CUDA run adds the ``+bf16`` and training ``+graph`` rows; a CPU run adds
 none (no CUDA graphs, and no bf16 units on most CPUs), though ``--rows`` can ask for the bf16 ones.
@@ -57,6 +57,7 @@ from .engine import GraphedTrainStep, inference_copy, make_optimizer
 from .model import ContextUnet
 from .sampling import network_calls, sample
 from .schedule import FlowSchedule, NoiseSchedule
+from .sprites import SIZE
 from .training import Stream, diffusion_loss, keyed_rng, noise_device, train_step
 
 __all__ = ["BenchRow", "course_sample_ddpm", "course_sample_ddim", "course_style_flow_sample", "bare_forward_s",
@@ -224,6 +225,9 @@ def run_bench(model: ContextUnet, schedule: NoiseSchedule, device: torch.device,
     model = model.to(device).eval()
     specs = _sample_specs(schedule, large_batch)
     wanted = _check_rows(rows, specs, schedule, device)
+    if model.h != SIZE and any(r.startswith("train") for r in wanted):  # now, not after the sampling rows
+        raise BadInput(f"the train rows train on bench's {SIZE}×{SIZE} procedural sprites and this model draws "
+                       f"{model.h}×{model.h} ones; leave them out, e.g. --rows {','.join(specs)}")
     out: list[BenchRow] = []
     course_train: dict = {}  # train_steps batches of 100 through the course's loop: measured once, shared by the train rows
     for name in wanted:

@@ -7,32 +7,45 @@ settings or damaged, before any work. None of it is the algorithm: ``training.tr
 
 from __future__ import annotations
 
-import functools
 import json
-import math
 import os
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
+from .distributed import sagemaker_env
 from .errors import BadInput
 from .files import out_folder
 from .files import remove_stale_temps
 from .weights import card_path, read_tensors, save_tensors
+from .checks import is_real, is_whole
 
-__all__ = ["CHECKPOINT", "MODEL", "releases_out_dir_lock", "prepare_out_dir", "clear_earlier_run", "save_checkpoint",
+__all__ = ["CHECKPOINT", "MODEL", "RunState", "OutDirLock", "prepare_out_dir", "clear_earlier_run", "save_checkpoint",
            "resume_from", "checkpoint_problem"]
 
 CHECKPOINT = "checkpoint.safetensors"
 MODEL = "model.safetensors"
 
 
-def save_checkpoint(path: Path, model, ema_model, opt, card: dict, state: dict) -> None:
+@dataclass
+class RunState:
+    """Where a training run stands: what a checkpoint keeps besides the tensors, and what ``resume_from`` returns."""
+
+    step: int = 0  # steps done
+    wall_time_s: float = 0.0  # training time so far, over every start of the run
+    losses: list[float] = field(default_factory=list)  # the mean loss of each epoch done
+    running: list[float] = field(default_factory=list)  # this epoch's losses so far
+    cuda_rng: dict | None = None  # a --cuda-graph run's generator position: {"seed": ..., "offset": ...}
+
+
+def save_checkpoint(path: Path, model, ema_model, opt, card: dict, state: RunState) -> None:
     """Write weights, EMA weights, Adam's state and ``state`` (the run's position) atomically to ``path``."""
     tensors = {**{f"model.{k}": v for k, v in model.state_dict().items()},
                **{f"ema.{k}": v for k, v in ema_model.state_dict().items()}}
     opt_tensors, groups = optimizer_tensors(opt)
-    save_tensors(path, {**tensors, **opt_tensors}, {**card, "state": {**state, "param_groups": groups}})
+    saved = {k: v for k, v in asdict(state).items() if not (k == "cuda_rng" and v is None)}
+    save_tensors(path, {**tensors, **opt_tensors}, {**card, "state": {**saved, "param_groups": groups}})
 
 
 def optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list]:
@@ -70,45 +83,41 @@ def load_optimizer(opt: torch.optim.Optimizer, tensors: dict, groups: list) -> N
 
 
 
-_HELD: list[int] = []  # the --out folders train() holds locked, as open file descriptors
-
-
-def lock_out_dir(out_dir: Path) -> None:
-    """Lock the --out folder for this train() call: a second run into it, in any process, is refused.
+class OutDirLock:
+    """``with OutDirLock() as lock:`` the --out folders that ``lock.take`` locks stay locked until the block
+    ends, however it ends: a second run into one, in any process, is refused meanwhile.
 
     flock on the folder itself: no lock file is left behind, and the kernel drops the lock when the
     process ends, so a killed run never leaves the folder locked. (No fcntl, on Windows: no lock.)
     """
-    try:
-        import fcntl  # here: Windows has no fcntl (and no lock)
-    except ImportError:
-        return
-    fd = os.open(out_dir, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        raise BadInput(f"another train run is using {out_dir}; wait for it to end (or stop it), or choose "
-                       f"another --out") from None
-    _HELD.append(fd)
 
+    def __init__(self):
+        self.fds: list[int] = []  # the locked folders, as open file descriptors
 
-def releases_out_dir_lock(fn):
-    """Run ``fn`` (train) and then release the --out locks it took, however it ends."""
-    @functools.wraps(fn)
-    def run(*args, **kwargs):
-        held = len(_HELD)
+    def take(self, out_dir: Path) -> None:
         try:
-            return fn(*args, **kwargs)
-        finally:
-            while len(_HELD) > held:
-                os.close(_HELD.pop())
-    return run
+            import fcntl  # here: Windows has no fcntl (and no lock)
+        except ImportError:
+            return
+        fd = os.open(out_dir, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise BadInput(f"another train run is using {out_dir}; wait for it to end (or stop it), or choose "
+                           f"another --out") from None
+        self.fds.append(fd)
+
+    def __enter__(self) -> "OutDirLock":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        while self.fds:
+            os.close(self.fds.pop())
 
 
-
-def prepare_out_dir(out_dir: Path, resume: bool, overwrite: bool) -> None:
-    """Create out_dir before any work, and refuse to start a new run over an earlier one."""
+def prepare_out_dir(out_dir: Path, resume: bool, overwrite: bool, lock: OutDirLock) -> None:
+    """Create out_dir before any work, lock it with ``lock``, and refuse to start a new run over an earlier one."""
     if resume and overwrite:
         raise BadInput("--resume continues the run in --out and --overwrite replaces it; pass one of them")
     out_folder(out_dir, CHECKPOINT, MODEL)
@@ -116,21 +125,29 @@ def prepare_out_dir(out_dir: Path, resume: bool, overwrite: bool) -> None:
     if snapshots.is_symlink() or (snapshots.exists() and not snapshots.is_dir()):  # never delete or write through it
         raise BadInput(f"{snapshots} is a {'link' if snapshots.is_symlink() else 'file'}, where training keeps its "
                        f"snapshots; move it away, or choose another --out")
-    lock_out_dir(out_dir)
+    lock.take(out_dir)
     # only now, with the lock held, can no other run be writing them
     remove_stale_temps(out_dir, CHECKPOINT, MODEL, card_path(MODEL).name)
     remove_stale_temps(snapshots, "epoch_*")
     has_checkpoint, has_model = (out_dir / CHECKPOINT).exists(), (out_dir / MODEL).exists()
     if not (has_checkpoint or has_model or resume or overwrite) and any(snapshots.glob("epoch_*")):
-        raise BadInput(f"{snapshots} holds another run's snapshots, which this run's would mix with; replace them "
-                       f"with --overwrite, or choose another --out")
+        raise BadInput(f"{snapshots} holds another run's snapshots, which this run's would mix with; "
+                       + (NEW_JOB if _in_a_job() else "replace them with --overwrite, or choose another --out"))
     if resume and has_model and not has_checkpoint:
-        raise BadInput(f"{out_dir} holds a finished model but no {CHECKPOINT} to resume from; start a new run "
-                       f"there with --overwrite, or choose another --out")
+        raise BadInput(f"{out_dir} holds a finished model but no {CHECKPOINT} to resume from; "
+                       + (NEW_JOB if _in_a_job() else "start a new run there with --overwrite, or choose another --out"))
     if (has_checkpoint or has_model) and not resume and not overwrite:
         hint = "continue it with --resume, replace it" if has_checkpoint else "replace it"
         raise BadInput(f"{out_dir} already holds a training run ({CHECKPOINT if has_checkpoint else MODEL}); "
-                       f"{hint} with --overwrite, or choose another --out")
+                       + (NEW_JOB if _in_a_job() else f"{hint} with --overwrite, or choose another --out"))
+
+
+# A job's --out is its checkpoint folder, which --checkpoint-s3-uri fills: it takes neither --out nor --overwrite
+NEW_JOB = "for a new run, launch the job with a new --checkpoint-s3-uri"
+
+
+def _in_a_job() -> bool:
+    return sagemaker_env() is not None
 
 
 def clear_earlier_run(out_dir: Path) -> None:
@@ -144,10 +161,8 @@ def clear_earlier_run(out_dir: Path) -> None:
 
 
 
-def resume_from(ckpt: Path, model, ema, opt, card, steps_per_epoch: int, total_steps: int, defaults: dict
-                ) -> tuple[int, float, list, list, dict | None]:
-    """Load a checkpoint into model, ema and opt after checking it fits this run; returns
-    (step, wall time, epoch losses, this epoch's losses so far, a --cuda-graph run's generator position).
+def resume_from(ckpt: Path, model, ema, opt, card, steps_per_epoch: int, total_steps: int, defaults: dict) -> RunState:
+    """Load a checkpoint into model, ema and opt after checking it fits this run; returns where the run stands.
 
     defaults: {"training": ..., "diffusion": ...} as dicts, for fields added since the checkpoint was written.
     """
@@ -162,10 +177,13 @@ def resume_from(ckpt: Path, model, ema, opt, card, steps_per_epoch: int, total_s
         theirs, ours = saved.get(key), card.get(key)
         if key == "training" and isinstance(theirs, dict) and isinstance(ours, dict):  # how the steps run, not
             # what they compute: a GPU run may go on without a graph
-            theirs, ours = ({k: v for k, v in d.items() if k != "cuda_graph"} for d in (theirs, ours))
+            theirs, ours = ({k: v for k, v in d.items() if k not in ("cuda_graph", "checkpoint_minutes")}
+                            for d in (theirs, ours))
         if theirs != ours:
             raise BadInput(f"{ckpt} was made with a different {key} config ({differences(theirs, ours)}); "
-                           f"use the same arguments or another --out folder")
+                           + ("launch the job with the same train options to resume it, or with a new "
+                              "--checkpoint-s3-uri for a new run" if _in_a_job() else
+                              "use the same arguments or another --out folder"))
     problem = checkpoint_problem(tensors, saved["state"], model, opt, steps_per_epoch, total_steps)
     if problem:  # now, not minutes into the run (or never: a fresh Adam would pass for a resumed one)
         raise BadInput(f"{ckpt} is damaged: {problem}; restore it, or start the run again with --overwrite")
@@ -175,48 +193,72 @@ def resume_from(ckpt: Path, model, ema, opt, card, steps_per_epoch: int, total_s
     load_optimizer(opt, {k: v for k, v in tensors.items() if k.startswith("optim.")}, state["param_groups"])
     # "running" is missing from checkpoints written before it was saved: their epoch loss after a
     # mid-epoch resume averages only the steps after it, as it always did
-    return state["step"], state["wall_time_s"], state["losses"], list(state.get("running", [])), state.get("cuda_rng")
+    return RunState(state["step"], state["wall_time_s"], state["losses"], list(state.get("running", [])),
+                    state.get("cuda_rng"))
 
 
 def checkpoint_problem(tensors: dict, state: dict, model, opt, steps_per_epoch: int, total_steps: int) -> str | None:
     """What is wrong with a checkpoint's tensors and state, in a few words; None if it can be resumed."""
-    def number(v) -> bool:
-        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    problem = _position_problem(state, steps_per_epoch, total_steps)
+    if problem:
+        return problem
+    step = state["step"]
+    if step and not any(k.startswith("optim.") for k in tensors):
+        return "it has no optimizer state (Adam's moments), so a resumed run would not continue this one"
+    return (_param_groups_problem(state, opt) or _tensors_problem(tensors, _expected_tensors(model, opt, step))
+            or _adam_state_problem(tensors, step))
 
+
+_number = is_real
+
+
+def _position_problem(state: dict, steps_per_epoch: int, total_steps: int) -> str | None:
+    """What is wrong with a checkpoint's step, losses, wall time and generator position, or None."""
     step = state.get("step")
     if "step" not in state:
         return "it has no step"
-    if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= total_steps:
+    if not is_whole(step) or not 0 <= step <= total_steps:
         return f"step {step!r} is outside this run's steps 0..{total_steps}"
     losses, running = state.get("losses"), state.get("running", [])
-    if not (isinstance(losses, list) and all(map(number, losses)) and len(losses) == step // steps_per_epoch):
+    if not (isinstance(losses, list) and all(map(_number, losses)) and len(losses) == step // steps_per_epoch):
         return f"its losses {json.dumps(losses)[:40]} are not {step // steps_per_epoch} numbers, one per epoch done"
-    if not (isinstance(running, list) and all(map(number, running))):
+    if not (isinstance(running, list) and all(map(_number, running))):
         return f"its running losses {json.dumps(running)[:40]} are not a list of numbers"
-    if not (number(state.get("wall_time_s")) and state["wall_time_s"] >= 0):
+    if not (_number(state.get("wall_time_s")) and state["wall_time_s"] >= 0):
         return f"its wall_time_s {state.get('wall_time_s')!r} is not a number of seconds"
     rng = state.get("cuda_rng")
     if rng is not None and not (isinstance(rng, dict) and all(isinstance(rng.get(k), int) and rng[k] >= 0
                                                               for k in ("seed", "offset"))):
         return f"its cuda_rng {json.dumps(rng)[:40]} is not a generator's seed and offset"
-    expected = {}  # name -> (shape, floating point)
-    for prefix, net in (("model.", model), ("ema.", model)):  # the EMA copy has the model's tensors
-        expected.update({prefix + k: (v.shape, v.is_floating_point()) for k, v in net.state_dict().items()})
-    params = [p for g in opt.param_groups for p in g["params"]]
-    if step:  # Adam's state for every weight: its step count and two moments
-        for i, p in enumerate(params):
-            expected.update({f"optim.{i}.step": (torch.Size([]), True), f"optim.{i}.exp_avg": (p.shape, True),
-                             f"optim.{i}.exp_avg_sq": (p.shape, True)})
-        if not any(k.startswith("optim.") for k in tensors):
-            return "it has no optimizer state (Adam's moments), so a resumed run would not continue this one"
-    groups = state.get("param_groups")
-    mine = opt.param_groups
+    return None
+
+
+def _param_groups_problem(state: dict, opt) -> str | None:
+    """What is wrong with a checkpoint's Adam settings (one group per group of ``opt``), or None."""
+    groups, mine = state.get("param_groups"), opt.param_groups
     if not (isinstance(groups, list) and len(groups) == len(mine) and all(
             isinstance(g, dict) and isinstance(g.get("params"), list) and len(g["params"]) == len(m["params"])
-            and all(number(g.get(k)) for k in ("lr", "eps", "weight_decay"))
-            and isinstance(g.get("betas"), list) and len(g["betas"]) == 2 and all(map(number, g["betas"]))
+            and all(_number(g.get(k)) for k in ("lr", "eps", "weight_decay"))
+            and isinstance(g.get("betas"), list) and len(g["betas"]) == 2 and all(map(_number, g["betas"]))
             for g, m in zip(groups, mine))):
         return f"its param_groups {json.dumps(groups)[:60]} are not Adam's settings for this model"
+    return None
+
+
+def _expected_tensors(model, opt, step: int) -> dict:
+    """name -> (shape, floating point) of every tensor a checkpoint of this run at ``step`` holds."""
+    expected = {}
+    for prefix in ("model.", "ema."):  # the EMA copy has the model's tensors
+        expected.update({prefix + k: (v.shape, v.is_floating_point()) for k, v in model.state_dict().items()})
+    if step:  # Adam's state for every weight: its step count and two moments
+        for i, p in enumerate(p for g in opt.param_groups for p in g["params"]):
+            expected.update({f"optim.{i}.step": (torch.Size([]), True), f"optim.{i}.exp_avg": (p.shape, True),
+                             f"optim.{i}.exp_avg_sq": (p.shape, True)})
+    return expected
+
+
+def _tensors_problem(tensors: dict, expected: dict) -> str | None:
+    """What is wrong with a checkpoint's tensors against ``expected`` (``_expected_tensors``), or None."""
     ours = {k for k in tensors if k.startswith(("model.", "ema.", "optim."))}
     missing, unexpected = sorted(set(expected) - ours), sorted(ours - set(expected))
     if missing or unexpected:
@@ -229,7 +271,7 @@ def checkpoint_problem(tensors: dict, state: dict, model, opt, steps_per_epoch: 
             return f"{key} is {str(v.dtype).removeprefix('torch.')}, not floating point"
         if floating and not bool(torch.isfinite(v).all()):
             return f"{key} holds NaN or infinite values"
-    return _adam_state_problem(tensors, step)
+    return None
 
 
 def _adam_state_problem(tensors: dict, step: int) -> str | None:

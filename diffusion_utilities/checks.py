@@ -9,7 +9,17 @@ import numbers
 
 from .errors import BadInput
 
-__all__ = ["whole_number", "real_number"]
+__all__ = ["whole_number", "real_number", "is_whole", "is_real"]
+
+
+def is_whole(value) -> bool:
+    """True for an int or numpy integer, False for a bool (a slip in a config or card, not a number)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def is_real(value) -> bool:
+    """True for a finite int, float or numpy number; False for a bool, a string, NaN or ±inf."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def whole_number(value, name: str, low: int, high: int | None = None, hint: str = "") -> int:
@@ -17,7 +27,7 @@ def whole_number(value, name: str, low: int, high: int | None = None, hint: str 
 
     A bool, a float (even 3.0) or a string is refused: in a config or a card it is a slip, not a number.
     """
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low or (
+    if not is_whole(value) or value < low or (
             high is not None and value > high):
         span = f"≥ {low:,}" if high is None else f"from {low:,} to {high:,}"
         raise BadInput(f"{name} must be a whole number {span}{' ' + hint if hint else ''}, got {value!r}")
@@ -28,8 +38,7 @@ def real_number(value, name: str, low: float = -math.inf, high: float = math.inf
                 hint: str = "") -> float:
     """``value`` as a Python float (an int or a numpy number too), or one BadInput line unless it is finite
     and in [low, high] (``above``: in (low, high]). A bool or a string is refused."""
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or (value <= low if above else value < low) or value > high:
+    if not is_real(value) or (value <= low if above else value < low) or value > high:
         if high < math.inf:  # a bounded range says "finite" by itself
             kind, span = "a number", f"{'above' if above else 'from'} {low:g} {'and at most' if above else 'to'} {high:g}"
         else:

@@ -26,7 +26,7 @@ from .bench import run_bench
 from .data import check_dataset_out, load_dataset, procedural_dataset, save_dataset
 from .checkpoints import CHECKPOINT, MODEL
 from .devices import hardware_name, pick_device
-from .distributed import is_main, sagemaker_env
+from .distributed import SAGEMAKER_CHECKPOINT_MINUTES, is_main, sagemaker_env
 from .engine import COMPILE_MODES
 from .errors import BadInput
 from .evaluation import (DEFAULT_ROWS, FLOW_DEFAULT_ROWS, ROWS, check_card_writable, default_rows, evaluate,
@@ -39,7 +39,7 @@ from .plotting import animate, save_gif, save_grid
 from .sampling import DEFAULT_STEPS, FLOW_SHIFT, default_steps, recommended_sampler, sample
 from .schedule import DiffusionConfig, FlowSchedule, make_schedule
 from .sprites import check_room_for, sprite_sheet
-from .training import TrainConfig, TrainingDiverged, TrainingInterrupted, scaled_lr, train
+from .training import TrainConfig, TrainingDiverged, TrainingInterrupted, check_train_config, scaled_lr, train
 from .files import atomic_write
 from .weights import card_path, export_course_weights, load_model, load_model_and_schedule
 
@@ -118,28 +118,51 @@ def _int_list(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {text!r}") from None
 
 
-def _config_options(parser, config_cls, **overrides) -> None:
+def _config_options(parser, config_cls, *, given_only: bool = False, **overrides) -> None:
     """One option per field of ``config_cls`` that has a "help" (--batch-size for batch_size), with the field's
     default and, for whole numbers, its "min": the dataclass is the one place for both. overrides: another
-    default for the CLI (e.g. lr=None: the course's, scaled to the batch)."""
+    default for the CLI (e.g. lr=None: the course's, scaled to the batch). given_only: an option left out
+    parses as None (``_config_from`` then takes the dataclass's default), so a check can tell it was not given."""
     for f in fields(config_cls):
         if "help" not in f.metadata:
             continue
         flag, default = "--" + f.name.replace("_", "-"), overrides.get(f.name, f.default)
         shown = "" if default in (None, False, ()) else f" (default {default})"
+        parsed = None if given_only else default
         if f.type == "bool":
-            parser.add_argument(flag, action="store_true", help=f.metadata["help"])
+            parser.add_argument(flag, action="store_true", default=parsed, help=f.metadata["help"])
         elif f.type == "bool | None":
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=f.metadata["help"])
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=parsed, help=f.metadata["help"])
         else:
             kind = {"int": lambda text, low=f.metadata.get("min", 0): _whole_number(text, low), "float": float,
-                    "str": str, "tuple[int, ...]": _int_list}[f.type]
-            parser.add_argument(flag, type=kind, default=default, help=f.metadata["help"] + shown)
+                    "float | None": float, "str": str, "tuple[int, ...]": _int_list}[f.type]
+            parser.add_argument(flag, type=kind, default=parsed, help=f.metadata["help"] + shown)
 
 
 def _config_from(config_cls, a, **values):
-    """``config_cls`` built from the parsed options of its fields (and ``values`` for the rest)."""
-    return config_cls(**{**{f.name: getattr(a, f.name) for f in fields(config_cls) if "help" in f.metadata}, **values})
+    """``config_cls`` built from the parsed options of its fields (and ``values`` for the rest); an option
+    that parsed as None takes the dataclass's default."""
+    given = {f.name: getattr(a, f.name) for f in fields(config_cls) if "help" in f.metadata}
+    return config_cls(**{**{k: v for k, v in given.items() if v is not None}, **values})
+
+
+def _diffusion_given(a) -> list[str]:
+    """The diffusion schedule's options given on the command line (train parses them with given_only)."""
+    return [f"--{f.name.replace('_', '-')}" for f in fields(DiffusionConfig)
+            if "help" in f.metadata and f.name != "objective" and getattr(a, f.name) is not None]
+
+
+def train_configs(a) -> tuple[TrainConfig, DiffusionConfig]:
+    """train's recipe and schedule from its parsed options, checked before any work, in one BadInput line
+    (the SageMaker launcher runs the same checks before it uploads anything)."""
+    if a.objective == "flow" and _diffusion_given(a):  # recorded in the card, and never used
+        given = _diffusion_given(a)
+        raise BadInput(f"flow matching predicts the velocity on its own path, with no noise schedule; drop "
+                       f"{', '.join(given)}, which {'is' if len(given) == 1 else 'are'} the diffusion schedule's")
+    config = check_train_config(_config_from(TrainConfig, a, lr=a.lr if a.lr is not None else scaled_lr(a.batch_size)))
+    diffusion = _config_from(DiffusionConfig, a)
+    make_schedule(diffusion)  # a bad schedule is one line now, before a --data set is read
+    return config, diffusion
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -176,7 +199,7 @@ def _train_options(sub) -> None:
                    "SageMaker training job, where it is the job's checkpoint folder)")
     _config_options(t, TrainConfig, lr=None)  # lr: the course's 1e-3, scaled to the batch (scaled_lr)
     _config_options(t, ModelConfig)
-    _config_options(t, DiffusionConfig)
+    _config_options(t, DiffusionConfig, given_only=True)  # a flow run refuses the ones given (train_configs)
     t.add_argument("--device", default="auto")
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.safetensors")
     t.add_argument("--overwrite", action="store_true", help="start a new run in an OUT that holds one, replacing it")
@@ -207,8 +230,8 @@ def _sample_options(sub) -> None:
     s.add_argument("--precision", default="fp32",
                    help="fp32, or bf16 (a bfloat16 copy of the network, for GPUs; moves samples beyond float rounding)")
     s.add_argument("--compile", choices=tuple(COMPILE_MODES),
-                   help="run the network through torch.compile in this mode (off by default: max-autotune takes "
-                        "84 s to compile on an H100 and pays back only after about 130,000 sprites; on a CPU, 1.10x after 16 s)")
+                   help="run the network through torch.compile in this mode (off by default: its compile pays back only "
+                        "over long runs; docs/benchmarks.md has the timings)")
     s.add_argument("--cuda-graph", action=argparse.BooleanOptionalAction, default=None,
                    help="replay the network from a CUDA graph (default: on for CUDA)")
 
@@ -294,13 +317,13 @@ def _cmd_train(a, argv) -> None:
         a.data = a.data or sm.channel
         a.out = a.out or sm.checkpoint_dir
         a.resume = a.resume or (not a.overwrite and (a.out / CHECKPOINT).exists())  # a spot restart goes on
+        if a.checkpoint_minutes is None:  # a spot interruption may come with no SIGTERM: a clock bounds the loss
+            a.checkpoint_minutes = SAGEMAKER_CHECKPOINT_MINUTES
         if is_main():  # the model is copied there at the end: a folder that cannot take it fails now
             out_folder(sm.model_dir, MODEL, card_path(MODEL).name, name="SM_MODEL_DIR")
     if a.out is None:
         raise BadInput("train needs --out, the folder for its checkpoint and model.safetensors")
-    config = _config_from(TrainConfig, a, lr=a.lr if a.lr is not None else scaled_lr(a.batch_size))
-    diffusion = _config_from(DiffusionConfig, a)
-    make_schedule(diffusion)  # a bad schedule is one line now, before a --data set is read
+    config, diffusion = train_configs(a)
     data = load_dataset(a.data) if a.data else None
     height = data.sprites.shape[1] if data else 16
     n_classes = data.labels.shape[1] if data else 5  # 0 classes: an unconditional model (n_cfeat=1, never used)
@@ -425,6 +448,7 @@ def _cmd_evaluate(a, argv) -> None:
         check_sampling_memory(model, a.n, any(spec[2] for spec in sampled),
                               f"sampling {a.n:,} sprites at once for each row", "ask for fewer with --n")
     classifier = load_classifier(a.classifier)
+    _check_classifier_fits(classifier, a.classifier, model)
     log = (lambda *_: None) if a.json else print
     start = time.perf_counter()
     result = evaluate(model, card, classifier, a.n, rows, a.seed, progress=not a.json, log=log)
@@ -435,6 +459,16 @@ def _cmd_evaluate(a, argv) -> None:
         print(json.dumps({"weights": str(a.weights), "n": a.n, "rows": [asdict(r) for r in result]}, indent=1))
     else:
         print(format_table(result))
+
+
+def _check_classifier_fits(classifier, path: Path, model) -> None:
+    """evaluate asks the classifier for the model's classes, one per output, on sprites of the model's size."""
+    if classifier.n_classes != model.n_cfeat:
+        raise BadInput(f"the classifier {path} tells {classifier.n_classes} classes apart and these weights draw "
+                       f"{model.n_cfeat}; pass a --classifier trained on the same {model.n_cfeat} classes")
+    if classifier.height != model.h:
+        raise BadInput(f"the classifier {path} reads {classifier.height}×{classifier.height} sprites and these "
+                       f"weights draw {model.h}×{model.h} ones; pass a --classifier trained on sprites of their size")
 
 
 def _cmd_bench(a) -> None:
@@ -468,6 +502,26 @@ def _oom(command: str | None) -> str:
     return f"error: out of memory; {OUT_OF_MEMORY.get(command, 'free some memory and run it again')}"
 
 
+def _run_command(a: argparse.Namespace, argv: list[str]) -> None:
+    if a.command == "dataset":
+        _cmd_dataset(a)
+    elif a.command == "train":
+        _cmd_train(a, argv)
+    elif a.command == "sample":
+        _cmd_sample(a)
+    elif a.command == "evaluate":
+        _cmd_evaluate(a, argv)
+    elif a.command == "train-classifier":
+        card = train_classifier(a.out, a.n, epochs=a.epochs, seed=a.seed, overwrite=a.overwrite)
+        print(f"held-out accuracy {card['held_out']['accuracy']:.4f}; classifier: {a.out}")
+    elif a.command == "export-course-weights":
+        _cmd_export(a)
+    elif a.command == "demo":
+        _cmd_demo(a)
+    elif a.command == "bench":
+        _cmd_bench(a)
+
+
 def _main(argv: list[str]) -> int:
     command = None
     try:
@@ -476,23 +530,7 @@ def _main(argv: list[str]) -> int:
         for name in ("weights", "classifier"):  # inputs only: train-classifier's --out stays where it is
             if getattr(a, name, None) is not None:
                 setattr(a, name, weights_path(getattr(a, name)))
-        if a.command == "dataset":
-            _cmd_dataset(a)
-        elif a.command == "train":
-            _cmd_train(a, argv)
-        elif a.command == "sample":
-            _cmd_sample(a)
-        elif a.command == "evaluate":
-            _cmd_evaluate(a, argv)
-        elif a.command == "train-classifier":
-            card = train_classifier(a.out, a.n, epochs=a.epochs, seed=a.seed, overwrite=a.overwrite)
-            print(f"held-out accuracy {card['held_out']['accuracy']:.4f}; classifier: {a.out}")
-        elif a.command == "export-course-weights":
-            _cmd_export(a)
-        elif a.command == "demo":
-            _cmd_demo(a)
-        elif a.command == "bench":
-            _cmd_bench(a)
+        _run_command(a, argv)
     except KeyboardInterrupt:  # Ctrl-C outside training (which saves its checkpoint first: TrainingInterrupted)
         print("interrupted (Ctrl-C)", file=sys.stderr)
         return 130

@@ -23,6 +23,7 @@ from .files import atomic_write, check_regular_file, read_json_object
 from .memory import check_memory
 from .plotting import save_grid
 from .sprites import CLASS_NAMES, GENERATOR_VERSION, make_sprites, sprite_sheet, sprites_to_tensor, tensor_to_sprites
+from .checks import is_whole
 
 __all__ = [
     "SpriteData",
@@ -123,13 +124,16 @@ def load_dataset(folder: Path) -> SpriteData:
     sprites, labels = check_sprite_arrays(sprites, labels)
     fix = f"re-create the dataset with `python -m diffusion_utilities dataset --out {folder}`"
     count = meta.get("count", len(sprites))
-    if isinstance(count, bool) or not isinstance(count, int):
+    if not is_whole(count):
         raise BadInput(f"{folder / 'dataset.json'}: \"count\" {count!r} is not a whole number; {fix}")
     if count != len(sprites):
         raise BadInput(f"{folder / 'dataset.json'} says {count} sprites but {s_name} holds {len(sprites)}; {fix}")
     check_class_names(meta.get("class_names"), folder / "dataset.json", fix)
     names = list(meta.get("class_names") or [])
-    if labels.shape[1] and len(names) != labels.shape[1]:
+    if names and len(names) != labels.shape[1]:  # the card would name classes the model is not trained on
+        raise BadInput(f"{folder / 'dataset.json'} has {len(names)} class names for the {labels.shape[1]} label "
+                       f"columns of {l_name}; give one name per column, or {fix}")
+    if labels.shape[1] and not names:  # none recorded (the course's own files): the course's, or numbered
         names = list(CLASS_NAMES) if labels.shape[1] == len(CLASS_NAMES) else [f"class{i}" for i in range(labels.shape[1])]
     return SpriteData(sprites, labels, names, meta)
 

@@ -12,12 +12,13 @@ batch. What each piece here is for:
 - ``rank_device(device, world)``: GPU LOCAL_RANK for each rank on a machine.
 - ``shard(batch, world)``: this rank's part of one global batch. The batch size and learning rate
   keep their single-process meaning: ``--batch-size 100`` on 4 ranks is 25 sprites a rank.
-- ``any_rank(flag, world)``: True on every rank if it is True on one, so that a SIGTERM sent to
-  one rank makes all of them checkpoint once and stop at the same step.
+- ``any_rank(flag, world)``: True on every rank if it is True on one; ``agreed_signal`` uses it so
+  that a SIGTERM sent to one rank makes all of them checkpoint once and stop at the same step.
 - ``agreed_checks(world)`` and ``is_main()``: a bad input is refused on every rank and reported
   once, by rank 0 (see ``agreed_checks``).
 - ``convert_sync_batchnorm(model, world)``: BatchNorm over the global batch where PyTorch can
   (CUDA), and the reason it stays per rank on CPUs.
+- ``data_parallel(model, world, device)``: the model under DistributedDataParallel (itself in one process).
 - ``sagemaker_env()``: the folders of a SageMaker training container (data channel, model folder,
   checkpoint folder), or None outside one.
 """
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from collections.abc import Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -34,12 +36,14 @@ from typing import NamedTuple
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 from .errors import BadInput
 
 __all__ = ["World", "SINGLE", "torchrun_world", "distributed_context", "rank_device", "is_main", "shard", "Shard",
-           "check_batch_size", "check_same_on_every_rank", "any_rank", "average_over_ranks", "wait_for_all", "agreed_checks",
-           "convert_sync_batchnorm", "SageMakerEnv", "sagemaker_env", "SAGEMAKER_CHECKPOINTS"]
+           "check_batch_size", "check_same_on_every_rank", "any_rank", "agreed_signal", "average_over_ranks", "wait_for_all", "agreed_checks",
+           "convert_sync_batchnorm", "data_parallel", "SageMakerEnv", "sagemaker_env", "SAGEMAKER_CHECKPOINTS",
+           "SAGEMAKER_CHECKPOINT_MINUTES"]
 
 
 @dataclass(frozen=True)
@@ -205,6 +209,19 @@ def any_rank(flag: bool, world: World) -> bool:
     return bool(t.item())
 
 
+def agreed_signal(signum: int | None, world: World, now: bool) -> int | None:
+    """A SIGINT/SIGTERM that reached any rank, on every rank at the same step (one process: as it is).
+
+    The ranks compare notes only when ``now``: at the steps where they read their losses back anyway,
+    since on a GPU each comparison waits for the queued work. Every rank must pass the same ``now``.
+    """
+    if world.world_size == 1:
+        return signum
+    if not now:
+        return None
+    return (signum or signal.SIGTERM) if any_rank(signum is not None, world) else None
+
+
 def average_over_ranks(values: torch.Tensor, world: World) -> torch.Tensor:
     """The mean of ``values`` over the ranks (each rank gets it); ``values`` itself in one process.
 
@@ -272,6 +289,14 @@ def check_same_on_every_rank(value, world: World, what: str, fix: str) -> None:
         raise BadInput(f"the processes disagree on {what} ({seen}); {fix}")
 
 
+def data_parallel(model: torch.nn.Module, world: World, device: torch.device) -> torch.nn.Module:
+    """``model`` under DistributedDataParallel, which averages the ranks' gradients in backward (and starts
+    every rank from rank 0's weights); ``model`` itself in one process."""
+    if world.world_size == 1:
+        return model
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
 def convert_sync_batchnorm(model: torch.nn.Module, world: World) -> torch.nn.Module:
     """BatchNorm statistics over the global batch on GPUs; per rank on CPUs, where PyTorch has none.
 
@@ -307,6 +332,10 @@ def convert_sync_batchnorm(model: torch.nn.Module, world: World) -> torch.nn.Mod
 # SageMaker copies it to checkpoint_s3_uri while the job runs and back into a restarted job
 # (https://docs.aws.amazon.com/sagemaker/latest/dg/model-checkpoints-resume.html).
 SAGEMAKER_CHECKPOINTS = Path("/opt/ml/checkpoints")
+# In a job, train also checkpoints every this many minutes (TrainConfig.checkpoint_minutes): nothing in the
+# training toolkit forwards SIGTERM to torchrun's workers, so a spot interruption may come unannounced and
+# lose what the last checkpoint does not hold. A checkpoint of the course's model takes well under a second.
+SAGEMAKER_CHECKPOINT_MINUTES = 2.0
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,10 @@
 
 Nothing here changes what is computed (bf16 aside, which is never a default); it changes how:
     inference_copy      BatchNorm folded into the convolutions, channels_last memory layout
-    SamplingNetwork     the network sample() calls: folded, optionally bfloat16 or compiled, and on
-                        a GPU replayed from a CUDA graph
+    SamplingRun         what sample() runs on: the network as a plain function net(x, t), made fast
+                        (SamplingNetwork: folded, optionally bfloat16 or compiled, and on a GPU replayed
+                        from a CUDA graph), the noise, and the memory check
+    training_forward    the network as the training step calls it: channels_last input, bf16 autocast
     GraphedTrainStep    a whole training step (forward, backward, Adam) replayed from a CUDA graph
     make_optimizer      Adam, fused into one kernel on a GPU
 
@@ -21,10 +23,12 @@ import torch
 import torch.nn as nn
 
 from .errors import BadInput
+from .memory import check_sampling_memory
 from .model import ContextUnet, ResidualConvBlock
 
-__all__ = ["PRECISIONS", "COMPILE_MODES", "inference_copy", "cached_inference_copy", "SamplingNetwork",
-           "derived_network", "capture_cuda_graph", "cuda_generator", "GraphedTrainStep", "make_optimizer", "set_lr"]
+__all__ = ["PRECISIONS", "COMPILE_MODES", "inference_copy", "cached_inference_copy", "SamplingRun", "SamplingNetwork",
+           "derived_network", "capture_cuda_graph", "cuda_generator", "training_forward", "GraphedTrainStep",
+           "make_optimizer", "set_lr"]
 
 PRECISIONS = ("fp32", "bf16")
 # torch.compile modes for sampling's network: "max-autotune" is torch's "max-autotune-no-cudagraphs",
@@ -76,8 +80,8 @@ def _weights_key(model: torch.nn.Module) -> tuple | None:
 def cached_inference_copy(model: ContextUnet) -> ContextUnet:
     """``inference_copy(model)``, made once and reused until the model's weights change.
 
-    Folding costs about 20 ms on a 2-core CPU; a DDIM-25 run of 32 sprites is 1.8 s, so folding
-    again on every call was 1% of it, plus the first forward through freshly allocated weights.
+    Folding again on every call cost about 1% of a short run (DDIM-25 of 32 sprites on a CPU), plus the
+    first forward through freshly allocated weights: docs/benchmarks.md has the timings.
     """
     if model.training:
         return model
@@ -89,6 +93,55 @@ def cached_inference_copy(model: ContextUnet) -> ContextUnet:
     if key is not None:
         _FOLDED[model] = (key, folded)
     return folded
+
+
+class SamplingRun:
+    """What ``sampling.sample`` runs on; the algorithm reads four things from it.
+
+    schedule     the schedule on the CPU: the step rules' coefficients are then 0-dim CPU tensors,
+                 and their scalar math launches no kernels
+    noise(shape) z ~ N(0, I) on the model's device and in its precision, drawn with ``generator``
+                 (on the generator's own device; None: the model's)
+    put(tensor)  a tensor (x_T, the context) on the model's device and in its precision; None stays None
+    network_fn(output, grid, x)   the network as a plain function net(x, t) of the grid's times
+
+    sprites: how many sprites the run draws, checked against the free memory on the CPU before any
+    work, doubled when ``guided`` (None: not checked). fast, cuda_graph, precision, compile:
+    ``SamplingNetwork``'s.
+    """
+
+    def __init__(self, model, schedule, generator: torch.Generator | None = None, *, sprites: int | None = None,
+                 guided: bool = False, fast: bool = True, cuda_graph: bool | None = None, precision: str = "fp32",
+                 compile: str | None = None):
+        if sprites is not None and isinstance(model, ContextUnet):  # as the CLI checks: far too many is one line, not a kill
+            check_sampling_memory(model, sprites, guided, f"sampling {sprites:,} sprites at once", "sample fewer at a time")
+        self.network = SamplingNetwork(model, fast=fast, cuda_graph=cuda_graph, precision=precision, compile=compile)
+        self.device, self.dtype = self.network.device, self.network.dtype
+        self.schedule = schedule.to("cpu")  # coefficients are 0-dim CPU tensors: no kernel launches for scalar math
+        self.generator = generator
+
+    def put(self, tensor: torch.Tensor | None) -> torch.Tensor | None:
+        return None if tensor is None else tensor.to(self.device, self.dtype)  # e.g. float64 weights for a float32 model
+
+    def noise(self, shape) -> torch.Tensor:
+        """z ~ N(0, I) of ``shape``, drawn with the generator on its own device (default: the model's)."""
+        g_dev = self.generator.device if self.generator is not None else self.device
+        z = torch.randn(shape, generator=self.generator, device=g_dev)  # float32 always: a seed gives the same noise
+        if g_dev.type == "cpu" and self.device.type == "cuda":  # CPU-drawn noise (reproducible across devices):
+            return z.pin_memory().to(self.device, self.dtype, non_blocking=True)  # a pinned copy does not wait for the GPU
+        return z.to(self.device, self.dtype)  # in the model's precision, e.g. float64 weights
+
+    def network_fn(self, output, grid: list, x: torch.Tensor):
+        """``output(net, x, t_model)`` (the network's output, guided) as a plain function net(x, t) of the
+        times t of ``grid``, made fast as asked; x: an example of the input, (B, C, H, W).
+
+        The model's time inputs go to the device once, not once a step, and a CUDA graph replays from
+        them: net(x, t) finds t's by its place in the grid.
+        """
+        t_in = torch.tensor([self.schedule.model_time(t) for t in grid], device=self.device)
+        at = {t: i for i, t in enumerate(grid)}
+        net = self.network.predictor(output, x, t_in[:1])
+        return lambda x, t: net(x, t_in[at[t]:at[t] + 1])
 
 
 class SamplingNetwork:
@@ -129,8 +182,9 @@ class _Graphed:
 
     A forward pass at batch 32 is many small kernels; launching them one by one from Python can
     take longer than running them. A graph replays the whole pass with one launch. The inputs are
-    copied into fixed buffers before each replay, and the output buffer is overwritten by the
-    next one (the step rule has finished with it by then).
+    copied into fixed buffers before each replay; the output buffer, which the next replay overwrites,
+    is handed back as a copy, so that a caller may keep it (Heun's step holds one velocity while
+    it asks for the next).
     """
 
     def __init__(self, fn, x, t):
@@ -144,7 +198,7 @@ class _Graphed:
             self.x.copy_(x)
             self.t.copy_(t)
             self.graph.replay()
-        return self.out
+            return self.out.clone()
 
 
 # The bf16 and compiled versions of each folded network, dropped with it. Only sample()'s own
@@ -211,6 +265,18 @@ def capture_cuda_graph(device: torch.device, fn, warmups: int = 2, warm=None, be
         with torch.cuda.graph(graph, stream=side):
             out = fn()
     return graph, out
+
+
+def training_forward(model, precision: str = "fp32"):
+    """``model`` as training's loss calls it, forward(x, t, c) -> float32 output: the input made channels_last,
+    as the weights are, and for precision "bf16" the forward under bfloat16 autocast."""
+    def forward(x, t, c=None):
+        x = x.contiguous(memory_format=torch.channels_last)
+        # no weight-cast cache: each weight is used once per forward, and a cache breaks CUDA graph capture
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=precision == "bf16", cache_enabled=False):
+            out = model(x, t, c)
+        return out.float()
+    return forward
 
 
 def cuda_generator(device: torch.device) -> torch.Generator:

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .data import procedural_dataset, sprites_to_tensor
-from .checks import whole_number
+from .checks import is_whole, whole_number
 from .errors import BadInput
 from .sampling import sample
 from .schedule import schedule_from_card
@@ -165,7 +165,7 @@ def load_classifier(path: Path) -> SpriteClassifier:
     if card.get("kind") != "sprite-classifier":
         raise BadInput(f"{path} is not a sprite classifier (train one with `train-classifier`)")
     sizes = [card.get("n_classes"), card.get("height")]
-    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in sizes) or sizes[1] % 4:
+    if not all(is_whole(v) and v >= 1 for v in sizes) or sizes[1] % 4:
         raise BadInput(f"{path}'s card gives n_classes and height {sizes}; train the classifier again")
     model = SpriteClassifier(*sizes)
     check_state_dict(tensors, model, str(path))  # names, shapes, and no NaN, infinite or integer weights

@@ -103,6 +103,11 @@ def atomic_write(path: Path, write) -> None:
             os.fsync(f.fileno())
         os.chmod(tmp, _mode_for(path))  # mkstemp makes every file 0600, whatever the umask says
         os.replace(tmp, path)
+    except OSError as e:  # a full disk: named as the file being written, not its temporary name (or none)
+        Path(tmp).unlink(missing_ok=True)
+        if e.filename not in (None, tmp, str(tmp)):
+            raise
+        raise OSError(e.errno, e.strerror or str(e), str(path)) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

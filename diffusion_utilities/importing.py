@@ -23,6 +23,7 @@ from PIL import Image
 from .data import SpriteData
 from .errors import BadInput
 from .memory import check_memory
+from .checks import is_whole
 
 __all__ = ["from_images", "from_sheet", "parse_tile", "parse_colour", "check_options", "ImportReport",
            "IMAGE_SUFFIXES", "MAX_SIZE"]
@@ -100,7 +101,7 @@ def check_options(size: int, resize: str) -> None:
     """One BadInput line unless ``size`` (the sprites' side) and ``resize`` can be imported to."""
     if resize not in RESIZE:
         raise BadInput(f"unknown --resize {resize!r}; choose nearest (pixel art) or area")
-    if isinstance(size, bool) or not isinstance(size, int) or size < 4 or size % 4:
+    if not is_whole(size) or size < 4 or size % 4:
         raise BadInput(f"size must be a multiple of 4 (the U-Net halves it twice), got {size!r}")
     if size > MAX_SIZE:
         raise BadInput(f"--size {size} is larger than {MAX_SIZE} pixels, more than a sprite needs; the course's is 16")

@@ -23,13 +23,13 @@ What differs from the course's helper module, and why:
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
 
 from .errors import BadInput
+from .checks import whole_number
 
 __all__ = ["ModelConfig", "ResidualConvBlock", "UnetDown", "UnetUp", "EmbedFC", "ContextUnet"]
 
@@ -126,8 +126,7 @@ class ContextUnet(nn.Module):
     def __init__(self, in_channels: int = 3, n_feat: int = 64, n_cfeat: int = 5, height: int = 16):
         super().__init__()
         for name, value in (("in_channels", in_channels), ("n_feat", n_feat), ("n_cfeat", n_cfeat), ("height", height)):
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-                raise BadInput(f"{name} must be a positive integer, got {value!r}")
+            whole_number(value, name, 1)
         # plain ints (a numpy integer is fine too): the config is saved as JSON in the weights' card
         in_channels, n_feat, n_cfeat, height = int(in_channels), int(n_feat), int(n_cfeat), int(height)
         if height % 4:

@@ -1,9 +1,11 @@
 """Samplers: one loop, parameterised by a step rule and a list of time steps.
 
-At each step the network's output (ε or v: the schedule knows which) becomes the predicted clean
-image x̂₀ and noise ε̂ (``NoiseSchedule.x0_eps``), and a step rule maps (x_t, x̂₀, ε̂, t, t_prev)
-to the mean and standard deviation of x_{t_prev}; the loop adds σ·z (z ~ N(0, I)) except on the
-final step to t = 0.
+The loop is DDPM Algorithm 2's: draw x_T, and for each (t, t_prev) of the grid ask the step rule for
+the mean and standard deviation σ of x_{t_prev}, adding σ·z (z ~ N(0, I)) except on the final step
+to t = 0. Every step rule has one signature, rule(net, x, t, t_prev) -> (mean, σ), where net(x, t)
+is the network's output at x_t: ε or v for a diffusion model (``NoiseSchedule.x0_eps`` reads either
+as the predicted clean image x̂₀ and noise ε̂), the velocity u for a flow model. A rule calls net
+once a step (Heun twice); DPM-Solver++(2M) is multistep and remembers its previous step.
 
     ddpm           DDPM Algorithm 2 (Ho et al. 2020), σ_t² = β_t as in the course
     ddpm-no-noise  the same update with z = 0: the course's ablation, which collapses
@@ -20,19 +22,15 @@ Classifier-free guidance (Ho & Salimans 2022), in the convention
 from __future__ import annotations
 
 import functools
-import math
-import numbers
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
 
-from .engine import SamplingNetwork
-from .checks import real_number
+from . import engine
+from .checks import is_whole, real_number, whole_number
 from .errors import BadInput
-from .memory import check_sampling_memory
-from .model import ContextUnet
 from .schedule import FlowSchedule, NoiseSchedule, timesteps_for
 
 __all__ = [
@@ -43,7 +41,8 @@ __all__ = [
     "sample_ddim",
     "timesteps_for",
     "euler_step",
-    "HeunStep",
+    "heun_step",
+    "step_rule",
     "network_calls",
     "default_steps",
     "recommended_sampler",
@@ -52,6 +51,7 @@ __all__ = [
     "ddpm_step",
     "ddim_step",
     "DPMSolverPP2M",
+    "guided_output",
     "predict_noise",
     "check_context",
     "eval_mode",
@@ -66,12 +66,13 @@ class Samples:
 
     x: (B, C, H, W) final images in about [-1, 1]
     frames: (F, B, C, H, W) float16 on the CPU, x_T first and the final images last
-      (empty unless ``save_every`` was given); frame_t: the time step of each frame.
+      (empty unless ``save_every`` was given); frame_t: the time of each frame, a step t (an int)
+      of a diffusion schedule or a flow model's t in [0, 1] (a float).
     """
 
     x: torch.Tensor
     frames: torch.Tensor
-    frame_t: list[int]
+    frame_t: list[int] | list[float]
 
 
 def denoise_add_noise(x, t: int, pred_noise, schedule: NoiseSchedule, z=None):
@@ -130,8 +131,10 @@ def ddim_step(schedule: NoiseSchedule, x, eps, t: int, t_prev: int, eta: float =
 class DPMSolverPP2M:
     """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2): a multistep solver of the diffusion ODE.
 
-    With α = √ᾱ, σ = √(1 − ᾱ), λ = log(α / σ) and h = λ_prev − λ_t:
-    1. D_t = x̂_0, the data prediction (as in DDIM step 1, or x0 when given).
+    A step rule, rule(net, x, t, t_prev) -> (x_prev, 0.0), that remembers its previous step: make
+    one per run, and call it on the grid's steps in order. With α = √ᾱ, σ = √(1 − ᾱ), λ = log(α / σ)
+    and h = λ_prev − λ_t:
+    1. D_t = x̂_0, the data prediction (``schedule.x0_eps`` of the network's output).
     2. From the second step on, extrapolate with the previous prediction:
        D = (1 + 1/(2r)) · D_t − 1/(2r) · D_last,  r = h_last / h.
     3. x_prev = (σ_prev / σ_t) · x_t − α_prev · (e^{−h} − 1) · D
@@ -143,47 +146,45 @@ class DPMSolverPP2M:
         self.schedule = schedule
         self.last = None  # (D_last, h_last) from the previous step
 
-    def __call__(self, x, eps, t: int, t_prev: int, x0=None):
+    def __call__(self, net, x, t: int, t_prev: int):
         ab = self.schedule.ab_t
-        alpha, sigma = ab[t].sqrt(), (1 - ab[t]).sqrt()
-        d = (x - sigma * eps) / alpha if x0 is None else x0
+        d, _ = self.schedule.x0_eps(x, net(x, t), t)  # 1.
         if t_prev == 0:
             return d, 0.0
+        alpha, sigma = ab[t].sqrt(), (1 - ab[t]).sqrt()
         alpha_p, sigma_p = ab[t_prev].sqrt(), (1 - ab[t_prev]).sqrt()
         h = torch.log(alpha_p / sigma_p) - torch.log(alpha / sigma)  # +∞ from ᾱ_T = 0: e^{−h} = 0, x_prev = σ_p·x + α_p·D
         d_used = d
         if self.last is not None:
             d_last, h_last = self.last
             r = h_last / h
-            d_used = (1 + 1 / (2 * r)) * d - (1 / (2 * r)) * d_last
+            d_used = (1 + 1 / (2 * r)) * d - (1 / (2 * r)) * d_last  # 2.
         self.last = (d, h)
-        return (sigma_p / sigma) * x - alpha_p * torch.expm1(-h) * d_used, 0.0
+        return (sigma_p / sigma) * x - alpha_p * torch.expm1(-h) * d_used, 0.0  # 3.
 
 
-def euler_step(x, x0, eps, t: float, t_prev: float):
-    """Euler's step on a flow-matching ODE from t to t_prev; returns (x_prev, 0.0).
+def euler_step(x, u, t: float, t_prev: float):
+    """Euler's step on the flow-matching ODE dx/dt = u from t to t_prev: x_prev = x_t + (t_prev − t)·u.
 
-    x_prev = x_t + (t_prev − t)·u with u = ε̂ − x̂₀. Written with x̂₀ and ε̂ it is (1 − t_prev)·x̂₀ + t_prev·ε̂:
-    DDIM's η = 0 step on the straight path (α = 1 − t, σ = t), which is why DDIM is "Euler" too.
+    With u = ε̂ − x̂₀ at x_t = (1 − t)·x̂₀ + t·ε̂ it lands on (1 − t_prev)·x̂₀ + t_prev·ε̂: DDIM's η = 0
+    step on the straight path (α = 1 − t, σ = t), which is why DDIM is "Euler" too.
     """
-    return x + (t_prev - t) * (eps - x0), 0.0
+    return x + (t_prev - t) * u
 
 
-class HeunStep:
-    """Heun's method (Karras et al. 2022, Algorithm 1): an Euler step to t_prev, a second look at the
-    velocity there, and the step taken again with the average of the two. Two network calls a step,
-    except the last step to t = 0, which stays Euler's (it would add a call for little)."""
+def heun_step(net, x, t: float, t_prev: float):
+    """Heun's method (Karras et al. 2022, Algorithm 1) from t to t_prev, a step rule; returns (x_prev, 0.0).
 
-    def __init__(self, denoise):
-        self.denoise = denoise  # (x, t) -> (x̂₀, ε̂): one more network call
-
-    def __call__(self, x, x0, eps, t: float, t_prev: float):
-        x_euler, _ = euler_step(x, x0, eps, t, t_prev)
-        if t_prev == 0:
-            return x_euler, 0.0
-        x0_b, eps_b = self.denoise(x_euler, t_prev)
-        u = ((eps - x0) + (eps_b - x0_b)) / 2
-        return x + (t_prev - t) * u, 0.0
+    1. u = net(x, t), the velocity at x_t, and Euler's step x' = x_t + (t_prev − t)·u
+    2. u' = net(x', t_prev), a second look at the velocity where Euler's step landed
+    3. x_prev = x_t + (t_prev − t)·(u + u')/2
+    Two network calls a step, but the step to t = 0 stays Euler's (step 1 alone: a call more for little).
+    """
+    u = net(x, t)
+    x_euler = euler_step(x, u, t, t_prev)
+    if t_prev == 0:
+        return x_euler, 0.0
+    return euler_step(x, (u + net(x_euler, t_prev)) / 2, t, t_prev), 0.0
 
 
 # Steps when none are asked for; ddpm and ddpm-no-noise take all T.
@@ -202,7 +203,7 @@ FLOW_SHIFT = 2.0
 def recommended_sampler(schedule) -> tuple[str, int]:
     """(sampler, steps): the fastest measured to reach DDPM-500's quality for this kind of model (steps at most T).
 
-    The course's schedule: DDPM itself, all T steps (its deterministic samplers fall ~3× short, lesson 7).
+    The course's schedule: DDPM itself, all T steps (its deterministic samplers fall well short, lesson 7).
     A zero-terminal-SNR v-model: DPM-Solver++ in 10 steps (sprite-FID 29.0 against DDPM-500's 28.7 at
     n = 400; weights/README.md). A flow model: Heun in 9 steps, 17 calls (40.9 on the uniform grid, 38.4 on
     the grid shifted by FLOW_SHIFT, against the course model's DDPM-500 at 55.9 and its own 500-call
@@ -218,22 +219,29 @@ def network_calls(sampler: str, steps: int) -> int:
     return 2 * steps - 1 if sampler == "heun" else steps
 
 
-def _step_rule(sampler: str, schedule, eta: float, denoise=None):
-    """rule(x, x0, eps, t, t_prev) -> (mean, sigma) for ``sampler``; denoise(x, t) -> (x̂₀, ε̂) for Heun."""
+def step_rule(sampler: str, schedule, eta: float = 0.0):
+    """``sampler``'s step rule: rule(net, x, t, t_prev) -> (mean, σ) of x_{t_prev}, given x_t.
+
+    net(x, t) is the network's output at x_t (ε, v or a flow model's velocity). Each call of a
+    DPM-Solver++ rule depends on the one before, so a run makes its own.
+    """
     if sampler == "euler":
-        return euler_step
+        return lambda net, x, t, t_prev: (euler_step(x, net(x, t), t, t_prev), 0.0)
     if sampler == "heun":
-        return HeunStep(denoise)
-    if sampler == "ddpm":
-        return lambda x, x0, eps, t, tp: ddpm_step(schedule, x, eps, t, tp, x0)
-    if sampler == "ddpm-no-noise":
-        return lambda x, x0, eps, t, tp: (ddpm_step(schedule, x, eps, t, tp, x0)[0], 0.0)
-    if sampler == "ddim":
-        return lambda x, x0, eps, t, tp: ddim_step(schedule, x, eps, t, tp, eta, x0)
+        return heun_step
     if sampler == "dpm-solver++":
-        solver = DPMSolverPP2M(schedule)
-        return lambda x, x0, eps, t, tp: solver(x, eps, t, tp, x0)
-    raise BadInput(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+        return DPMSolverPP2M(schedule)
+    if sampler not in ("ddpm", "ddpm-no-noise", "ddim"):
+        raise BadInput(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+
+    def rule(net, x, t, t_prev):
+        x0, eps = schedule.x0_eps(x, net(x, t), t)
+        if sampler == "ddim":
+            return ddim_step(schedule, x, eps, t, t_prev, eta, x0)
+        mean, sigma = ddpm_step(schedule, x, eps, t, t_prev, x0)
+        return mean, (0.0 if sampler == "ddpm-no-noise" else sigma)  # the course's ablation: z = 0
+
+    return rule
 
 
 def check_context(context, n: int, n_cfeat: int) -> None:
@@ -249,11 +257,12 @@ def check_context(context, n: int, n_cfeat: int) -> None:
         raise BadInput("context has negative, NaN or infinite weights; use weights ≥ 0 (one-hot or a mix)")
 
 
-def predict_noise(model, x, t_norm: torch.Tensor, context=None, guidance: float = 0.0, guidance_rescale: float = 0.0):
-    """ε(x, t, c), or with guidance w: (1 + w)·ε(x, c) − w·ε(x, ∅), both halves in one batch.
+def guided_output(model, x, t_norm: torch.Tensor, context=None, guidance: float = 0.0, guidance_rescale: float = 0.0):
+    """The network's output with classifier-free guidance w: (1 + w)·out(x, c) − w·out(x, ∅), both halves
+    in one batch; out(x, t, c) itself when w = 0 or there is no context.
 
-    The same for a v-model's output (guidance is linear in it). t_norm is one t/T for the whole
-    batch or one per sprite, as for the model.
+    The output is ε, v or a flow model's velocity: guidance is linear in each. t_norm is the model's
+    time input, one for the whole batch or one per sprite, as for the model.
     guidance_rescale φ (Lin et al. 2024, §3.4, Eq. 15–16): scale the guided output back to the
     per-sprite standard deviation of the conditional one, and mix: φ·rescaled + (1 − φ)·guided.
     Strong guidance otherwise inflates it, which shows as over-saturated, over-exposed sprites.
@@ -261,19 +270,21 @@ def predict_noise(model, x, t_norm: torch.Tensor, context=None, guidance: float 
     if context is None or guidance == 0:
         return model(x, t_norm, context)
     t_both = t_norm if t_norm.numel() == 1 else torch.cat([t_norm, t_norm])
-    eps = model(torch.cat([x, x]), t_both, torch.cat([context, torch.zeros_like(context)]))
-    eps_c, eps_u = eps.chunk(2)
-    guided = (1 + guidance) * eps_c - guidance * eps_u
+    out_c, out_u = model(torch.cat([x, x]), t_both, torch.cat([context, torch.zeros_like(context)])).chunk(2)
+    guided = (1 + guidance) * out_c - guidance * out_u
     if guidance_rescale:
         dims = list(range(1, guided.dim()))  # per sprite: (B, 1, 1, 1)
-        rescaled = guided * (eps_c.std(dim=dims, keepdim=True) / guided.std(dim=dims, keepdim=True))
+        rescaled = guided * (out_c.std(dim=dims, keepdim=True) / guided.std(dim=dims, keepdim=True))
         guided = guidance_rescale * rescaled + (1 - guidance_rescale) * guided
     return guided
 
 
+predict_noise = guided_output  # the course-era name, which lesson 6's exercise and tools/ still import
+
+
 def _whole(v):
     """A numpy or other integral number as an int (for n and steps); anything else as it is, for the checks to refuse."""
-    return int(v) if isinstance(v, numbers.Integral) and not isinstance(v, bool) else v
+    return int(v) if is_whole(v) else v
 
 
 def _check_args(model, schedule, n, sampler, steps, guidance, guidance_rescale, eta, x_T, context) -> int:
@@ -284,13 +295,10 @@ def _check_args(model, schedule, n, sampler, steps, guidance, guidance_rescale, 
         kind = "a flow-matching" if isinstance(schedule, FlowSchedule) else "a diffusion"
         raise BadInput(f"sampler {sampler} does not fit {kind} model; choose one of {', '.join(schedule.samplers)}")
     T = schedule.T
-    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= T:
-        raise BadInput(f"steps must be an integer from 1 to T={T}, got {steps!r}")
-    if not isinstance(guidance, numbers.Real) or not math.isfinite(guidance) or guidance < 0:
-        raise BadInput(f"guidance must be a finite number ≥ 0, got {guidance!r}")
+    whole_number(steps, "steps", 1, T, hint=f"(T = {T})")
+    real_number(guidance, "guidance", 0)
     real_number(guidance_rescale, "guidance_rescale", 0, 1, hint="(Lin et al. use 0.7)")
-    if not isinstance(eta, numbers.Real) or not math.isfinite(eta) or eta < 0:
-        raise BadInput(f"eta must be a finite number ≥ 0, got {eta!r}")
+    real_number(eta, "eta", 0)
     if eta and sampler != "ddim":
         raise BadInput(f"eta is the ddim sampler's noise level; {sampler} ignores it, so drop it or use sampler ddim")
     if x_T is not None:
@@ -299,13 +307,10 @@ def _check_args(model, schedule, n, sampler, steps, guidance, guidance_rescale, 
             raise BadInput(f"x_T must be a (B, {', '.join(map(str, shape))}) tensor")
         n = x_T.shape[0]
     n = _whole(n)
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise BadInput(f"n (the number of sprites) must be a positive integer, got {n!r}")
+    n = whole_number(n, "n (the number of sprites)", 1)
     check_context(context, n, model.n_cfeat)
     if guidance and context is None:
         raise BadInput("guidance needs a context to guide towards; pass --context or set guidance to 0")
-    if x_T is None and isinstance(model, ContextUnet):  # as the CLI checks: far too many is one line, not a kill
-        check_sampling_memory(model, n, guidance, f"sampling {n:,} sprites at once", "sample fewer at a time")
     return n
 
 
@@ -337,85 +342,44 @@ def _in_eval_mode(fn):
 
 @_in_eval_mode
 @torch.inference_mode()
-def sample(
-    model,
-    schedule: NoiseSchedule | FlowSchedule,
-    n: int | None = None,
-    *,
-    sampler: str = "ddpm",
-    steps: int | None = None,
-    context: torch.Tensor | None = None,
-    guidance: float = 0.0,
-    guidance_rescale: float = 0.0,
-    eta: float = 0.0,
-    x_T: torch.Tensor | None = None,
-    generator: torch.Generator | None = None,
-    save_every: int | None = None,
-    progress: bool = False,
-    fast: bool = True,
-    cuda_graph: bool | None = None,
-    precision: str = "fp32",
-    compile: str | None = None,
-) -> Samples:
+def sample(model, schedule: NoiseSchedule | FlowSchedule, n: int | None = None, *, sampler: str = "ddpm",
+           steps: int | None = None, context: torch.Tensor | None = None, guidance: float = 0.0,
+           guidance_rescale: float = 0.0, eta: float = 0.0, x_T: torch.Tensor | None = None,
+           generator: torch.Generator | None = None, save_every: int | None = None, progress: bool = False,
+           fast: bool = True, cuda_graph: bool | None = None, precision: str = "fp32", compile: str | None = None,
+           ) -> Samples:
     """Draw ``n`` images from ``model`` by running ``sampler`` over ``steps`` time steps (default: T).
 
     context: (n, n_cfeat) weights or None; guidance: the classifier-free guidance weight w;
-    guidance_rescale: φ in [0, 1] (Lin et al. 2024 §3.4; they use 0.7), see ``predict_noise``;
+    guidance_rescale: φ in [0, 1] (Lin et al. 2024 §3.4; they use 0.7), see ``guided_output``;
     x_T: (n, C, H, W) starting noise (default: drawn from ``generator``, on its own device, or
     without one on the model's); save_every: keep a frame every that many steps, for animations.
     fast, cuda_graph, precision, compile: how the network runs, not what it computes
-    (``engine.SamplingNetwork``): fast=True (BatchNorm folded, channels_last; agrees with the model to float rounding), cuda_graph=None (on
-    for the fast path on a GPU: DDPM-500 at batch 32 took 0.28 s instead of 1.42 s on an H100),
-    precision="fp32" or "bf16" (faster on GPUs, but moves the samples by more than rounding, so never
-    the default), compile=None, "default" or "max-autotune" (torch.compile; pays only for long runs).
-    The timings behind these defaults are in docs/benchmarks.md. A model left in training mode is sampled in
-    eval mode (its BatchNorm running statistics) and handed back in its own mode, unchanged.
+    (``engine.SamplingRun``): fast=True (BatchNorm folded, channels_last; agrees with the model to
+    float rounding), cuda_graph=None (on for the fast path on a GPU), precision="fp32" or "bf16"
+    (faster on GPUs, but moves the samples by more than rounding, so never the default), compile=None,
+    "default" or "max-autotune" (torch.compile; pays only for long runs). The timings behind these
+    defaults are in docs/benchmarks.md. A model left in training mode is sampled in eval mode (its
+    BatchNorm running statistics) and handed back in its own mode, unchanged.
     """
     steps = schedule.T if steps is None else _whole(steps)
     n = _check_args(model, schedule, n, sampler, steps, guidance, guidance_rescale, eta, x_T, context)
-    network = SamplingNetwork(model, fast=fast, cuda_graph=cuda_graph, precision=precision, compile=compile)
-    device, dtype = network.device, network.dtype
-    schedule = schedule.to("cpu")  # coefficients are 0-dim CPU tensors: no kernel launches for scalar math
-    context = None if context is None else context.to(device, dtype)  # e.g. float64 weights for a float32 model
-    noise = _noise_source(generator, device, dtype)
-    shape = (n, model.in_channels, model.h, model.h)
-    x = noise(shape) if x_T is None else x_T.to(device, dtype).clone()
+    # the engine: the network made fast, the noise drawn on its device, and far too many sprites refused
+    run = engine.SamplingRun(model, schedule, generator, sprites=None if x_T is not None else n, guided=guidance > 0,
+                             fast=fast, cuda_graph=cuda_graph, precision=precision, compile=compile)
+    x = run.noise((n, model.in_channels, model.h, model.h)) if x_T is None else run.put(x_T)  # x_T ~ N(0, I)
     ts = schedule.grid(steps)  # T, ..., 0 (a flow model: 1.0, ..., 0.0)
-    t_in = torch.tensor([schedule.model_time(t) for t in ts], device=device)  # one copy to the device, not one per step
-    at = {t: i for i, t in enumerate(ts)}
-    net = network.predictor(lambda net, x, t: predict_noise(net, x, t, context, guidance, guidance_rescale), x, t_in[:1])
-
-    def denoise(x, t):
-        """(x̂₀, ε̂): what the network's ε, v or velocity at (x, t) says about the clean sprite and the noise."""
-        return schedule.x0_eps(x, net(x, t_in[at[t]:at[t] + 1]), t)
-
-    rule = _step_rule(sampler, schedule, eta, denoise)
-    return sampling_loop(x, ts, denoise, rule, noise, save_every=save_every, progress=progress, desc=sampler)
-
-
-def sampling_loop(x, ts, denoise, rule, noise, *, save_every=None, progress=False, desc="sample") -> Samples:
-    """The loop every sampler shares (DDPM Algorithm 2's shape): from x at ts[0], for each (t, t_prev),
-    predict (x̂₀, ε̂), let the step rule give the next mean and σ, and add σ·z but on the step to 0."""
-    frames, frame_t = ([x.half().cpu()], [ts[0]]) if save_every else ([], [])
-    for i, (t, t_prev) in enumerate(tqdm(list(zip(ts[:-1], ts[1:])), disable=not progress, desc=desc)):
-        x0, eps = denoise(x, t)
-        mean, sigma = rule(x, x0, eps, t, t_prev)
-        x = mean + sigma * noise(x.shape) if t_prev > 0 and not _is_zero(sigma) else mean
+    guided = functools.partial(guided_output, context=run.put(context), guidance=guidance,
+                               guidance_rescale=guidance_rescale)
+    net = run.network_fn(guided, ts, x)  # a plain function: net(x, t) is the network's (guided) output at x_t
+    rule = step_rule(sampler, run.schedule, eta)
+    frames = [(ts[0], x.half().cpu())] if save_every else []
+    for i, (t, t_prev) in enumerate(tqdm(list(zip(ts[:-1], ts[1:])), disable=not progress, desc=sampler)):
+        mean, sigma = rule(net, x, t, t_prev)
+        x = mean + sigma * run.noise(x.shape) if t_prev > 0 and not _is_zero(sigma) else mean  # no noise into x_0
         if save_every and ((i + 1) % save_every == 0 or t_prev == 0):
-            frames.append(x.half().cpu())
-            frame_t.append(t_prev)
-    return Samples(x, torch.stack(frames) if frames else torch.empty(0), frame_t)
-
-
-def _noise_source(generator, device, dtype):
-    """z ~ N(0, I) of a shape, drawn with ``generator`` on its own device (default: the model's)."""
-    def noise(shape):
-        g_dev = generator.device if generator is not None else device
-        z = torch.randn(shape, generator=generator, device=g_dev)  # float32 always: a seed gives the same noise
-        if g_dev.type == "cpu" and device.type == "cuda":  # CPU-drawn noise (reproducible across devices):
-            return z.pin_memory().to(device, dtype, non_blocking=True)  # a pinned copy does not wait for the GPU
-        return z.to(device, dtype)  # in the model's precision, e.g. float64 weights
-    return noise
+            frames.append((t_prev, x.half().cpu()))
+    return Samples(x, torch.stack([f for _, f in frames]) if frames else torch.empty(0), [t for t, _ in frames])
 
 
 def _is_zero(sigma) -> bool:

@@ -23,7 +23,7 @@ from .checks import real_number, whole_number
 from .errors import BadInput
 
 __all__ = ["NoiseSchedule", "FlowSchedule", "DiffusionConfig", "make_schedule", "schedule_from_card", "perturb_input",
-           "rescale_zero_terminal_snr", "timesteps_for", "SCHEDULES", "PREDICTIONS", "OBJECTIVES"]
+           "rescale_zero_terminal_snr", "timesteps_for", "diffusion_from_card", "SCHEDULES", "PREDICTIONS", "OBJECTIVES"]
 
 SCHEDULES = ("linear", "cosine")
 PREDICTIONS = ("eps", "v")
@@ -280,16 +280,24 @@ def make_schedule(config: DiffusionConfig | str = "linear", timesteps: int | Non
 
 def schedule_from_card(card: dict) -> NoiseSchedule | FlowSchedule:
     """The schedule a weights card says its model was trained with (an old card without the key: the course's)."""
-    return make_schedule(DiffusionConfig(**(card.get("diffusion") or {})))
+    return make_schedule(diffusion_from_card(card))
+
+
+def diffusion_from_card(card: dict) -> DiffusionConfig:
+    """The DiffusionConfig a card records. A flow card written before flow runs refused the diffusion schedule's
+    options may hold some (timesteps: 50) that its run never used: they are set aside, as the run set them aside."""
+    entry = card.get("diffusion") or {}
+    if isinstance(entry, dict) and entry.get("objective") == "flow":
+        entry = {k: v for k, v in entry.items() if k not in _DIFFUSION_ONLY}
+    return DiffusionConfig(**entry)
 
 
 def check_diffusion_config(config: DiffusionConfig) -> None:
     """One BadInput line for a schedule, prediction or combination this library cannot build."""
     if config.objective not in OBJECTIVES:
         raise BadInput(f"unknown objective {config.objective!r}; choose one of {', '.join(OBJECTIVES)}")
-    if config.objective == "flow" and (config.prediction != "eps" or config.zero_terminal_snr):
-        raise BadInput("flow matching predicts the velocity on its own path; drop --prediction and "
-                       "--zero-terminal-snr, which are the diffusion schedule's")
+    if config.objective == "flow":
+        _check_flow_config(config)
     if config.schedule not in SCHEDULES:
         raise BadInput(f"unknown schedule {config.schedule!r}; choose one of {', '.join(SCHEDULES)}")
     if config.prediction not in PREDICTIONS:
@@ -302,6 +310,20 @@ def check_diffusion_config(config: DiffusionConfig) -> None:
     if config.zero_terminal_snr and config.prediction == "eps":
         raise BadInput("a zero-terminal-SNR schedule needs v-prediction: at ᾱ_T = 0 the noise is all of x_T, "
                        "so predicting it says nothing about the sprite; add --prediction v")
+
+
+_DIFFUSION_ONLY = ("timesteps", "beta1", "beta2", "schedule", "prediction", "zero_terminal_snr")
+
+
+def _check_flow_config(config: DiffusionConfig) -> None:
+    """A flow config leaves the diffusion schedule's fields at their defaults (which its card records):
+    a value it would ignore, recorded as if it had been used, is refused."""
+    default = DiffusionConfig()
+    changed = [f for f in fields(config) if f.name in _DIFFUSION_ONLY and getattr(config, f.name) != getattr(default, f.name)]
+    if changed:
+        named = ", ".join(f"--{f.name.replace('_', '-')}" if "help" in f.metadata else f.name for f in changed)
+        raise BadInput(f"flow matching predicts the velocity on its own path, with no noise schedule; drop {named}, "
+                       f"which {'is' if len(changed) == 1 else 'are'} the diffusion schedule's")
 
 
 def perturb_input(x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, schedule: NoiseSchedule) -> torch.Tensor:

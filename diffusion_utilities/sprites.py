@@ -23,13 +23,13 @@ How a sprite is made:
 from __future__ import annotations
 
 import itertools
-import numbers
 
 import numpy as np
 import torch
 
 from .errors import BadInput
 from .memory import check_memory
+from .checks import whole_number
 
 __all__ = ["GENERATOR_VERSION", "CLASS_NAMES", "ARCHETYPES", "make_sprites", "sprite_sheet", "sprites_to_tensor",
            "tensor_to_sprites"]
@@ -483,9 +483,7 @@ def check_room_for(n: int) -> None:
 
 def _check_count(value, name: str, example: int) -> int:
     """`value` as an int, or a one-line BadInput (a ValueError) unless it is a whole number >= 0."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-        raise BadInput(f"{name} must be an int >= 0, got {value!r}; pass e.g. {name}={example}")
-    return int(value)
+    return whole_number(value, name, 0, hint=f"(pass e.g. {name}={example})")
 
 
 def make_sprites(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

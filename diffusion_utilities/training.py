@@ -23,17 +23,17 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from .checkpoints import (CHECKPOINT, MODEL, clear_earlier_run, prepare_out_dir, releases_out_dir_lock, resume_from,
+from .checkpoints import (CHECKPOINT, MODEL, OutDirLock, RunState, clear_earlier_run, prepare_out_dir, resume_from,
                           save_checkpoint)
-from .checks import whole_number
+from .checks import real_number, whole_number
 from .data import SpriteData, procedural_dataset, sprites_to_tensor
 from .devices import hardware_name, pick_device
-from .distributed import (agreed_checks, any_rank, average_over_ranks, check_batch_size, check_same_on_every_rank,
-                          convert_sync_batchnorm, distributed_context, is_main, rank_device, shard, wait_for_all)
-from .engine import PRECISIONS, GraphedTrainStep, cuda_generator, make_optimizer, set_lr
+from .distributed import (agreed_checks, agreed_signal, any_rank, average_over_ranks, check_batch_size, check_same_on_every_rank,
+                          convert_sync_batchnorm, data_parallel, distributed_context, is_main, rank_device, shard, wait_for_all,
+                          SAGEMAKER_CHECKPOINT_MINUTES)
+from .engine import PRECISIONS, GraphedTrainStep, cuda_generator, make_optimizer, set_lr, training_forward
 from .errors import BadInput
 from .memory import check_memory
 from .model import ContextUnet, ModelConfig
@@ -42,7 +42,7 @@ from .sprites import CLASS_NAMES, SIZE
 from .files import sha256_file
 from .weights import load_model, save_model
 
-__all__ = ["TrainConfig", "train", "train_step", "diffusion_loss", "scaled_lr", "Stream", "keyed_rng", "TrainingInterrupted",
+__all__ = ["TrainConfig", "check_train_config", "train", "train_step", "diffusion_loss", "scaled_lr", "Stream", "keyed_rng", "TrainingInterrupted",
            "TrainingDiverged"]
 
 LOSS_READ_EVERY = 20  # steps between reading the losses back from the device (each read waits for it)
@@ -70,6 +70,11 @@ class TrainConfig:
         "help": "e.g. 1,4,16: also keep half-precision EMA weights after these epochs"})
     checkpoint_every: int = field(default=500, metadata={
         "min": 0, "help": "steps between mid-epoch checkpoints (0: only at epoch ends)"})
+    # a clock as well as a step count: a kill that no SIGTERM announces (a spot interruption) loses at most this
+    checkpoint_minutes: float | None = field(default=None, metadata={
+        "help": "also checkpoint when this many minutes have passed since the last one, checked every "
+                f"{LOSS_READ_EVERY} steps (default: {SAGEMAKER_CHECKPOINT_MINUTES:g} in a SageMaker training job, "
+                "otherwise off)"})
     augment: bool = field(default=False, metadata={"help": "random horizontal flips and palette jitter (small sets)"})
     precision: str = field(default="fp32", metadata={
         "help": "fp32, or bf16 (the forward pass and loss under bfloat16 autocast; for GPUs with bfloat16 units)"})
@@ -165,6 +170,9 @@ class _EMA:
     @torch.no_grad()
     def update(self, model: torch.nn.Module, step: int) -> None:
         d = min(self.decay, (1 + step) / (10 + step))
+        # θ_ema.lerp_(θ, 1 − d) for every weight in one call. torch._foreach_* is private API (PyTorch's public
+        # EMA, swa_utils.get_ema_multi_avg_fn, makes this same call); it buys a few fused launches a step on a GPU
+        # where a loop of lerp_ and copy_ makes one per tensor, 158 of them (docs/benchmarks.md, "The EMA update")
         torch._foreach_lerp_(list(self.model.parameters()), list(model.parameters()), 1 - d)
         pairs = list(zip(self.model.buffers(), model.buffers()))  # BatchNorm statistics follow the live model
         for floats in (True, False):  # one dtype per call keeps the copy one fused kernel on a GPU
@@ -173,7 +181,6 @@ class _EMA:
                 torch._foreach_copy_([e for e, _ in group], [b for _, b in group])
 
 
-@releases_out_dir_lock
 def train(
     config: TrainConfig,
     out_dir: Path,
@@ -207,28 +214,30 @@ def train(
     over the ranks, and the learning rate means what it means in one process; rank 0 alone writes
     files and shows progress. A run resumes with any number of processes.
     """
-    with distributed_context(pick_device(device)) as world:  # one process, or one of torchrun's (distributed.py)
-        run = _Run(config, Path(out_dir), data, model_config, diffusion, world=world, resume=resume, device=device,
-                   progress=progress, command=command, init_from=init_from, overwrite=overwrite)
-        config = run.config
+    # the --out folder stays locked until train() returns; one process, or one of torchrun's (distributed.py)
+    with OutDirLock() as lock, distributed_context(pick_device(device)) as world:
+        run = _Run(config, Path(out_dir), data, model_config, diffusion, world=world, lock=lock, resume=resume,
+                   device=device, progress=progress, command=command, init_from=init_from, overwrite=overwrite)
+        config, state = run.config, run.state  # state.step: the steps done (a resumed run starts where it stopped)
         with _StopFlag() as stop:
-            while run.step < run.total_steps:
-                idx = run.batch_indices()  # this step's sprites: the epoch's shuffle, keyed by (seed, epoch)
-                set_lr(run.opt, config.lr * (1 - run.step / run.total_steps))
-                run.pending.append(run.train_step(idx))  # Algorithm 1: t, ε, one gradient step on the loss
-                run.ema.update(run.model, run.step)
-                run.step += 1
-                run.after_step(run.agreed_signal(stop.signum))  # losses, checkpoints, snapshots; a signal stops here
+            while state.step < run.total_steps:
+                idx = run.sprites.indices(state.step)  # this step's sprites: the epoch's shuffle, keyed by (seed, epoch)
+                set_lr(run.opt, config.lr * (1 - state.step / run.total_steps))
+                run.pending.append(run.gradient_step(idx))  # Algorithm 1: t, ε, one gradient step (train_step)
+                run.ema.update(run.model, state.step)
+                state.step += 1
+                run.after_step(stop.signum)  # losses, checkpoints, snapshots; a signal (on any rank) stops here
         return run.finish()
 
 
 class _Run:
     """One training run's state and bookkeeping: what ``train`` needs besides Algorithm 1 itself."""
 
-    def __init__(self, config, out_dir, data, model_config, diffusion, *, world, resume, device, progress, command,
+    def __init__(self, config, out_dir, data, model_config, diffusion, *, world, lock, resume, device, progress, command,
                  init_from, overwrite):
         self.world, self.main = world, is_main(world)
-        self.config = config = self._checked_config(config, rank_device(pick_device(device), world))
+        self.device = rank_device(pick_device(device), world)
+        self.config = config = _run_config(config, self.device, world)
         self.schedule = make_schedule(diffusion)  # bad arguments fail here, before a folder or the sprites are made
         self.out_dir, device = out_dir, self.device
         # before the out folder is made and, for procedural sprites, minutes are spent making them; every
@@ -245,139 +254,96 @@ class _Run:
         start = _load_start(Path(init_from), model_config) if init_from is not None else None
         with agreed_checks(world):  # rank 0 alone locks and inspects the folder; a refusal stops every rank
             if self.main:
-                prepare_out_dir(out_dir, resume, overwrite)
+                prepare_out_dir(out_dir, resume, overwrite, lock)
         data = procedural_dataset(config.n_sprites, config.data_seed) if data is None else data
         self.schedule = self.schedule.to(device)
-        self.x_all = sprites_to_tensor(data.sprites).to(device)  # (N, 3, H, W), the whole set stays in memory
-        self.c_all = torch.from_numpy(data.labels).to(device) if data.labels.shape[1] else None
-        self.n = len(self.x_all)
-        self.steps_per_epoch = math.ceil(self.n / config.batch_size)
-        self.total_steps = config.epochs * self.steps_per_epoch
+        self.sprites = _Sprites(data, config, device)
+        self.total_steps = config.epochs * self.sprites.steps_per_epoch
         self.opt = make_optimizer(self.model, config.lr, device, capturable=config.cuda_graph)
         self.ema = _EMA(self.model, config.ema_decay)
-        self.card = _card(model_config, diffusion, config, data, self.n, command)
+        self.card = _card(model_config, diffusion, config, data, self.sprites.n, command)
         if init_from is not None:
             self.card["init_from"] = _warm_start(Path(init_from), start, self.model, self.ema, self.card)
         self.card = json.loads(json.dumps(self.card))  # tuples become lists, as they will be when read back
         with agreed_checks(world):  # a checkpoint one rank cannot read stops every rank
-            self._resume_or_start(resume)
-        check_same_on_every_rank(self.step, world, "the step to resume from",
+            self.state = self._resume_or_start(resume)
+        check_same_on_every_rank(self.state.step, world, "the step to resume from",
                                  "give every process the same --out folder (shared between machines)")
-        # DDP averages the ranks' gradients in backward (and starts every rank from rank 0's weights); the
-        # optimizer and EMA work on the model itself
-        self.net = self.model if world.world_size == 1 else DistributedDataParallel(
-            self.model, device_ids=[device.index] if device.type == "cuda" else None)
+        self.net = data_parallel(self.model, world, device)  # the optimizer and EMA work on the model itself
         if overwrite and self.main:
             clear_earlier_run(out_dir)
         self._start_loop(progress and self.main)
 
-    def _checked_config(self, config: TrainConfig, device: torch.device) -> TrainConfig:
-        """The recipe checked, with cuda_graph decided (on for one process on CUDA), and this rank's device."""
-        config = _plain_numbers(config)
-        _check_config(config)
-        check_batch_size(config.batch_size, self.world)
-        self.device = device
-        if config.cuda_graph and self.world.world_size > 1:
-            raise BadInput("--cuda-graph replays one process's step; under torchrun drop it (DDP's steps run eagerly)")
-        if config.cuda_graph is None:
-            config = replace(config, cuda_graph=device.type == "cuda" and self.world.world_size == 1)
-        if config.cuda_graph and device.type != "cuda":
-            raise BadInput(f"--cuda-graph needs a CUDA GPU and this run is on {device.type}; drop --cuda-graph or use --device cuda")
-        return config
-
-    def _resume_or_start(self, resume: bool) -> None:
-        self.step, self.wall, self.losses, self.running = 0, 0.0, [], []  # running: this epoch's losses so far
-        self.ckpt = self.out_dir / CHECKPOINT
-        self.cuda_rng = None  # a --cuda-graph run's generator position: {"seed": ..., "offset": ...}
-        if resume and self.ckpt.exists():
+    def _resume_or_start(self, resume: bool) -> RunState:
+        """Where the run starts: the checkpoint's state (loaded into the model, EMA and Adam) or step 0."""
+        ckpt = self.out_dir / CHECKPOINT
+        if resume and ckpt.exists():
             defaults = {"training": asdict(TrainConfig()), "diffusion": asdict(DiffusionConfig())}
-            self.step, self.wall, self.losses, self.running, self.cuda_rng = resume_from(
-                self.ckpt, self.model, self.ema, self.opt, self.card, self.steps_per_epoch, self.total_steps, defaults)
+            state = resume_from(ckpt, self.model, self.ema, self.opt, self.card, self.sprites.steps_per_epoch,
+                                self.total_steps, defaults)
             if self.main:
-                print(f"resuming from step {self.step} ({self.ckpt})")
-        elif resume and self.main:
+                print(f"resuming from step {state.step} ({ckpt})")
+            return state
+        if resume and self.main:
             print(f"no checkpoint in {self.out_dir}; starting from scratch")
+        return RunState()
 
     def _start_loop(self, progress: bool) -> None:
         """The progress bar, the clock, and on a GPU the graphed step (its warm-up counts as training time)."""
         config = self.config
-        self.bar = tqdm(total=self.total_steps, initial=self.step, disable=not progress, desc="train", unit="step")
-        self.t_start = time.perf_counter()
+        self.bar = tqdm(total=self.total_steps, initial=self.state.step, disable=not progress, desc="train", unit="step")
+        self.checkpoints = _Checkpoints(self.out_dir / CHECKPOINT, self.world)  # and the clock
         self.model.train()  # (captured in this mode)
-        self.graphed, self.default_gen, self.perm_epoch = None, None, -1
+        self.graphed, self.default_gen = None, None
         self.pending: list[torch.Tensor] = []  # losses not read back yet: on a GPU a read waits for all queued work
         if not config.cuda_graph:
             return
-        # its noise comes from the GPU's default generator, set here and saved in checkpoints; with no saved
-        # position (a fresh run, or one that ran without a graph until now): a seed for this step
-        self.default_gen = gen = cuda_generator(self.device)
-        gen.manual_seed(self.cuda_rng["seed"] if self.cuda_rng else _seed_for(config.seed, Stream.NOISE, self.step))
-        gen.set_offset(self.cuda_rng["offset"] if self.cuda_rng else 0)
-        if self.n >= config.batch_size:  # the graph runs full batches; an epoch's short last batch runs eagerly
+        # its noise comes from the GPU's default generator, set here and saved in checkpoints
+        self.default_gen = _seeded_default_generator(self.device, config.seed, self.state)
+        if self.sprites.n >= config.batch_size:  # the graph runs full batches; an epoch's short last batch runs eagerly
             self.graphed = GraphedTrainStep(self.model, self.opt, self._loss,
                                             config.batch_size, self.device)
 
-    def batch_indices(self) -> torch.Tensor:
-        epoch, k = divmod(self.step, self.steps_per_epoch)
-        if self.perm_epoch != epoch:
-            self.perm = torch.randperm(self.n, generator=keyed_rng(self.config.seed, Stream.SHUFFLE, epoch)).to(self.device)
-            self.perm_epoch = epoch
-        return self.perm[k * self.config.batch_size:(k + 1) * self.config.batch_size]
-
-    def agreed_signal(self, signum: int | None) -> int | None:
-        """A SIGINT/SIGTERM that reached any rank, on every rank at the same step (one process: as it is).
-
-        The ranks compare notes only at the steps where they read their losses back anyway (every
-        LOSS_READ_EVERY steps, checkpoints, epoch ends): on a GPU each comparison waits for the queued work.
-        """
-        if self.world.world_size == 1:
-            return signum
-        step, config = self.step, self.config
-        if not (step % self.steps_per_epoch == 0 or step % LOSS_READ_EVERY == 0
-                or (config.checkpoint_every and step % config.checkpoint_every == 0)):
-            return None
-        return (signum or signal.SIGTERM) if any_rank(signum is not None, self.world) else None
-
-    def _batch(self, idx, augment_gen) -> tuple[torch.Tensor, torch.Tensor | None]:
-        x0 = self.x_all[idx]
-        if self.config.augment:
-            x0 = _augment(x0, augment_gen)
-        return x0, None if self.c_all is None else self.c_all[idx]
-
     def _loss(self, idx):
         """The graphed step's loss: its randomness from the GPU's default generator."""
-        return diffusion_loss(self.model, self.schedule, *self._batch(idx, None), gen=None,
+        return diffusion_loss(self.model, self.schedule, *self.sprites.batch(idx, None), gen=None,
                               context_dropout=self.config.context_dropout, precision=self.config.precision)
 
-    def train_step(self, idx) -> torch.Tensor:
-        """One step on these sprites; its randomness keyed by (seed, step), or a graph's generator on a GPU."""
+    def gradient_step(self, idx) -> torch.Tensor:
+        """``train_step`` on these sprites; its randomness keyed by (seed, step), or on a GPU the graph's generator,
+        whose replay (``GraphedTrainStep``) takes the whole step at a full batch."""
         if self.graphed is not None and len(idx) == self.config.batch_size:
             return self.graphed(idx)
         part = shard(idx, self.world)  # this rank's sprites of the global batch (all of them in one process)
         where, w = noise_device(self.device), self.world
-        key = self.step * w.world_size + w.rank  # each rank draws its own noise; one process: the step
+        key = self.state.step * w.world_size + w.rank  # each rank draws its own noise; one process: the step
         keyed = not self.config.cuda_graph  # else the default generator, as the graph draws
         gen = keyed_rng(self.config.seed, Stream.NOISE, key, device=where) if keyed else None
         augment_gen = keyed_rng(self.config.seed, Stream.AUGMENT, key, device=where) if keyed else None
-        return train_step(self.net, self.opt, self.schedule, *self._batch(part.indices, augment_gen), gen=gen,
+        return train_step(self.net, self.opt, self.schedule, *self.sprites.batch(part.indices, augment_gen), gen=gen,
                           context_dropout=self.config.context_dropout, precision=self.config.precision,
                           weight=part.weight)
 
     def after_step(self, signum) -> None:
-        """Read the losses back now and then, close epochs, write checkpoints and snapshots; stop on a signal."""
-        config, step = self.config, self.step
-        end_of_epoch = step % self.steps_per_epoch == 0
-        checkpoint_due = end_of_epoch or signum or (config.checkpoint_every and step % config.checkpoint_every == 0)
+        """Read the losses back now and then, close epochs, write checkpoints and snapshots; stop on a signal
+        that reached any rank (every rank at the same step)."""
+        config, state, step = self.config, self.state, self.state.step
+        end_of_epoch = step % self.sprites.steps_per_epoch == 0
+        periodic = config.checkpoint_every and step % config.checkpoint_every == 0
+        signum = agreed_signal(signum, self.world, now=end_of_epoch or periodic or step % LOSS_READ_EVERY == 0)
+        checkpoint_due = (end_of_epoch or signum or periodic
+                          or (config.checkpoint_minutes and step % LOSS_READ_EVERY == 0
+                              and self.checkpoints.clock_due(config.checkpoint_minutes)))
         if checkpoint_due or step % LOSS_READ_EVERY == 0:
             self._read_losses()  # raises TrainingDiverged before a bad step can reach a checkpoint
-            self.bar.set_postfix(loss=f"{np.mean(self.running[-100:]):.4f}" if self.running else "–")
+            self.bar.set_postfix(loss=f"{np.mean(state.running[-100:]):.4f}" if state.running else "–")
         self.bar.update(1)
         if end_of_epoch:
-            self.losses.append(float(np.mean(self.running)))
-            self.running.clear()
+            state.losses.append(float(np.mean(state.running)))
+            state.running.clear()
         if checkpoint_due:
             self._save_checkpoint()
-        epoch = step // self.steps_per_epoch
+        epoch = step // self.sprites.steps_per_epoch
         if end_of_epoch and epoch in config.snapshot_epochs and self.main:
             save_model(self.ema.model, self.out_dir / "snapshots" / f"epoch_{epoch:02d}.safetensors",
                        {**self.card, "epoch": epoch, "step": step}, half=True)
@@ -387,9 +353,6 @@ class _Run:
             raise TrainingInterrupted(f"stopped by signal {signum} at step {step}; "
                                       f"checkpoint saved — continue with --resume", signum)
 
-    def _kept(self) -> str:
-        return f"kept the last good checkpoint {self.ckpt}" if self.ckpt.exists() else "no checkpoint had been written yet"
-
     def _read_losses(self) -> None:
         # every rank reads at the same steps; under torchrun the ranks' weighted losses average to the batch's
         values = average_over_ranks(torch.stack(self.pending), self.world).tolist() if self.pending else []
@@ -397,37 +360,112 @@ class _Run:
         for j, value in enumerate(values):
             if not math.isfinite(value):
                 self.bar.close()
-                raise TrainingDiverged(f"loss became {value} at step {self.step - len(values) + j}; {self._kept()} "
-                                       f"— try a lower --lr")
-        self.running.extend(values)
+                raise TrainingDiverged(f"loss became {value} at step {self.state.step - len(values) + j}; "
+                                       f"{self.checkpoints.kept()} — try a lower --lr")
+        self.state.running.extend(values)
 
     def _save_checkpoint(self) -> None:
-        now = time.perf_counter()
-        self.wall, self.t_start = self.wall + now - self.t_start, now
-        if not torch.stack([torch.isfinite(p).all() for p in self.model.parameters()]).all():  # one read-back
-            raise TrainingDiverged(f"weights became NaN or infinite by step {self.step}; {self._kept()} — try a lower --lr")
-        # running: this epoch's losses so far, so that a resumed run's epoch loss averages the whole epoch
-        state = {"step": self.step, "wall_time_s": self.wall, "losses": self.losses, "running": self.running}
-        if self.default_gen is not None:
-            state["cuda_rng"] = {"seed": self.default_gen.initial_seed(), "offset": self.default_gen.get_offset()}
-        if self.main:  # the ranks hold the same weights and Adam state: one copy is the run's
-            save_checkpoint(self.ckpt, self.model, self.ema.model, self.opt, self.card, state)
+        self.checkpoints.save(self.state, self.model, self.ema.model, self.opt, self.card, self.default_gen)
 
     def finish(self) -> dict:
         """The last losses, a final checkpoint, and the EMA weights with their card."""
         self._read_losses()
         self.bar.close()
         self._save_checkpoint()
-        config, card = self.config, self.card
-        earlier = card.get("init_from", {}).get("images_seen_total", 0)
-        seen = config.epochs * self.n  # each epoch's last batch is short when the batch size does not divide n
-        final = {**card, "epochs_done": config.epochs, "steps": self.step, "images_seen": seen,
-                 "images_seen_total": earlier + seen, "final_loss": self.losses[-1] if self.losses else None,
-                 "epoch_losses": [round(v, 5) for v in self.losses], "wall_time_s": round(self.wall, 1),
-                 "hardware": hardware_name(self.device), "torch": torch.__version__}
-        if self.world.world_size > 1:
-            final["hardware"] = f"{self.world.world_size} processes on {final['hardware']}"
+        final = _final_card(self.card, self.config, self.state, self.sprites.n, self.device, self.world)
         return save_model(self.ema.model, self.out_dir / MODEL, final) if self.main else final
+
+
+class _Checkpoints:
+    """The run's checkpoint file: written (by rank 0) once the weights are checked, with the training time so far;
+    and the clock that ``checkpoint_minutes`` reads. Made as the loop starts: the clock starts with it."""
+
+    def __init__(self, path: Path, world):
+        self.path, self.world = path, world
+        self.t_start = self.written_at = time.perf_counter()
+
+    def kept(self) -> str:
+        """What a diverged run leaves behind, for its message."""
+        return f"kept the last good checkpoint {self.path}" if self.path.exists() else "no checkpoint had been written yet"
+
+    def clock_due(self, minutes: float) -> bool:
+        """Whether ``minutes`` have passed since the last checkpoint, on any rank (so on every rank alike)."""
+        due = time.perf_counter() - self.written_at >= 60 * minutes
+        return due if self.world.world_size == 1 else any_rank(due, self.world)
+
+    def save(self, state: RunState, model, ema_model, opt, card: dict, gen: torch.Generator | None) -> None:
+        """Write the checkpoint of ``state``, with the position of ``gen`` (a --cuda-graph run's generator)."""
+        now = time.perf_counter()
+        state.wall_time_s, self.t_start, self.written_at = state.wall_time_s + now - self.t_start, now, now
+        if not torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all():  # one read-back
+            raise TrainingDiverged(f"weights became NaN or infinite by step {state.step}; {self.kept()} — try a lower --lr")
+        # running (this epoch's losses so far) too, so that a resumed run's epoch loss averages the whole epoch
+        state.cuda_rng = None if gen is None else {"seed": gen.initial_seed(), "offset": gen.get_offset()}
+        if is_main(self.world):  # the ranks hold the same weights and Adam state: one copy is the run's
+            save_checkpoint(self.path, model, ema_model, opt, card, state)
+
+
+def _seeded_default_generator(device: torch.device, seed: int, state: RunState) -> torch.Generator:
+    """The GPU's default generator, which a --cuda-graph run's noise comes from (the graph replays it), at the
+    position ``state`` saved; with none saved (a fresh run, or one that ran without a graph until now), seeded
+    for this step."""
+    gen = cuda_generator(device)
+    gen.manual_seed(state.cuda_rng["seed"] if state.cuda_rng else _seed_for(seed, Stream.NOISE, state.step))
+    gen.set_offset(state.cuda_rng["offset"] if state.cuda_rng else 0)
+    return gen
+
+
+class _Sprites:
+    """The training sprites, held on the device as one tensor, and each step's batch of them."""
+
+    def __init__(self, data: SpriteData, config: TrainConfig, device: torch.device):
+        self.x = sprites_to_tensor(data.sprites).to(device)  # (N, 3, H, W), the whole set stays in memory
+        self.c = torch.from_numpy(data.labels).to(device) if data.labels.shape[1] else None  # (N, K) or None
+        self.n = len(self.x)
+        self.steps_per_epoch = math.ceil(self.n / config.batch_size)
+        self.config, self.device, self.perm_epoch = config, device, -1
+
+    def indices(self, step: int) -> torch.Tensor:
+        """(B,) indices of ``step``'s sprites, from its epoch's shuffle, keyed by (seed, epoch); an epoch's last
+        batch is short when the batch size does not divide N."""
+        epoch, k = divmod(step, self.steps_per_epoch)
+        if self.perm_epoch != epoch:
+            self.perm = torch.randperm(self.n, generator=keyed_rng(self.config.seed, Stream.SHUFFLE, epoch)).to(self.device)
+            self.perm_epoch = epoch
+        return self.perm[k * self.config.batch_size:(k + 1) * self.config.batch_size]
+
+    def batch(self, idx, augment_gen) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x0: (B, 3, H, W) in [-1, 1] (flipped and jittered with ``augment_gen`` under --augment); c: (B, K) or None."""
+        x0 = self.x[idx]
+        if self.config.augment:
+            x0 = _augment(x0, augment_gen)
+        return x0, None if self.c is None else self.c[idx]
+
+
+def _run_config(config: TrainConfig, device: torch.device, world) -> TrainConfig:
+    """The recipe checked, with cuda_graph decided (on for one process on CUDA) for this rank's device."""
+    config = check_train_config(config)
+    check_batch_size(config.batch_size, world)
+    if config.cuda_graph and world.world_size > 1:
+        raise BadInput("--cuda-graph replays one process's step; under torchrun drop it (DDP's steps run eagerly)")
+    if config.cuda_graph is None:
+        config = replace(config, cuda_graph=device.type == "cuda" and world.world_size == 1)
+    if config.cuda_graph and device.type != "cuda":
+        raise BadInput(f"--cuda-graph needs a CUDA GPU and this run is on {device.type}; drop --cuda-graph or use --device cuda")
+    return config
+
+
+def _final_card(card: dict, config: TrainConfig, state: RunState, n: int, device: torch.device, world) -> dict:
+    """The card the model file carries: the run's card with what the run did."""
+    earlier = card.get("init_from", {}).get("images_seen_total", 0)
+    seen = config.epochs * n  # each epoch's last batch is short when the batch size does not divide n
+    final = {**card, "epochs_done": config.epochs, "steps": state.step, "images_seen": seen,
+             "images_seen_total": earlier + seen, "final_loss": state.losses[-1] if state.losses else None,
+             "epoch_losses": [round(v, 5) for v in state.losses], "wall_time_s": round(state.wall_time_s, 1),
+             "hardware": hardware_name(device), "torch": torch.__version__}
+    if world.world_size > 1:
+        final["hardware"] = f"{world.world_size} processes on {final['hardware']}"
+    return final
 
 
 def _model_config(model_config: ModelConfig | None, data: SpriteData | None) -> ModelConfig:
@@ -478,17 +516,15 @@ def diffusion_loss(model, schedule, x0, c=None, *, gen=None, context_dropout: fl
     draws from x0's device's default generator (what a CUDA graph can replay).
     """
     b, device = x0.shape[0], x0.device
-    where = gen.device if gen is not None else device
+    where = gen.device if gen is not None else device  # draw on the generator's device, use on x0's
     noise = torch.randn(x0.shape, generator=gen, device=where).to(device)
     t = schedule.sample_t(b, gen, where).to(device)  # (*)
     if c is not None:
         keep = (torch.rand(b, generator=gen, device=where) >= context_dropout).to(device)
         c = c * keep[:, None]  # zeroed rows mean "no context"
-    x_t = schedule.add_noise(x0, t, noise).contiguous(memory_format=torch.channels_last)  # (*)
-    # no weight-cast cache: each weight is used once per forward, and a cache breaks CUDA graph capture
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16", cache_enabled=False):
-        pred = model(x_t, schedule.model_time(t), c)
-    return F.mse_loss(pred.float(), schedule.target(x0, noise, t))  # (*)
+    x_t = schedule.add_noise(x0, t, noise)  # (*)
+    pred = training_forward(model, precision)(x_t, schedule.model_time(t), c)  # channels_last, bf16 autocast: engine.py
+    return F.mse_loss(pred, schedule.target(x0, noise, t))  # (*)
 
 
 def train_step(model, opt, schedule, x0, c=None, *, gen=None, context_dropout: float = 0.0,
@@ -522,11 +558,17 @@ def _load_start(path: Path, model_config: ModelConfig) -> tuple[ContextUnet, dic
     start, start_card = load_model(path)
     # The number of classes may differ, and so may the diffusion config: a course model is a good start
     # for a v-model on a rescaled schedule (the card keeps the start's config under init_from).
-    ours = asdict(model_config)
-    theirs = {k: v for k, v in (start_card.get("model") or {}).items() if k != "n_cfeat"}
-    if theirs != {k: v for k, v in ours.items() if k != "n_cfeat"}:
-        raise BadInput(f"{path} has a different model config ({json.dumps(start_card.get('model'))}) from this run's "
-                       f"({json.dumps(ours)}); pass a matching --n-feat or drop --init-from")
+    theirs, ours = start.config, model_config
+    if theirs.height != ours.height:  # the sprites decide the height, not an option
+        h, H = theirs.height, ours.height
+        raise BadInput(f"{path} is a model of {h}×{h} sprites and this run trains on {H}×{H} ones; start from a "
+                       f"{H}×{H} model, train on {h}×{h} sprites (--data), or drop --init-from")
+    if theirs.n_feat != ours.n_feat:
+        raise BadInput(f"{path} has n_feat={theirs.n_feat} and this run n_feat={ours.n_feat}; pass "
+                       f"--n-feat {theirs.n_feat} or drop --init-from")
+    if theirs.in_channels != ours.in_channels:
+        raise BadInput(f"{path} takes {theirs.in_channels}-channel images and this run's model "
+                       f"{ours.in_channels}; drop --init-from")
     seen = start_card.get("images_seen_total", start_card.get("images_seen", 0))  # added to this run's at the end
     whole_number(seen, f"images_seen_total in {path}'s card", 0)
     return start, start_card
@@ -553,6 +595,14 @@ def _warm_start(path: Path, loaded: tuple[ContextUnet, dict], model, ema, card: 
     return {"file": path.name, "sha256": sha256_file(path), **lineage}
 
 
+def check_train_config(config: TrainConfig) -> TrainConfig:
+    """The recipe as plain numbers, checked in one BadInput line: what train checks first, and the SageMaker
+    launcher before it uploads anything."""
+    config = _plain_numbers(config)
+    _check_config(config)
+    return config
+
+
 def _plain_numbers(config: TrainConfig) -> TrainConfig:
     """numpy numbers (np.int64(32) epochs, an np.float32 lr) as Python ones: the recipe is saved as JSON."""
     swap = {}
@@ -566,12 +616,11 @@ def _plain_numbers(config: TrainConfig) -> TrainConfig:
 def _check_config(config: TrainConfig) -> None:
     for f in fields(config):
         v = getattr(config, f.name)
-        if "min" in f.metadata and (isinstance(v, bool) or not isinstance(v, int) or v < f.metadata["min"]):
-            raise BadInput(f"{f.name} must be a whole number ≥ {f.metadata['min']}, got {v!r}")
+        if "min" in f.metadata:
+            whole_number(v, f.name, f.metadata["min"])
     if not 0 < config.lr < 1:  # Adam with a step of 1 or more diverges at once (and 1e300 overflows float32)
         raise BadInput(f"lr must be a number between 0 and 1 (the course's is 1e-3), got {config.lr}")
-    if isinstance(config.seed, bool) or not isinstance(config.seed, int) or not 0 <= config.seed < 2**63:
-        raise BadInput(f"seed must be a whole number from 0 to 2**63 - 1, got {config.seed!r}")
+    whole_number(config.seed, "seed", 0, 2**63 - 1)
     outside = [e for e in config.snapshot_epochs if not 1 <= e <= config.epochs]
     if outside:
         raise BadInput(f"snapshot_epochs {outside} are outside this run's epochs 1..{config.epochs}")
@@ -579,6 +628,8 @@ def _check_config(config: TrainConfig) -> None:
         raise BadInput(f"context_dropout must be in [0, 1), got {config.context_dropout}")
     if config.precision not in PRECISIONS:
         raise BadInput(f"precision must be one of {', '.join(PRECISIONS)}, got {config.precision!r}")
+    if config.checkpoint_minutes is not None:
+        real_number(config.checkpoint_minutes, "checkpoint_minutes", 0, hint="(0: none on the clock)")
     if not 0 <= config.ema_decay < 1:
         raise BadInput(f"ema_decay must be in [0, 1), got {config.ema_decay}")
     if not (config.cuda_graph is None or isinstance(config.cuda_graph, bool)):

@@ -20,12 +20,13 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from .checks import whole_number
+from .checks import is_whole, whole_number
 from .data import check_class_names
 from .errors import BadInput
 from .files import atomic_write, check_regular_file, read_json_object, sha256_file
 from .model import ContextUnet, ModelConfig
-from .schedule import DiffusionConfig, FlowSchedule, NoiseSchedule, check_diffusion_config, schedule_from_card
+from .schedule import (DiffusionConfig, FlowSchedule, NoiseSchedule, check_diffusion_config, diffusion_from_card,
+                       schedule_from_card)
 
 __all__ = [
     "load_model_and_schedule",
@@ -177,7 +178,7 @@ def _model_from_card(path: Path, tensors: dict, card: dict) -> ContextUnet:
     tensors' shapes (before a model of the card's size is built): one BadInput line naming the file."""
     try:  # a card from another version may name fields this one does not know
         config = ModelConfig(**card["model"])
-        diffusion = DiffusionConfig(**(card.get("diffusion") or {}))
+        diffusion = diffusion_from_card(card)
     except TypeError as e:
         raise BadInput(f"{path} has a card this version cannot use ({e}); "
                        f"update diffusion_utilities or re-train") from None
@@ -265,25 +266,9 @@ def export_course_weights(model_path: Path, out_dir: Path, snapshots: dict[int, 
     model_path, out_dir = Path(model_path), Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise BadInput(f"{out_dir} is a file; pass a folder to write the .pth files into")
-    snaps = {}
-    for epoch, path in (snapshots or {}).items():
-        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 1:
-            raise BadInput(f"snapshot {path} has epoch {epoch!r}; the labs' model_N.pth is the weights after "
-                           f"epoch N+1, so snapshot epochs count from 1 (epoch_01.safetensors) — rename or remove it")
-        snaps[epoch] = Path(path)
-    jobs = [("model_trained", model_path), ("model_31", model_path)]
-    jobs += [(f"model_{e - 1}", p) for e, p in sorted(snaps.items()) if e != 32]  # model_31 is the final weights
-    states = {}
-    for _, path in jobs:
-        if path not in states:
-            model, card = load_model(path)
-            prediction = (card.get("diffusion") or {}).get("prediction", "eps")
-            if prediction != "eps":
-                raise BadInput(f"{path} predicts {prediction}, but the labs' samplers read the network's output as "
-                               f"the noise; export a course model (e.g. weights/sprites_ddpm.safetensors)")
-            if path == model_path:  # its snapshots come from the same run, with the same config
-                model_card = card
-            states[path] = {k: v.contiguous() for k, v in model.state_dict().items()}
+    jobs = _export_jobs(model_path, snapshots or {})
+    states, cards = _course_states(dict.fromkeys(path for _, path in jobs))  # each file once, in the jobs' order
+    model_card = cards[model_path]  # its snapshots come from the same run, with the same config
     targets = [(out_dir / f"{prefix}{name}.pth", states[path]) for name, path in jobs for prefix in ("", "context_")]
     folders = [target for target, _ in targets if target.is_dir()]
     if folders:
@@ -296,8 +281,43 @@ def export_course_weights(model_path: Path, out_dir: Path, snapshots: dict[int, 
                            f"replace them, or choose another --out")
     _warn_if_labs_differ(model_path, model_card)  # once nothing can be refused: a refusal is the only line
     for target, state in targets:
-        atomic_write(target, lambda tmp: torch.save(state, tmp))
+        atomic_write(target, lambda tmp, state=state: _save_pth(state, tmp))
     return [target for target, _ in targets]
+
+
+def _export_jobs(model_path: Path, snapshots: dict[int, Path]) -> list[tuple[str, Path]]:
+    """(the labs' name, the weights it gets) for the final weights and each snapshot, its epoch checked."""
+    snaps = {}
+    for epoch, path in snapshots.items():
+        if not is_whole(epoch) or epoch < 1:
+            raise BadInput(f"snapshot {path} has epoch {epoch!r}; the labs' model_N.pth is the weights after "
+                           f"epoch N+1, so snapshot epochs count from 1 (epoch_01.safetensors) — rename or remove it")
+        snaps[epoch] = Path(path)
+    jobs = [("model_trained", model_path), ("model_31", model_path)]
+    return jobs + [(f"model_{e - 1}", p) for e, p in sorted(snaps.items()) if e != 32]  # model_31 is the final weights
+
+
+def _course_states(paths) -> tuple[dict[Path, dict], dict[Path, dict]]:
+    """Each file's state dict (contiguous tensors, as the labs' torch.load expects) and card, each checked to be a
+    noise-predicting model."""
+    states, cards = {}, {}
+    for path in paths:
+        model, card = load_model(path)
+        prediction = (card.get("diffusion") or {}).get("prediction", "eps")
+        if prediction != "eps":
+            raise BadInput(f"{path} predicts {prediction}, but the labs' samplers read the network's output as "
+                           f"the noise; export a course model (e.g. weights/sprites_ddpm.safetensors)")
+        states[path], cards[path] = {k: v.contiguous() for k, v in model.state_dict().items()}, card
+    return states, cards
+
+
+def _save_pth(state: dict[str, torch.Tensor], path: Path) -> None:
+    """torch.save, with a failed write (a full disk: "unexpected pos 704 vs 598") as the OSError it is."""
+    try:
+        torch.save(state, path)
+    except RuntimeError as e:
+        raise OSError(errno.EIO, f"write failed; is the disk full? (torch.save: {str(e).splitlines()[0][:160]})",
+                      str(path)) from None
 
 
 def _holds(path: Path, state: dict[str, torch.Tensor]) -> bool:

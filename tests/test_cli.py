@@ -43,9 +43,9 @@ def test_dataset_train_sample_end_to_end(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["sample", "--sampler", "leapfrog"], "unknown sampler 'leapfrog'"),
-    (["sample", "--steps", "0"], "steps must be an integer from 1 to T=500"),
-    (["sample", "--steps", "501"], "steps must be an integer from 1 to T=500"),
-    (["sample", "--guidance", "nan", "--context", "hero"], "guidance must be a finite number"),
+    (["sample", "--steps", "0"], "steps must be a whole number from 1 to 500 (T = 500)"),
+    (["sample", "--steps", "501"], "steps must be a whole number from 1 to 500 (T = 500)"),
+    (["sample", "--guidance", "nan", "--context", "hero"], "guidance must be a finite number ≥ 0"),
     (["sample", "--context", "dragon"], "unknown context 'dragon'"),
     (["sample", "--precision", "fp16"], "precision must be fp32 or bf16"),
     (["sample", "--cuda-graph", "--device", "cpu"], "cuda_graph needs the model on a CUDA device"),

@@ -3,8 +3,8 @@
 No import cycle among the modules; the math (schedule, model) never reaches the training loop, the CLI or
 the engine (how it runs fast, keeps its checkpoints and files); sampling reaches the engine through
 ``engine`` alone; errors.py is the error type only; no function longer than a screen, ``sample`` Algorithm 2
-on one; an import inside a function says why. The rest of issue 32's bar is here too, marked xfail(strict)
-until the code meets it: then the mark must go, so the rule keeps holding.
+on one; an import inside a function says why; no class over 150 lines; the whole-number check written once
+(checks.py); no measured figure in a docstring or --help (docs/benchmarks.md holds them).
 """
 
 import ast
@@ -43,7 +43,6 @@ def test_the_math_reaches_neither_the_engine_nor_the_loops(module):
     assert reachable(graph(), module) & (ENGINE | {"training", "sampling", "cli"}) == set()
 
 
-@pytest.mark.xfail(strict=True, reason="issue 32: sampling.py imports memory (check_sampling_memory) beside engine")
 def test_sampling_reaches_the_engine_through_one_seam():
     # every path from sampling to the engine's modules goes through engine.py
     assert reachable(graph(), "sampling", avoid={"engine"}) & ENGINE == set()
@@ -66,14 +65,11 @@ def _longer_than(limit: int, kinds) -> list[str]:
     return long
 
 
-@pytest.mark.parametrize("limit", [60, pytest.param(50, marks=pytest.mark.xfail(
-    strict=True, reason="issue 32's bar: checkpoint_problem, unet_diagram, sample, export_course_weights are 51-53"))])
-def test_every_function_fits_on_a_screen(limit):
-    long = _longer_than(limit, (ast.FunctionDef, ast.AsyncFunctionDef))
+def test_every_function_fits_on_a_screen():
+    long = _longer_than(50, (ast.FunctionDef, ast.AsyncFunctionDef))
     assert long == [], long
 
 
-@pytest.mark.xfail(strict=True, reason="issue 32: training._Run is ~206 lines (resume, DDP, graph, checkpoints, divergence)")
 def test_no_class_over_150_lines():
     long = _longer_than(150, ast.ClassDef)
     assert long == [], long
@@ -94,7 +90,6 @@ def _bool_checks(path: Path) -> list[str]:
             and len(node.args) == 2 and isinstance(node.args[1], ast.Name) and node.args[1].id == "bool"]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 32: ~16 isinstance(x, bool) checks outside checks.py")
 def test_the_whole_number_check_is_written_in_one_place():
     copies = [c for path in _modules() if path.name != CHECKS for c in _bool_checks(path)]
     assert len(copies) <= 2, copies
@@ -122,7 +117,6 @@ def _docs_and_help(tree) -> list[tuple[int, str]]:
     return texts
 
 
-@pytest.mark.xfail(strict=True, reason="issue 32: timings in bench, cli --help, engine and sampling docstrings")
 def test_no_measured_figure_in_a_docstring_or_help():
     # measured numbers go stale where they are quoted: they live in docs/benchmarks.md
     found = [f"{path.name}:{first + i}: {line.strip()}" for path in _modules()

@@ -183,9 +183,9 @@ def test_guidance_formula(tiny_model, schedule):
     [
         (dict(sampler="rk4"), "unknown sampler 'rk4'"),
         (dict(sampler="euler"), "sampler euler does not fit a diffusion model; choose one of ddpm,"),
-        (dict(steps=0), "steps must be an integer from 1 to T=500"),
-        (dict(steps=501), "steps must be an integer from 1 to T=500"),
-        (dict(guidance=float("nan"), context=torch.eye(5)[:2]), "guidance must be a finite number"),
+        (dict(steps=0), "steps must be a whole number from 1 to 500 \\(T = 500\\)"),
+        (dict(steps=501), "steps must be a whole number from 1 to 500 \\(T = 500\\)"),
+        (dict(guidance=float("nan"), context=torch.eye(5)[:2]), "guidance must be a finite number ≥ 0"),
         (dict(guidance=1.0), "guidance needs a context"),
         (dict(context=torch.rand(2, 4)), r"expected \(2, 5\)"),
         (dict(context=torch.tensor([[float("nan"), 0, 0, 0, 0]] * 2)), "negative, NaN"),

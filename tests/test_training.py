@@ -267,7 +267,7 @@ def test_init_from_refuses_weights_of_another_shape(tmp_path):
     data = procedural_dataset(100, 0)
     train(TrainConfig(epochs=1, batch_size=50, n_sprites=100, checkpoint_every=0), tmp_path / "a", data,
           ModelConfig(n_feat=16), progress=False)
-    with pytest.raises(BadInput, match="different model config"):
+    with pytest.raises(BadInput, match="has n_feat=16 and this run n_feat=8"):
         train(TrainConfig(epochs=1, n_sprites=100), tmp_path / "b", data, ModelConfig(n_feat=8), progress=False,
               init_from=tmp_path / "a" / "model.safetensors")
 
