@@ -262,15 +262,15 @@ curves = {f"{who}: {row}": [(r.calls, r.fid, r.fid_low, r.fid_high)] for who in 
 plot_fid_against_calls(ax, curves, (centre, low, high), n_protocol)
 ax.set_yscale("log"); ax.legend(fontsize=7, ncol=2); plt.tight_layout(); plt.show()"""),
 (MD, r"""Read each row across, and only trust a gap wider than the ranges: three sampling seeds of the
-same model moved by 6 (the fixed model's DPM-Solver++) to 33 points (the course model's DDIM-25),
+same model moved by 7 (the fixed model's DPM-Solver++) to 33 points (the course model's DDIM-25),
 and the one-seed rows may move as much.
 
 - **Deterministic sampling is what the fix buys.** On the course's schedule DDIM-25 (η = 0) stays far
   from real sprites whether or not the model had the 3,000 extra steps: 135.8 for the course model,
-  169.3 for the control. The fixed model's DPM-Solver++ in 10 calls scores 23.5 (20.4 to 26.8 over
-  three seeds): the extra training did not do that, the fix did.
+  169.3 for the control. The fixed model's DPM-Solver++ in 10 calls scores 23.5 (20 to 27 over three
+  seeds): the extra training did not do that, the fix did.
 - **It does not buy better sprites than the stochastic samplers.** The course model's DDIM with
-  η = 1 at 25 calls (29.2, 19.1 to 36.8) and the control's (22.0) are level with it within the
+  η = 1 at 25 calls (29.2, 19 to 37) and the control's (22.0) are level with it within the
   spread, and DDPM-500 scores 37.5 (course) and 52.4 (control): both one seed, 15 points apart, no
   more than seeds moved. Extra fine-tuning changed none of these beyond chance. (The fixed model's
   own DDPM-500 row, the slowest of all, is not yet measured on this protocol.)

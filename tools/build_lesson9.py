@@ -334,8 +334,8 @@ solvers. Read it per range of calls:
   against 0.066 at 8 and 9 calls, 0.011 against 0.025 at 16 and 17).
 - **33 and 65 calls**: Heun flattens and the two are level (0.007 and 0.008, 0.003 and 0.004). The
   fitted slopes from 8 calls on, −1.4 for Euler and −1.1 for Heun, are neither method's textbook
-  order: on a smooth test ODE the library's solvers show 1 and 2 (tests/test_flow.py measures 0.97
-  and 2.09), so what bends these curves is the learned velocity field itself.
+  order: on a smooth test ODE the library's solvers show orders 1 and 2 (tests/test_flow.py checks it),
+  so what bends these curves is the learned velocity field itself.
 
 The median hides one thing the per-sprite line shows: at Euler-64 one sprite of the ten is still
 0.201 away, while the others are within 0.013. It sits near a boundary between two sprites, where a
@@ -426,8 +426,8 @@ the same noise and classes for every cell; `docs/measurements/cpu_2026-12-02_flo
 | real held-out sprites | – | 27.4 (five draws: 18.4 to 28.2) | | |
 
 s = 2 scores lower in every row, by 2.5 to 13 points. This is a rough look: one seed at n = 400,
-and on the protocol's 1,000 sprites three seeds of one sampler moved by up to 33 points, so none
-of these gains is resolved. The command line's `python -m diffusion_utilities sample` uses s = 2 for
+and further down, at the protocol's 1,000 sprites, three seeds of one sampler move its score by
+more than any of these gains, so none of them is resolved. The command line's `python -m diffusion_utilities sample` uses s = 2 for
 a flow model on the strength of this table; the library's `sample()` runs the grid of the schedule
 it is given (`flow_sch` here is uniform). The plot and table below use the uniform grid, as the
 model's card records them."""),
@@ -450,14 +450,14 @@ for who, name in (("course", "ddpm"), ("course", "ddim-eta1-25"), ("fixed", "dpm
 (MD, r"""The flow model's Heun in 9 steps (17 calls) scores 39.5 (33.7 to 48.0 over three seeds): level
 with the course model's DDPM-500 (37.5, one seed) at a thirtieth of its calls, and behind the fixed
 model's DPM-Solver++ in 10 calls (23.5, 20.4 to 26.8), whose range it does not overlap. The second,
-independently trained judge of docs/evaluation.md has those two level instead (0.45 and 0.53 on its
-own scale, with overlapping ranges), so take "behind" as sprite-FID's verdict, not a settled one.
+independently trained judge of docs/evaluation.md has those two level instead (their ranges overlap on
+its scale), so take "behind" as sprite-FID's verdict, not a settled one.
 All of them are still above the real sprites' draws (8.0 to 18.1)."""),
 (MD, r"""## A rough look across calls: n = 400, one seed
 
 For every sampler and number of calls, the cards also hold an older evaluation, `evaluate --n 400`
-with one seed: too noisy to rank rows that lie close (the protocol above moved by up to 33 points
-between seeds at n = 1,000), but enough to see the shape of each curve. The plot carries the real
+with one seed: too noisy to rank rows that lie close (at n = 1,000, above, three seeds of Heun-9
+span 14 points), but enough to see the shape of each curve. The plot carries the real
 sprites' band at the same n = 400:
 
 - the **floor**: what real held-out sprites score, the best any model can reach at this n;
