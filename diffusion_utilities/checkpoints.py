@@ -173,7 +173,7 @@ def resume_from(ckpt: Path, model, ema, opt, card, steps_per_epoch: int, total_s
             saved[key] = {**{k: v for k, v in config.items() if k not in saved[key]}, **saved[key]}
     if not isinstance(saved.get("state"), dict) or not any(k.startswith("ema.") for k in tensors):
         raise BadInput(f"{ckpt} is not a training checkpoint (model weights?); move it away, or train into another --out")
-    for key in ("model", "diffusion", "training", "data", "init_from"):
+    for key in ("model", "diffusion", "training", "data", "init_from", "distillation"):
         theirs, ours = saved.get(key), card.get(key)
         if key == "training" and isinstance(theirs, dict) and isinstance(ours, dict):  # how the steps run, not
             # what they compute: a GPU run may go on without a graph

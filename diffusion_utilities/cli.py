@@ -41,7 +41,7 @@ from .schedule import DiffusionConfig, FlowSchedule, make_schedule
 from .sprites import check_room_for, sprite_sheet
 from .training import TrainConfig, TrainingDiverged, TrainingInterrupted, check_train_config, scaled_lr, train
 from .files import atomic_write
-from .weights import card_path, export_course_weights, load_model, load_model_and_schedule
+from .weights import card_path, export_course_weights, load_model, load_model_and_schedule, read_card
 
 __all__ = ["main"]
 
@@ -161,6 +161,11 @@ def train_configs(a) -> tuple[TrainConfig, DiffusionConfig]:
                        f"{', '.join(given)}, which {'is' if len(given) == 1 else 'are'} the diffusion schedule's")
     config = check_train_config(_config_from(TrainConfig, a, lr=a.lr if a.lr is not None else scaled_lr(a.batch_size)))
     diffusion = _config_from(DiffusionConfig, a)
+    if getattr(a, "teacher", None) is not None and a.teacher.is_file():  # a student's schedule is its teacher's
+        names = {f.name for f in fields(DiffusionConfig)}
+        base = {k: v for k, v in (read_card(a.teacher).get("diffusion") or {}).items() if k in names}
+        given = {k: getattr(a, k) for k in names if getattr(a, k, None) is not None}
+        diffusion = DiffusionConfig(**{**base, **given})
     make_schedule(diffusion)  # a bad schedule is one line now, before a --data set is read
     return config, diffusion
 
@@ -204,6 +209,8 @@ def _train_options(sub) -> None:
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.safetensors")
     t.add_argument("--overwrite", action="store_true", help="start a new run in an OUT that holds one, replacing it")
     t.add_argument("--init-from", type=Path, help="start from these weights (fine-tune or train on), not random ones")
+    t.add_argument("--teacher", type=Path, help="distil these weights into a student that samples in --distill-steps "
+                   "DDIM steps (the student starts from them; its schedule is theirs)")
     t.add_argument("--no-progress", action="store_true")
 
 
@@ -331,7 +338,7 @@ def _cmd_train(a, argv) -> None:
     command = "python -m diffusion_utilities " + shlex.join(argv)
     card = train(config, a.out, data, model_config, diffusion,
                  resume=a.resume, device=a.device, progress=not a.no_progress, command=command,
-                 init_from=a.init_from, overwrite=a.overwrite)
+                 init_from=a.init_from, overwrite=a.overwrite, teacher=a.teacher)
     if sm is not None and is_main():
         _copy_model(a.out, sm.model_dir)
     if is_main():
@@ -375,7 +382,7 @@ def _cmd_sample(a) -> None:
         a.shift = FLOW_SHIFT if a.shift is None else a.shift
         schedule = replace(schedule, shift=a.shift)  # FlowSchedule checks it
     if a.sampler is None:
-        a.sampler, steps = recommended_sampler(schedule)
+        a.sampler, steps = recommended_sampler(schedule, card)
         steps = a.steps if a.steps is not None else steps
     else:
         steps = a.steps if a.steps is not None else default_steps(a.sampler, schedule)

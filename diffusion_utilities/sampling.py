@@ -200,8 +200,10 @@ def default_steps(sampler: str, schedule) -> int:
 FLOW_SHIFT = 2.0
 
 
-def recommended_sampler(schedule) -> tuple[str, int]:
+def recommended_sampler(schedule, card: dict | None = None) -> tuple[str, int]:
     """(sampler, steps): the fastest measured to reach DDPM-500's quality for this kind of model (steps at most T).
+
+    A distilled student's card names the sampler it was trained for (DDIM in its steps): that one.
 
     The course's schedule: DDPM itself, all T steps (its deterministic samplers fall well short, lesson 7).
     A zero-terminal-SNR v-model: DPM-Solver++ in 10 steps (sprite-FID 29.0 against DDPM-500's 28.7 at
@@ -209,6 +211,9 @@ def recommended_sampler(schedule) -> tuple[str, int]:
     the grid shifted by FLOW_SHIFT, against the course model's DDPM-500 at 55.9 and its own 500-call
     best, Heun-17, at 34.8).
     """
+    taught = (card or {}).get("sampler")
+    if isinstance(taught, dict) and taught.get("sampler") in schedule.samplers:
+        return taught["sampler"], min(whole_number(taught.get("steps"), "the card's sampler steps", 1), schedule.T)
     if isinstance(schedule, FlowSchedule):
         return "heun", min(9, schedule.T)
     return ("dpm-solver++", min(10, schedule.T)) if schedule.ab_t[-1] == 0 else ("ddpm", schedule.T)

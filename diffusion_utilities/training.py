@@ -10,6 +10,7 @@ a run resumed from any step continues exactly as if it had never stopped.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import numbers
@@ -30,6 +31,7 @@ from .checkpoints import (CHECKPOINT, MODEL, OutDirLock, RunState, clear_earlier
 from .checks import real_number, whole_number
 from .data import SpriteData, procedural_dataset, sprites_to_tensor
 from .devices import hardware_name, pick_device
+from .distillation import distillation_target, student_times
 from .distributed import (agreed_checks, agreed_signal, any_rank, average_over_ranks, check_batch_size, check_same_on_every_rank,
                           convert_sync_batchnorm, data_parallel, distributed_context, is_main, rank_device, shard, wait_for_all,
                           SAGEMAKER_CHECKPOINT_MINUTES)
@@ -75,6 +77,9 @@ class TrainConfig:
         "help": "also checkpoint when this many minutes have passed since the last one, checked every "
                 f"{LOSS_READ_EVERY} steps (default: {SAGEMAKER_CHECKPOINT_MINUTES:g} in a SageMaker training job, "
                 "otherwise off)"})
+    distill_steps: int = field(default=0, metadata={
+        "min": 0, "help": "progressive distillation (Salimans & Ho 2022): the DDIM steps the student learns to sample "
+                          "in, half its --teacher's; 0 (the default) trains on the data itself"})
     augment: bool = field(default=False, metadata={"help": "random horizontal flips and palette jitter (small sets)"})
     precision: str = field(default="fp32", metadata={
         "help": "fp32, or bf16 (the forward pass and loss under bfloat16 autocast; for GPUs with bfloat16 units)"})
@@ -194,6 +199,7 @@ def train(
     command: str = "",
     init_from: Path | None = None,
     overwrite: bool = False,
+    teacher: Path | None = None,
 ) -> dict:
     """Train a ContextUnet and write ``out_dir/model.safetensors`` (EMA weights) and its card; returns the card.
 
@@ -209,6 +215,11 @@ def train(
     ``resume`` (continue it) or ``overwrite`` (start a new run there), and so is one another
     train() is using.
 
+    Distillation (``config.distill_steps`` = N and a ``teacher``): the same loop, started from the
+    teacher's weights, with the loss of ``distillation_loss``: the student learns N-step DDIM
+    sampling from the teacher's 2N steps (distillation.py). The card records the teacher and the
+    rounds so far, and says to sample the student with DDIM in N steps.
+
     Under torchrun (``torchrun --nproc_per_node N -m diffusion_utilities train ...``) the N processes
     train one model with DistributedDataParallel: ``config.batch_size`` is the global batch, split
     over the ranks, and the learning rate means what it means in one process; rank 0 alone writes
@@ -217,7 +228,8 @@ def train(
     # the --out folder stays locked until train() returns; one process, or one of torchrun's (distributed.py)
     with OutDirLock() as lock, distributed_context(pick_device(device)) as world:
         run = _Run(config, Path(out_dir), data, model_config, diffusion, world=world, lock=lock, resume=resume,
-                   device=device, progress=progress, command=command, init_from=init_from, overwrite=overwrite)
+                   device=device, progress=progress, command=command, init_from=init_from, overwrite=overwrite,
+                   teacher=teacher)
         config, state = run.config, run.state  # state.step: the steps done (a resumed run starts where it stopped)
         with _StopFlag() as stop:
             while state.step < run.total_steps:
@@ -234,7 +246,7 @@ class _Run:
     """One training run's state and bookkeeping: what ``train`` needs besides Algorithm 1 itself."""
 
     def __init__(self, config, out_dir, data, model_config, diffusion, *, world, lock, resume, device, progress, command,
-                 init_from, overwrite):
+                 init_from, overwrite, teacher):
         self.world, self.main = world, is_main(world)
         self.device = rank_device(pick_device(device), world)
         self.config = config = _run_config(config, self.device, world)
@@ -250,7 +262,9 @@ class _Run:
         self.model = ContextUnet(**asdict(model_config)).to(device, memory_format=torch.channels_last)
         self.model = convert_sync_batchnorm(self.model, world)  # BatchNorm over the global batch on GPUs
         model_config = self.model.config  # plain ints, whatever numbers it was given: the card is JSON
-        # the weights to start from are checked before the out folder is made too
+        # the teacher and the weights to start from are checked before the out folder is made too
+        self.objective, distilled = _objective(config, teacher, model_config, diffusion, device)
+        init_from = teacher if init_from is None else init_from  # a student starts as its teacher
         start = _load_start(Path(init_from), model_config) if init_from is not None else None
         with agreed_checks(world):  # rank 0 alone locks and inspects the folder; a refusal stops every rank
             if self.main:
@@ -262,6 +276,7 @@ class _Run:
         self.opt = make_optimizer(self.model, config.lr, device, capturable=config.cuda_graph)
         self.ema = _EMA(self.model, config.ema_decay)
         self.card = _card(model_config, diffusion, config, data, self.sprites.n, command)
+        self.card.update(distilled)
         if init_from is not None:
             self.card["init_from"] = _warm_start(Path(init_from), start, self.model, self.ema, self.card)
         self.card = json.loads(json.dumps(self.card))  # tuples become lists, as they will be when read back
@@ -306,7 +321,7 @@ class _Run:
 
     def _loss(self, idx):
         """The graphed step's loss: its randomness from the GPU's default generator."""
-        return diffusion_loss(self.model, self.schedule, *self.sprites.batch(idx, None), gen=None,
+        return self.objective(self.model, self.schedule, *self.sprites.batch(idx, None), gen=None,
                               context_dropout=self.config.context_dropout, precision=self.config.precision)
 
     def gradient_step(self, idx) -> torch.Tensor:
@@ -322,7 +337,7 @@ class _Run:
         augment_gen = keyed_rng(self.config.seed, Stream.AUGMENT, key, device=where) if keyed else None
         return train_step(self.net, self.opt, self.schedule, *self.sprites.batch(part.indices, augment_gen), gen=gen,
                           context_dropout=self.config.context_dropout, precision=self.config.precision,
-                          weight=part.weight)
+                          weight=part.weight, objective=self.objective)
 
     def after_step(self, signum) -> None:
         """Read the losses back now and then, close epochs, write checkpoints and snapshots; stop on a signal
@@ -465,6 +480,10 @@ def _final_card(card: dict, config: TrainConfig, state: RunState, n: int, device
              "hardware": hardware_name(device), "torch": torch.__version__}
     if world.world_size > 1:
         final["hardware"] = f"{world.world_size} processes on {final['hardware']}"
+    if "distillation" in card:  # this round's cost beside the earlier rounds' (the teacher's card had theirs)
+        *earlier_rounds, this = card["distillation"]["rounds"]
+        this = {**this, **{k: final[k] for k in ("steps", "images_seen", "wall_time_s", "hardware", "command")}}
+        final["distillation"] = {**card["distillation"], "rounds": [*earlier_rounds, this]}
     return final
 
 
@@ -519,23 +538,47 @@ def diffusion_loss(model, schedule, x0, c=None, *, gen=None, context_dropout: fl
     where = gen.device if gen is not None else device  # draw on the generator's device, use on x0's
     noise = torch.randn(x0.shape, generator=gen, device=where).to(device)
     t = schedule.sample_t(b, gen, where).to(device)  # (*)
-    if c is not None:
-        keep = (torch.rand(b, generator=gen, device=where) >= context_dropout).to(device)
-        c = c * keep[:, None]  # zeroed rows mean "no context"
+    c = _drop_context(c, context_dropout, gen, where)
     x_t = schedule.add_noise(x0, t, noise)  # (*)
     pred = training_forward(model, precision)(x_t, schedule.model_time(t), c)  # channels_last, bf16 autocast: engine.py
     return F.mse_loss(pred, schedule.target(x0, noise, t))  # (*)
 
 
+def _drop_context(c, p: float, gen, where):
+    """Zero each sprite's context with probability p: zeroed rows mean "no context" (classifier-free guidance)."""
+    if c is None:
+        return None
+    keep = (torch.rand(c.shape[0], generator=gen, device=where) >= p).to(c.device)
+    return c * keep[:, None]
+
+
+def distillation_loss(model, schedule, x0, c=None, *, teacher, steps: int, gen=None, context_dropout: float = 0.0,
+                      precision: str = "fp32") -> torch.Tensor:
+    """Progressive distillation's loss on one batch (Salimans & Ho 2022, Algorithm 2; distillation.py):
+    ‖ṽ − v_θ(x_t, t/T, c)‖² at a time t of the student's N-step grid, where ṽ is the output that takes
+    x_t in one DDIM step to where the teacher's two steps take it. gen draws ε, the step and the context
+    dropout; the teacher sees the same (dropped) context, so guided sampling is distilled too."""
+    b, device = x0.shape[0], x0.device
+    where = gen.device if gen is not None else device
+    noise = torch.randn(x0.shape, generator=gen, device=where).to(device)
+    i = torch.randint(0, steps, (b,), generator=gen, device=where).to(device)
+    c = _drop_context(c, context_dropout, gen, where)
+    t, t_mid, t_prev = student_times(schedule, steps, i)
+    x_t = schedule.add_noise(x0, t, noise)
+    target = distillation_target(teacher, schedule, x_t, t, t_mid, t_prev, c)
+    pred = training_forward(model, precision)(x_t, schedule.model_time(t), c)
+    return F.mse_loss(pred, target)
+
+
 def train_step(model, opt, schedule, x0, c=None, *, gen=None, context_dropout: float = 0.0,
-               precision: str = "fp32", weight: float = 1.0) -> torch.Tensor:
+               precision: str = "fp32", weight: float = 1.0, objective=diffusion_loss) -> torch.Tensor:
     """One step of DDPM Algorithm 1; returns the loss (a 0-dim tensor, not read back: no host sync).
 
     x0: (B, C, H, W) clean sprites in [-1, 1]; c: (B, K) contexts or None; gen: a generator (on
     the CPU or on x0's GPU), or None for the device's default one: see ``diffusion_loss``.
     precision "bf16": the forward pass under bfloat16 autocast, the loss in fp32.
     """
-    loss = diffusion_loss(model, schedule, x0, c, gen=gen, context_dropout=context_dropout, precision=precision)
+    loss = objective(model, schedule, x0, c, gen=gen, context_dropout=context_dropout, precision=precision)
     if weight != 1.0:
         loss = loss * weight
     opt.zero_grad(set_to_none=True)
@@ -549,6 +592,59 @@ def _check_tensor_memory(n: int, height: int, copies: int = 1) -> None:
     (sprites_to_tensor converts in place)."""
     held = f"holding {n:,} sprites as float32 tensors" + (f" in each of {copies} processes" if copies > 1 else "")
     check_memory(copies * n * 3 * height * height * 4, held, "train on fewer sprites (--n-sprites, or a smaller --data set)")
+
+
+def _objective(config: TrainConfig, teacher: Path | None, model_config: ModelConfig, diffusion, device):
+    """The loss a step takes (``diffusion_loss``, or ``distillation_loss`` with its teacher, checked) and what the
+    card says of a distillation: {} or {"distillation": ..., "sampler": ...}."""
+    n = config.distill_steps
+    if not n and teacher is None:
+        return diffusion_loss, {}
+    if teacher is None:
+        raise BadInput(f"--distill-steps {n} distils a --teacher into a student; give the teacher's weights "
+                       f"(e.g. --teacher weights/sprites_v.safetensors)")
+    if not n:
+        raise BadInput("--teacher is the model a student is distilled from: add --distill-steps N, the student's "
+                       "DDIM steps (half the teacher's)")
+    net, card = _load_teacher(Path(teacher), n, model_config, diffusion)
+    net = net.to(device, memory_format=torch.channels_last).eval().requires_grad_(False)
+    rounds = (card.get("distillation") or {}).get("rounds", [])
+    section = {"method": "progressive distillation (Salimans & Ho 2022, Algorithm 2)",
+               "teacher": {"file": Path(teacher).name, "sha256": sha256_file(teacher), "sampler": "ddim",
+                           "steps": 2 * n},
+               "rounds": [*rounds, {"teacher_steps": 2 * n, "student_steps": n}]}
+    loss = functools.partial(distillation_loss, teacher=net, steps=n)
+    return loss, {"distillation": section, "sampler": {"sampler": "ddim", "steps": n}}
+
+
+def _load_teacher(path: Path, n: int, model_config: ModelConfig, diffusion) -> tuple[ContextUnet, dict]:
+    """The --teacher weights and card, checked: found, the student's model and schedule, 2n steps on its grid."""
+    if not path.exists():
+        raise BadInput(f"--teacher weights not found: {path}")
+    net, card = load_model(path)
+    if asdict(net.config) != asdict(model_config):
+        raise BadInput(f"a student has its teacher's shape and here they differ ({_mismatch(asdict(net.config), asdict(model_config))}); "
+                       f"drop the model options (--n-feat) or pick another teacher")
+    theirs = {**asdict(DiffusionConfig()), **(card.get("diffusion") or {})}
+    if theirs != asdict(diffusion):
+        raise BadInput(f"a student samples on its teacher's schedule and here they differ "
+                       f"({_mismatch(theirs, asdict(diffusion))}); give the teacher's schedule options")
+    if diffusion.objective != "diffusion":
+        raise BadInput("progressive distillation here distils a diffusion model's DDIM steps; the teacher is a flow "
+                       "model: distil the v-model (weights/sprites_v.safetensors) instead")
+    if 2 * n > diffusion.timesteps:
+        raise BadInput(f"--distill-steps {n}: the teacher's 2×{n} steps do not fit its T = {diffusion.timesteps}; "
+                       f"take at most {diffusion.timesteps // 2}")
+    taught = (card.get("sampler") or {}).get("steps")
+    if taught is not None and taught != 2 * n:
+        raise BadInput(f"the teacher {path} samples in {taught} DDIM steps, so its student takes half as many: "
+                       + (f"--distill-steps {taught // 2}" if taught % 2 == 0 else "it cannot be halved"))
+    return net, card
+
+
+def _mismatch(teacher: dict, student: dict) -> str:
+    return ", ".join(f"{k}: teacher {teacher.get(k)}, student {student.get(k)}" for k in teacher
+                     if teacher.get(k) != student.get(k))
 
 
 def _load_start(path: Path, model_config: ModelConfig) -> tuple[ContextUnet, dict]:

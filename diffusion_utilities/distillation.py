@@ -1,0 +1,59 @@
+"""Progressive distillation (Salimans & Ho 2022, "Progressive Distillation for Fast Sampling of
+Diffusion Models", Algorithm 2): a student learns to take in one deterministic DDIM step what its
+teacher takes in two, so a round halves the number of sampling steps; the student of one round is
+the teacher of the next (16 → 8 → 4 → 2 → 1 steps).
+
+One training example, for a student that samples in N steps on the grid T = t_0 > t_1 > ... > t_N = 0
+(``schedule.grid(N)``), whose teacher samples on the grid of 2N steps (which holds every t_i and the
+midpoints between them):
+1. pick a step i, and x_t = α_t·x₀ + σ_t·ε at t = t_i                  (α = √ᾱ, σ = √(1 − ᾱ))
+2. the teacher's two DDIM steps: x_t → x_mid → x_prev (t → t_mid → t_prev = t_{i+1})
+3. the clean image x̃ that makes one DDIM step from x_t land on x_prev. A DDIM step is
+   x_prev = α_p·x̂ + σ_p·(x_t − α_t·x̂)/σ_t, so
+       x̃ = (x_prev − (σ_p/σ_t)·x_t) / (α_p − (σ_p/σ_t)·α_t)              (Algorithm 2, line 8)
+4. train the student's output towards what it would be if its x̂₀ were x̃: for a v-model
+   ṽ = (α_t·x_t − x̃)/σ_t, whose squared error is the paper's x-space loss weighted by SNR + 1 (§4).
+
+The denominator is never 0: ᾱ falls with t, so α_p/σ_p > α_t/σ_t. At t_prev = 0 (σ_p = 0) the target
+is the teacher's own final x̂₀; at t = T on a zero-terminal-SNR schedule (α_t = 0) the v form still holds.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .schedule import NoiseSchedule
+
+__all__ = ["ddim_jump", "distillation_target", "student_times"]
+
+
+def _alpha_sigma(schedule: NoiseSchedule, t: torch.Tensor, like: torch.Tensor):
+    ab = schedule.ab_t.to(like.device)[t].view(-1, *[1] * (like.dim() - 1))  # (B, 1, 1, 1)
+    return ab.sqrt(), (1 - ab).sqrt()
+
+
+def ddim_jump(schedule: NoiseSchedule, x: torch.Tensor, out: torch.Tensor, t: torch.Tensor, t_prev: torch.Tensor):
+    """The deterministic DDIM step (η = 0) from x_t to x_{t_prev}, a time per sprite: α_p·x̂₀ + σ_p·ε̂."""
+    x0, eps = schedule.x0_eps(x, out, t)
+    a_p, s_p = _alpha_sigma(schedule, t_prev, x)
+    return a_p * x0 + s_p * eps
+
+
+def student_times(schedule: NoiseSchedule, steps: int, i: torch.Tensor):
+    """(t, t_mid, t_prev) for the student's step i of ``steps``: t_i, the teacher's midpoint, t_{i+1}."""
+    coarse = torch.tensor(schedule.grid(steps), device=i.device)
+    fine = torch.tensor(schedule.grid(2 * steps), device=i.device)  # every coarse time is a fine one
+    return coarse[i], fine[2 * i + 1], coarse[i + 1]
+
+
+@torch.no_grad()
+def distillation_target(teacher, schedule: NoiseSchedule, x_t, t, t_mid, t_prev, c=None) -> torch.Tensor:
+    """What the student should output at x_t (steps 2 to 4 above): teacher(x, t/T, c) is the teacher's
+    network output, ε or v as the schedule says."""
+    x_mid = ddim_jump(schedule, x_t, teacher(x_t, schedule.model_time(t), c), t, t_mid)
+    x_prev = ddim_jump(schedule, x_mid, teacher(x_mid, schedule.model_time(t_mid), c), t_mid, t_prev)
+    a, s = _alpha_sigma(schedule, t, x_t)
+    a_p, s_p = _alpha_sigma(schedule, t_prev, x_t)
+    x0 = (x_prev - (s_p / s) * x_t) / (a_p - (s_p / s) * a)  # 3.
+    eps = (x_t - a * x0) / s  # the noise the same single step implies
+    return schedule.target(x0, eps, t)  # 4.
