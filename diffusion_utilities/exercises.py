@@ -19,6 +19,7 @@ from typing import Callable
 
 import torch
 
+from .distillation import distillation_target
 from .model import ContextUnet
 from .sampling import ddpm_step, predict_noise
 from .schedule import FlowSchedule, NoiseSchedule, rescale_zero_terminal_snr
@@ -204,6 +205,25 @@ def check_x0_eps_from_v(fn: Callable, schedule, ts=(500, 250, 1)) -> None:
         hint = "x̂₀ = √ᾱ·x − √(1 − ᾱ)·v and ε̂ = √(1 − ᾱ)·x + √ᾱ·v: the rotation from (x₀, ε) to (x_t, v), run backwards."
         compare(yours[0], x0, f"x̂₀ at t = {t}", hint=hint)
         compare(yours[1], eps, f"ε̂ at t = {t}", hint=hint)
+
+
+def check_distillation_target(fn: Callable, teacher, schedule, steps=(1, 2, 4)) -> None:
+    """Lesson 10: ``fn(teacher, x_t, t, t_mid, t_prev, c)`` is progressive distillation's target for the student's
+    output, as ``distillation.distillation_target`` computes it, at every step of 1-, 2- and 4-step students."""
+    g = torch.Generator().manual_seed(0)
+    x_t, c = torch.randn(4, 3, 16, 16, generator=g), torch.eye(5)[:4]
+    hint = ("two DDIM steps with the teacher (x̂₀, ε̂ from schedule.x0_eps, then √ᾱ_prev·x̂₀ + √(1 − ᾱ_prev)·ε̂), "
+            "then x̃ = (x_prev − (σ_p/σ_t)·x_t) / (α_p − (σ_p/σ_t)·α_t) and the v that gives it: (α_t·x_t − x̃)/σ_t")
+    for n in steps:
+        grid, fine = schedule.grid(n), schedule.grid(2 * n)
+        for i in range(n):
+            t, t_mid, t_prev = grid[i], fine[2 * i + 1], grid[i + 1]
+            with torch.no_grad():
+                yours = fn(teacher, x_t, t, t_mid, t_prev, c)
+                full = [torch.full((4,), s) for s in (t, t_mid, t_prev)]
+                expected = distillation_target(teacher, schedule, x_t, *full, c)
+            compare(yours, expected, f"the target at t = {t} (a {n}-step student's step to {t_prev})", hint=hint,
+                    rtol=1e-4, atol=1e-4)
 
 
 def check_flow_loss(fn: Callable, model, x0: torch.Tensor, c: torch.Tensor | None, seeds=(0, 1),

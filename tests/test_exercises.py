@@ -263,3 +263,34 @@ def test_compare_names_a_non_tensor_and_a_shape():
         compare(None, torch.zeros(3), "your answer")
     with pytest.raises(Mismatch, match=r"shape \(2,\); it should have shape \(3,\)"):
         compare(torch.zeros(2), torch.zeros(3), "your answer")
+
+
+def test_lesson10_distillation_target_exercise(capsys):
+    from diffusion_utilities.exercises import check_distillation_target
+    from diffusion_utilities.schedule import DiffusionConfig, make_schedule
+
+    schedule = make_schedule(DiffusionConfig(prediction="v", zero_terminal_snr=True))
+    torch.manual_seed(0)
+    teacher = __import__("diffusion_utilities").ContextUnet(3, 16, 5, 16).eval()
+    check = lambda fn: check_distillation_target(fn, teacher, schedule)
+
+    def ddim(x, s, s_prev, c):  # written out by hand in float64, independent of the library's step code
+        ab, ab_p = schedule.ab_t[s].double(), schedule.ab_t[s_prev].double()
+        v = teacher(x, torch.tensor([s / schedule.T]), c).double()
+        x0, eps = ab.sqrt() * x.double() - (1 - ab).sqrt() * v, (1 - ab).sqrt() * x.double() + ab.sqrt() * v
+        return (ab_p.sqrt() * x0 + (1 - ab_p).sqrt() * eps).float()
+
+    def my_target(teacher_, x_t, t, t_mid, t_prev, c, one_step=False):
+        x_prev = ddim(x_t, t, t_prev, c) if one_step else ddim(ddim(x_t, t, t_mid, c), t_mid, t_prev, c)
+        a, s = schedule.ab_t[t].sqrt(), (1 - schedule.ab_t[t]).sqrt()
+        a_p, s_p = schedule.ab_t[t_prev].sqrt(), (1 - schedule.ab_t[t_prev]).sqrt()
+        x_tilde = (x_prev - s_p / s * x_t) / (a_p - s_p / s * a)
+        return (a * x_t - x_tilde) / s
+
+    with torch.no_grad():
+        assert _run(check, my_target, capsys)[0] is True
+
+        def my_distillation_target(*args):  # the teacher's one step instead of two: its own v back
+            return my_target(*args, one_step=True)
+
+        _wrong(check, my_distillation_target, capsys, "the target at t = 500 (a 1-step student's step to 0)")

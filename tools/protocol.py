@@ -3,6 +3,7 @@
     python tools/protocol.py sample [MODEL | MODEL:ROW ...]   # draw the rows' sprites (resumable: a finished
                                       # row is kept); all rows, or only those named
     python tools/protocol.py score    # score them with both judges; writes docs/measurements/protocol.json
+                                      # (rows whose samples are not here, from an earlier run, are kept)
     python tools/protocol.py damage   # the metric's response to known damage of real sprites
     python tools/protocol.py cards    # copy each model's rows into its weights card ("protocol")
     python tools/protocol.py report   # docs/evaluation.md's tables, as Markdown
@@ -44,12 +45,19 @@ N = PROTOCOL["n"]
 # model -> weights, and the rows in the order they are drawn (the essential ones first). Rows in SEEDED are drawn
 # at every protocol seed (the seed spread is measured on them); the others at the first seed only.
 WEIGHTS = {"course": "weights/sprites_ddpm.safetensors", "v": "weights/sprites_v.safetensors",
-           "control": "runs/control_eps/model.safetensors", "flow": "weights/sprites_flow.safetensors"}
+           "control": "runs/control_eps/model.safetensors", "flow": "weights/sprites_flow.safetensors",
+           "student": "weights/sprites_distilled.safetensors",  # lesson 10: the shipped student, and each round's
+           **{f"round{k}": f"runs/distill/steps_{k}/model.safetensors" for k in (8, 4, 2, 1)}}
 ORDER = [("course", "ddim-eta1-25"), ("course", "ddim-25"), ("v", "dpm-solver++-10"), ("flow", "heun-9"),
          ("control", "ddim-eta1-25"), ("control", "ddim-25"), ("course", "ddpm"), ("control", "ddpm"),
          ("v", "ddpm"), ("course", "ddim-eta1-500"), ("course", "ddim-eta1-50"), ("course", "ddim-eta1-100"),
          ("v", "ddim-eta1-25"), ("v", "ddim-25"), ("flow", "euler-16"), ("course", "ddim-eta1-250")]
-SEEDED = {("course", "ddim-eta1-25"), ("course", "ddim-25"), ("v", "dpm-solver++-10"), ("flow", "heun-9")}
+# Lesson 10's rows: the teacher's own DDIM at few steps, each round's student at the steps it was trained for, and
+# the shipped student at 1 to 8 calls. A handful of calls each: every one at all three seeds.
+FEW_STEPS = [("v", f"ddim-{k}") for k in (1, 2, 4, 8, 16)] + [(f"round{k}", f"ddim-{k}") for k in (8, 4, 2, 1)] + [
+    ("student", f"ddim-{k}") for k in (1, 2, 4, 8)]
+ORDER += FEW_STEPS
+SEEDED = {("course", "ddim-eta1-25"), ("course", "ddim-25"), ("v", "dpm-solver++-10"), ("flow", "heun-9"), *FEW_STEPS}
 REAL_SEEDS = [HELD_OUT_SEED + 1_000 * (k + 1) for k in range(PROTOCOL["real_blocks"])]  # the floor's draws
 JUDGE_B_SEED = 3_000_001  # its training sprites: a seed no other part of the project uses
 
@@ -173,6 +181,11 @@ def real_blocks(judges: Judges) -> dict:
 def score() -> dict:
     judges = Judges()
     result = {"protocol": PROTOCOL, "real": real_blocks(judges), "rows": [], "hardware": hardware_name(torch.device("cpu"))}
+    if RESULT.exists():  # rows scored before whose sprites are not on this machine (runs/ is not kept) stay
+        earlier = json.loads(RESULT.read_text())
+        result["rows"] = [r for r in earlier["rows"] if not sample_file(r["model"], r["row"], r["seed"]).exists()]
+        if earlier["real"] != result["real"]:  # the judges are seeded: a rescore must land on the same floor
+            print(f"warning: the real draws now score {result['real']}, before {earlier['real']}", file=sys.stderr)
     labels = torch.arange(N) % 5
     for model_name, row in ORDER:
         for seed in seeds_for(model_name, row):
