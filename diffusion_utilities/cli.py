@@ -28,17 +28,19 @@ from .checkpoints import CHECKPOINT, MODEL
 from .devices import hardware_name, pick_device
 from .distributed import SAGEMAKER_CHECKPOINT_MINUTES, is_main, sagemaker_env
 from .engine import COMPILE_MODES
+from .checks import real_number
 from .errors import BadInput
 from .evaluation import (DEFAULT_ROWS, FLOW_DEFAULT_ROWS, ROWS, check_card_writable, default_rows, evaluate,
                          format_table, load_classifier, record_evaluation, row_spec, train_classifier)
 from .files import out_folder, settle_out_folders
-from .importing import check_options, from_images, from_sheet, parse_colour, parse_tile
+from .editing import REGIONS, inpaint, region_mask, sdedit
+from .importing import check_options, from_images, from_sheet, parse_colour, parse_tile, read_mask, read_sprites
 from .memory import check_sampling_memory
 from .model import ModelConfig
 from .plotting import animate, save_gif, save_grid
 from .sampling import DEFAULT_STEPS, FLOW_SHIFT, default_steps, recommended_sampler, sample
 from .schedule import DiffusionConfig, FlowSchedule, make_schedule
-from .sprites import check_room_for, sprite_sheet
+from .sprites import check_room_for, sprite_sheet, sprites_to_tensor, tensor_to_sprites
 from .training import TrainConfig, TrainingDiverged, TrainingInterrupted, check_train_config, scaled_lr, train
 from .files import atomic_write
 from .weights import card_path, export_course_weights, load_model, load_model_and_schedule, read_card
@@ -173,7 +175,7 @@ def train_configs(a) -> tuple[TrainConfig, DiffusionConfig]:
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m diffusion_utilities", description="A DDPM that draws 16×16 sprites.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for add in (_dataset_options, _train_options, _sample_options, _evaluate_options, _other_options):
+    for add in (_dataset_options, _train_options, _sample_options, _edit_options, _evaluate_options, _other_options):
         add(sub)
     return p
 
@@ -509,6 +511,70 @@ def _oom(command: str | None) -> str:
     return f"error: out of memory; {OUT_OF_MEMORY.get(command, 'free some memory and run it again')}"
 
 
+def _edit_options(sub) -> None:
+    e = sub.add_parser("edit", help="edit sprites: fill a region (inpainting) or redraw at a strength (SDEdit)")
+    e.add_argument("--weights", type=Path, default=SHIPPED)
+    e.add_argument("--input", type=Path, required=True, help="a sprite image (PNG) at the model's size, or a folder of them")
+    what = e.add_mutually_exclusive_group()
+    what.add_argument("--mask", type=Path, help="inpaint: a black-and-white image, white where pixels are redrawn")
+    what.add_argument("--region", choices=REGIONS, help="inpaint this half (or the centre square) of every sprite")
+    e.add_argument("--strength", type=float, help="SDEdit: how far to noise the input before redrawing it, from 0 "
+                   "(keep it) to 1 (ignore it)")
+    e.add_argument("--context", help="a class name or index, or 'mixed', to draw towards (default: none)")
+    e.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance weight w")
+    e.add_argument("--steps", type=int, help="sampling steps (default: 25 DDIM steps, η = 1 when inpainting; a "
+                   "flow model 20 Euler steps; a distilled student its own)")
+    e.add_argument("--seed", type=_seed, default=0)
+    e.add_argument("--resize", choices=("nearest", "area"), help="fit images of another size (default: refuse them)")
+    e.add_argument("--out", type=Path, required=True, help="folder for the edited sprites, edit.png and edit.gif")
+    e.add_argument("--overwrite", action="store_true", help="replace earlier edits in --out")
+    e.add_argument("--device", default="auto")
+    e.add_argument("--no-gif", action="store_true")
+
+
+def _cmd_edit(a) -> None:
+    if a.mask is None and a.region is None and a.strength is None:
+        raise BadInput("edit needs --mask or --region (inpainting) or --strength (SDEdit); see edit --help")
+    if a.strength is not None and (a.mask is not None or a.region is not None):
+        raise BadInput("--strength is SDEdit's and --mask/--region inpainting's: inpainting always starts from "
+                       "pure noise; give one of the two")
+    if a.strength is not None:
+        real_number(a.strength, "--strength", 0, 1, hint="(0 keeps the input, 1 ignores it)")
+    model, schedule, card = load_model_and_schedule(a.weights, pick_device(a.device))
+    sprites, files = read_sprites(a.input, model.h, a.resize)
+    mask = None
+    if a.mask is not None or a.region is not None:
+        mask = (torch.from_numpy(read_mask(a.mask, model.h))[None, None] if a.mask is not None
+                else region_mask(a.region, model.h))
+    names = [f"{f.stem}.png" for f in files]
+    written = [*names, "edit.png", *([] if a.no_gif else ["edit.gif"])]
+    out_folder(a.out, *written)
+    existing = [n for n in written if (a.out / n).exists()]
+    if existing and not a.overwrite:
+        raise BadInput(f"{a.out / existing[0]} exists; add --overwrite to replace earlier edits, or choose another --out")
+    x = sprites_to_tensor(sprites).to(next(model.parameters()).device)
+    context = parse_context(a.context, len(x), card.get("class_names") or [])
+    sampler, steps = ("euler", 20) if isinstance(schedule, FlowSchedule) else recommended_sampler(schedule, card) \
+        if "sampler" in card else ("ddim", 25)
+    steps = a.steps if a.steps is not None else steps
+    options = dict(sampler=sampler, steps=steps, context=context, guidance=a.guidance,
+                   generator=torch.Generator().manual_seed(a.seed), save_every=None if a.no_gif else 1)
+    start = time.perf_counter()
+    out = (inpaint(model, schedule, x, mask.to(x.device), **options) if mask is not None
+           else sdedit(model, schedule, x, a.strength, **options))
+    seconds = time.perf_counter() - start
+    for name, sprite in zip(names, out.x):
+        Image.fromarray(tensor_to_sprites(sprite[None])[0]).save(a.out / name)
+    shown = [x, x * mask + (1 - mask) if mask is not None else x, out.x]
+    save_grid(torch.cat([s[:GIF_SPRITES // 4].cpu() for s in shown]), a.out / "edit.png", nrow=min(len(x), GIF_SPRITES // 4))
+    if not a.no_gif and len(out.frames):
+        save_gif(animate(out.frames[:, :GIF_SPRITES], out.frame_t, nrow=8, scale=4), a.out / "edit.gif", fps=8)
+    kind = (f"inpainted {'the ' + a.region if a.region else 'the mask'}" if mask is not None
+            else f"SDEdit at strength {a.strength:g}")
+    print(f"{kind} of {len(x)} sprite{'s' * (len(x) > 1)} with {sampler} in {steps} steps: {seconds:.1f} s; "
+          f"{a.out / 'edit.png'} (rows: input{', kept pixels' if mask is not None else ''}, edit)")
+
+
 def _run_command(a: argparse.Namespace, argv: list[str]) -> None:
     if a.command == "dataset":
         _cmd_dataset(a)
@@ -527,6 +593,8 @@ def _run_command(a: argparse.Namespace, argv: list[str]) -> None:
         _cmd_demo(a)
     elif a.command == "bench":
         _cmd_bench(a)
+    elif a.command == "edit":
+        _cmd_edit(a)
 
 
 def _main(argv: list[str]) -> int:

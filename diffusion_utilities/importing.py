@@ -25,7 +25,7 @@ from .errors import BadInput
 from .memory import check_memory
 from .checks import is_whole
 
-__all__ = ["from_images", "from_sheet", "parse_tile", "parse_colour", "check_options", "ImportReport",
+__all__ = ["from_images", "from_sheet", "parse_tile", "parse_colour", "check_options", "ImportReport", "read_sprites", "read_mask",
            "IMAGE_SUFFIXES", "MAX_SIZE"]
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp"}
@@ -216,3 +216,47 @@ def from_sheet(path: Path, tile: tuple[int, int] = (16, 16), margin: int = 0, sp
     meta = {"source": "sheet", "sheet": str(path), "tile": list(tile), "margin": margin, "spacing": spacing,
             "files": report.used, "counts": {"(unlabelled)": len(sprites)}, "skipped_empty": len(report.skipped)}
     return SpriteData(np.stack(sprites), np.zeros((len(sprites), 0), np.float32), [], meta), report
+
+
+def read_sprites(path: Path, size: int, resize: str | None = None,
+                 background: tuple[int, int, int] = (255, 255, 255)) -> tuple[np.ndarray, list[Path]]:
+    """The image ``path``, or every image in the folder ``path`` (not below it), as (N, size, size, 3) uint8 for
+    ``edit``. An image of another size is refused with the size it needs, unless ``resize`` says how to fit it."""
+    path = Path(path)
+    if not path.exists():
+        raise BadInput(f"--input {path} not found; give a {size}×{size} PNG or a folder of them")
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if path.is_dir() else [path]
+    if not files:
+        raise BadInput(f"--input {path} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    check_memory(len(files) * size * size * 3 * 8, f"reading {len(files):,} images", "edit fewer at a time")
+    sprites = []
+    for f in files:
+        try:
+            with Image.open(f) as img:
+                img.load()
+                rgb = _to_rgb(img, background)
+        except (OSError, SyntaxError, ValueError) as e:
+            raise BadInput(f"cannot read {f} as an image ({e}); give a PNG") from None
+        if rgb.size != (size, size) and resize is None:
+            raise BadInput(f"{f} is {rgb.size[0]}×{rgb.size[1]} and the model draws {size}×{size} sprites; give a "
+                           f"{size}×{size} image, or add --resize nearest (pixel art) or --resize area to fit it")
+        sprites.append(_fit(rgb, size, resize or "nearest", background))
+    return np.stack(sprites), files
+
+
+def read_mask(path: Path, size: int) -> np.ndarray:
+    """A mask image as (size, size) float32, 1 where pixels are kept and 0 where white pixels mark what to fill
+    (the usual convention of inpainting tools: paint over what should change). Only black and white are taken."""
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            grey = np.asarray(_to_rgb(img, (0, 0, 0)).convert("L"), dtype=np.uint8)
+    except FileNotFoundError:
+        raise BadInput(f"--mask {path} not found") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise BadInput(f"cannot read the mask {path} as an image ({e}); give a black-and-white PNG") from None
+    if grey.shape != (size, size):
+        raise BadInput(f"the mask {path} is {grey.shape[1]}×{grey.shape[0]}; it must be {size}×{size}, as the sprites")
+    if not np.isin(grey, (0, 255)).all():
+        raise BadInput(f"the mask {path} has grey pixels; use only black (keep) and white (fill)")
+    return (grey == 0).astype(np.float32)

@@ -352,13 +352,16 @@ def sample(model, schedule: NoiseSchedule | FlowSchedule, n: int | None = None, 
            guidance_rescale: float = 0.0, eta: float = 0.0, x_T: torch.Tensor | None = None,
            generator: torch.Generator | None = None, save_every: int | None = None, progress: bool = False,
            fast: bool = True, cuda_graph: bool | None = None, precision: str = "fp32", compile: str | None = None,
-           ) -> Samples:
+           grid: list | None = None, known=None) -> Samples:
     """Draw ``n`` images from ``model`` by running ``sampler`` over ``steps`` time steps (default: T).
 
     context: (n, n_cfeat) weights or None; guidance: the classifier-free guidance weight w;
     guidance_rescale: φ in [0, 1] (Lin et al. 2024 §3.4; they use 0.7), see ``guided_output``;
     x_T: (n, C, H, W) starting noise (default: drawn from ``generator``, on its own device, or
     without one on the model's); save_every: keep a frame every that many steps, for animations.
+    grid, known: what editing.py asks of the loop: grid, the times to visit (default
+    ``schedule.grid(steps)``: SDEdit starts lower, DDIM inversion runs it upwards); known, a
+    ``editing.Known`` whose pixels replace the model's after each step (inpainting).
     fast, cuda_graph, precision, compile: how the network runs, not what it computes
     (``engine.SamplingRun``): fast=True (BatchNorm folded, channels_last; agrees with the model to
     float rounding), cuda_graph=None (on for the fast path on a GPU), precision="fp32" or "bf16"
@@ -373,7 +376,7 @@ def sample(model, schedule: NoiseSchedule | FlowSchedule, n: int | None = None, 
     run = engine.SamplingRun(model, schedule, generator, sprites=None if x_T is not None else n, guided=guidance > 0,
                              fast=fast, cuda_graph=cuda_graph, precision=precision, compile=compile)
     x = run.noise((n, model.in_channels, model.h, model.h)) if x_T is None else run.put(x_T)  # x_T ~ N(0, I)
-    ts = schedule.grid(steps)  # T, ..., 0 (a flow model: 1.0, ..., 0.0)
+    ts = schedule.grid(steps) if grid is None else grid  # T, ..., 0 (a flow model: 1.0, ..., 0.0)
     guided = functools.partial(guided_output, context=run.put(context), guidance=guidance,
                                guidance_rescale=guidance_rescale)
     net = run.network_fn(guided, ts, x)  # a plain function: net(x, t) is the network's (guided) output at x_t
@@ -382,6 +385,8 @@ def sample(model, schedule: NoiseSchedule | FlowSchedule, n: int | None = None, 
     for i, (t, t_prev) in enumerate(tqdm(list(zip(ts[:-1], ts[1:])), disable=not progress, desc=sampler)):
         mean, sigma = rule(net, x, t, t_prev)
         x = mean + sigma * run.noise(x.shape) if t_prev > 0 and not _is_zero(sigma) else mean  # no noise into x_0
+        if known is not None:  # inpainting: the known pixels at t_prev, as the forward process noises them
+            x = known.merge(x, t_prev, run)
         if save_every and ((i + 1) % save_every == 0 or t_prev == 0):
             frames.append((t_prev, x.half().cpu()))
     return Samples(x, torch.stack([f for _, f in frames]) if frames else torch.empty(0), [t for t, _ in frames])
