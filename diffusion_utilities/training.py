@@ -211,14 +211,8 @@ def train(
     ``out_dir/checkpoint.safetensors`` holds everything needed to resume (weights, EMA, Adam
     state, position); it is replaced atomically at every epoch end, every ``checkpoint_every``
     steps and on SIGINT/SIGTERM. init_from: weights to start from instead of random ones
-    (fine-tuning); the card records them. A folder that already holds a run is refused unless
-    ``resume`` (continue it) or ``overwrite`` (start a new run there), and so is one another
-    train() is using.
-
-    Distillation (``config.distill_steps`` = N and a ``teacher``): the same loop, started from the
-    teacher's weights, with the loss of ``distillation_loss``: the student learns N-step DDIM
-    sampling from the teacher's 2N steps (distillation.py). The card records the teacher and the
-    rounds so far, and says to sample the student with DDIM in N steps.
+    (fine-tuning); teacher: distil it (``config.distill_steps``; ``distillation_loss``). A folder
+    that already holds a run is refused unless ``resume`` or ``overwrite``, and so is one in use.
 
     Under torchrun (``torchrun --nproc_per_node N -m diffusion_utilities train ...``) the N processes
     train one model with DistributedDataParallel: ``config.batch_size`` is the global batch, split
