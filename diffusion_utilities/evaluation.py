@@ -419,7 +419,10 @@ def _row_order(row: dict):
 
 
 def default_rows(card: dict) -> tuple[str, ...]:
-    """The rows evaluate measures when none are named: a flow model's samplers differ from a diffusion model's."""
+    """The rows evaluate measures when none are named: a flow model's samplers differ from a diffusion model's,
+    and a distilled student's few DDIM steps from both."""
+    if "distillation" in card:
+        return ("real", "ddim-1", "ddim-2", "ddim-4", "ddim-8")
     return FLOW_DEFAULT_ROWS if (card.get("diffusion") or {}).get("objective") == "flow" else DEFAULT_ROWS
 
 

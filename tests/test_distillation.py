@@ -52,7 +52,11 @@ def test_a_student_that_is_its_teacher_has_a_positive_loss_and_one_that_is_not_g
     assert loss.item() > 1e-4  # two small steps are not one big one, even for the same network
 
 
-def test_sample_follows_the_card_of_a_student():
+def test_sample_and_evaluate_follow_the_card_of_a_student():
+    from diffusion_utilities.evaluation import default_rows
+
+    assert default_rows({"distillation": {}, "sampler": {"sampler": "ddim", "steps": 4}})[1:] == (
+        "ddim-1", "ddim-2", "ddim-4", "ddim-8")
     schedule = make_schedule(V)
     assert recommended_sampler(schedule, {"sampler": {"sampler": "ddim", "steps": 4}}) == ("ddim", 4)
     assert recommended_sampler(schedule, {}) == ("dpm-solver++", 10)

@@ -71,3 +71,31 @@ def test_lesson8_both_course_samplers_are_darker_and_the_fix_is_closer():
     real = centre["real sprites"]
     assert centre["course model, ddim"] < real - 0.04 and centre["course model, ddpm"] < real - 0.04
     assert abs(centre["fixed model, ddim"] - real) < abs(centre["course model, ddim"] - real)
+
+
+def test_lesson10_live_round_beats_the_teacher_at_the_students_steps():
+    text = printed("10", "lesson10-13")
+    (teacher2,), (teacher4,), (student2,) = (numbers(rf"{who}\s+{k} steps: sprite-FID\s+([\d.]+)", text)
+                                             for who, k in (("teacher", 2), ("teacher", 4), ("live student", 2)))
+    assert student2 < teacher2 / 2 and teacher4 < student2  # "sharper than the top row, not yet the teacher's 4"
+
+
+def test_lesson10_distilling_costs_variety_and_guidance_costs_the_student_more():
+    spread = printed("10", "lesson10-23")
+    mean = {who: numbers(rf"{who}\s+(?:[\d.]+\s+){{5}}([\d.]+)", spread)[0]
+            for who in ("real sprites", "teacher, DPM-Solver\\+\\+ 10", "student, 2 calls", "student, 4 calls",
+                        "one-step student, 1 call")}
+    real, teacher, two, four, one = mean.values()
+    assert one < two < teacher < real < four and 0.7 < one / real < 0.8  # "about a quarter less"; 4 calls above real
+    guided = printed("10", "lesson10-25")
+    fid = {(w, who): numbers(rf"w = {w}\s+{who}\s+sprite-FID\s+([\d.]+), class accuracy ([\d.]+)", guided)
+           for w in (0, 1, 3) for who in ("teacher, DPM-Solver\\+\\+ 10", "student, 2 calls")}
+    for who in ("teacher, DPM-Solver\\+\\+ 10", "student, 2 calls"):
+        assert fid[(0, who)][0] < fid[(1, who)][0] < fid[(3, who)][0]  # guidance costs FID
+        assert fid[(0, who)][1] < fid[(1, who)][1]  # and buys accuracy
+    assert fid[(3, "student, 2 calls")][0] > 1.5 * fid[(3, "teacher, DPM-Solver\\+\\+ 10")][0]  # "almost twice"
+
+
+def test_lesson10_student_is_more_than_80_times_faster_than_ddpm():
+    (ratio4,) = numbers(r"at 4 calls is (\d+)× faster", printed("10", "lesson10-21"))
+    assert ratio4 >= 80
