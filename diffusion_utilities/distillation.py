@@ -16,6 +16,9 @@ midpoints between them):
 
 The denominator is never 0: ᾱ falls with t, so α_p/σ_p > α_t/σ_t. At t_prev = 0 (σ_p = 0) the target
 is the teacher's own final x̂₀; at t = T on a zero-terminal-SNR schedule (α_t = 0) the v form still holds.
+
+Step 2 may take k > 2 teacher steps (``substeps``): a first round can then learn from a finer grid than
+twice its own (the paper's rounds take k = 2; every later round must, as its teacher is the last student).
 """
 
 from __future__ import annotations
@@ -39,21 +42,24 @@ def ddim_jump(schedule: NoiseSchedule, x: torch.Tensor, out: torch.Tensor, t: to
     return a_p * x0 + s_p * eps
 
 
-def student_times(schedule: NoiseSchedule, steps: int, i: torch.Tensor):
-    """(t, t_mid, t_prev) for the student's step i of ``steps``: t_i, the teacher's midpoint, t_{i+1}."""
-    coarse = torch.tensor(schedule.grid(steps), device=i.device)
-    fine = torch.tensor(schedule.grid(2 * steps), device=i.device)  # every coarse time is a fine one
-    return coarse[i], fine[2 * i + 1], coarse[i + 1]
+def student_times(schedule: NoiseSchedule, steps: int, i: torch.Tensor, substeps: int = 2):
+    """The teacher's times across the student's step i of ``steps``: (t_i, ..., t_{i+1}) on the grid of
+    substeps·steps, which holds every t_i (T − ⌊T·j/steps⌋ is on both grids); for substeps = 2, (t, t_mid, t_prev)."""
+    fine = torch.tensor(schedule.grid(substeps * steps), device=i.device)
+    return tuple(fine[substeps * i + j] for j in range(substeps + 1))
 
 
 @torch.no_grad()
-def distillation_target(teacher, schedule: NoiseSchedule, x_t, t, t_mid, t_prev, c=None) -> torch.Tensor:
-    """What the student should output at x_t (steps 2 to 4 above): teacher(x, t/T, c) is the teacher's
-    network output, ε or v as the schedule says."""
-    x_mid = ddim_jump(schedule, x_t, teacher(x_t, schedule.model_time(t), c), t, t_mid)
-    x_prev = ddim_jump(schedule, x_mid, teacher(x_mid, schedule.model_time(t_mid), c), t_mid, t_prev)
+def distillation_target(teacher, schedule: NoiseSchedule, x_t, *times, c=None) -> torch.Tensor:
+    """What the student should output at x_t (steps 2 to 4 above), ``times`` being the teacher's path
+    (t, t_mid, t_prev) or any longer one: teacher(x, t/T, c) is its network output, ε or v as the schedule
+    says."""
+    x = x_t
+    for t_from, t_to in zip(times, times[1:]):  # 2.
+        x = ddim_jump(schedule, x, teacher(x, schedule.model_time(t_from), c), t_from, t_to)
+    t, t_prev = times[0], times[-1]
     a, s = _alpha_sigma(schedule, t, x_t)
     a_p, s_p = _alpha_sigma(schedule, t_prev, x_t)
-    x0 = (x_prev - (s_p / s) * x_t) / (a_p - (s_p / s) * a)  # 3.
+    x0 = (x - (s_p / s) * x_t) / (a_p - (s_p / s) * a)  # 3.
     eps = (x_t - a * x0) / s  # the noise the same single step implies
     return schedule.target(x0, eps, t)  # 4.

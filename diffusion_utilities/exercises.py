@@ -221,7 +221,7 @@ def check_distillation_target(fn: Callable, teacher, schedule, steps=(1, 2, 4)) 
             with torch.no_grad():
                 yours = fn(teacher, x_t, t, t_mid, t_prev, c)
                 full = [torch.full((4,), s) for s in (t, t_mid, t_prev)]
-                expected = distillation_target(teacher, schedule, x_t, *full, c)
+                expected = distillation_target(teacher, schedule, x_t, *full, c=c)
             compare(yours, expected, f"the target at t = {t} (a {n}-step student's step to {t_prev})", hint=hint,
                     rtol=1e-4, atol=1e-4)
 

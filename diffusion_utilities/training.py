@@ -80,6 +80,9 @@ class TrainConfig:
     distill_steps: int = field(default=0, metadata={
         "min": 0, "help": "progressive distillation (Salimans & Ho 2022): the DDIM steps the student learns to sample "
                           "in, half its --teacher's; 0 (the default) trains on the data itself"})
+    teacher_substeps: int = field(default=2, metadata={
+        "min": 2, "help": "the teacher's DDIM steps per student step: 2 halves the steps (Salimans & Ho); more lets a "
+                          "first round learn from a finer grid than twice the student's"})
     augment: bool = field(default=False, metadata={"help": "random horizontal flips and palette jitter (small sets)"})
     precision: str = field(default="fp32", metadata={
         "help": "fp32, or bf16 (the forward pass and loss under bfloat16 autocast; for GPUs with bfloat16 units)"})
@@ -546,21 +549,21 @@ def _drop_context(c, p: float, gen, where):
     return c * keep[:, None]
 
 
-def distillation_loss(model, schedule, x0, c=None, *, teacher, steps: int, gen=None, context_dropout: float = 0.0,
-                      precision: str = "fp32") -> torch.Tensor:
+def distillation_loss(model, schedule, x0, c=None, *, teacher, steps: int, substeps: int = 2, gen=None,
+                      context_dropout: float = 0.0, precision: str = "fp32") -> torch.Tensor:
     """Progressive distillation's loss on one batch (Salimans & Ho 2022, Algorithm 2; distillation.py):
     ‖ṽ − v_θ(x_t, t/T, c)‖² at a time t of the student's N-step grid, where ṽ is the output that takes
-    x_t in one DDIM step to where the teacher's two steps take it. gen draws ε, the step and the context
+    x_t in one DDIM step to where the teacher's two (substeps) steps take it. gen draws ε, the step and the context
     dropout; the teacher sees the same (dropped) context, so guided sampling is distilled too."""
     b, device = x0.shape[0], x0.device
     where = gen.device if gen is not None else device
     noise = torch.randn(x0.shape, generator=gen, device=where).to(device)
     i = torch.randint(0, steps, (b,), generator=gen, device=where).to(device)
     c = _drop_context(c, context_dropout, gen, where)
-    t, t_mid, t_prev = student_times(schedule, steps, i)
-    x_t = schedule.add_noise(x0, t, noise)
-    target = distillation_target(teacher, schedule, x_t, t, t_mid, t_prev, c)
-    pred = training_forward(model, precision)(x_t, schedule.model_time(t), c)
+    times = student_times(schedule, steps, i, substeps)
+    x_t = schedule.add_noise(x0, times[0], noise)
+    target = distillation_target(teacher, schedule, x_t, *times, c=c)
+    pred = training_forward(model, precision)(x_t, schedule.model_time(times[0]), c)
     return F.mse_loss(pred, target)
 
 
@@ -600,19 +603,20 @@ def _objective(config: TrainConfig, teacher: Path | None, model_config: ModelCon
     if not n:
         raise BadInput("--teacher is the model a student is distilled from: add --distill-steps N, the student's "
                        "DDIM steps (half the teacher's)")
-    net, card = _load_teacher(Path(teacher), n, model_config, diffusion)
+    k = config.teacher_substeps
+    net, card = _load_teacher(Path(teacher), n, k, model_config, diffusion)
     net = net.to(device, memory_format=torch.channels_last).eval().requires_grad_(False)
     rounds = (card.get("distillation") or {}).get("rounds", [])
     section = {"method": "progressive distillation (Salimans & Ho 2022, Algorithm 2)",
                "teacher": {"file": Path(teacher).name, "sha256": sha256_file(teacher), "sampler": "ddim",
-                           "steps": 2 * n},
-               "rounds": [*rounds, {"teacher_steps": 2 * n, "student_steps": n}]}
-    loss = functools.partial(distillation_loss, teacher=net, steps=n)
+                           "steps": k * n},
+               "rounds": [*rounds, {"teacher_steps": k * n, "student_steps": n}]}
+    loss = functools.partial(distillation_loss, teacher=net, steps=n, substeps=k)
     return loss, {"distillation": section, "sampler": {"sampler": "ddim", "steps": n}}
 
 
-def _load_teacher(path: Path, n: int, model_config: ModelConfig, diffusion) -> tuple[ContextUnet, dict]:
-    """The --teacher weights and card, checked: found, the student's model and schedule, 2n steps on its grid."""
+def _load_teacher(path: Path, n: int, k: int, model_config: ModelConfig, diffusion) -> tuple[ContextUnet, dict]:
+    """The --teacher weights and card, checked: found, the student's model and schedule, k·n steps on its grid."""
     if not path.exists():
         raise BadInput(f"--teacher weights not found: {path}")
     net, card = load_model(path)
@@ -626,10 +630,13 @@ def _load_teacher(path: Path, n: int, model_config: ModelConfig, diffusion) -> t
     if diffusion.objective != "diffusion":
         raise BadInput("progressive distillation here distils a diffusion model's DDIM steps; the teacher is a flow "
                        "model: distil the v-model (weights/sprites_v.safetensors) instead")
-    if 2 * n > diffusion.timesteps:
-        raise BadInput(f"--distill-steps {n}: the teacher's 2×{n} steps do not fit its T = {diffusion.timesteps}; "
-                       f"take at most {diffusion.timesteps // 2}")
+    if k * n > diffusion.timesteps:
+        raise BadInput(f"--distill-steps {n}: the teacher's {k}×{n} steps do not fit its T = {diffusion.timesteps}; "
+                       f"take at most {diffusion.timesteps // k}")
     taught = (card.get("sampler") or {}).get("steps")
+    if taught is not None and k != 2:
+        raise BadInput(f"the teacher {path} is a student (it samples in {taught} steps): later rounds halve its steps; "
+                       f"drop --teacher-substeps")
     if taught is not None and taught != 2 * n:
         raise BadInput(f"the teacher {path} samples in {taught} DDIM steps, so its student takes half as many: "
                        + (f"--distill-steps {taught // 2}" if taught % 2 == 0 else "it cannot be halved"))

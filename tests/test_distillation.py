@@ -99,9 +99,11 @@ def test_a_distillation_round_trains_from_its_teacher_and_says_how_to_sample(tmp
     (dict(distill_steps=300, teacher=True), "take at most 250"),
     (dict(distill_steps=4, teacher=True, diffusion=DiffusionConfig()), "prediction: teacher v, student eps"),
     (dict(distill_steps=4, teacher=True, model=ModelConfig(n_feat=8)), "n_feat: teacher 16, student 8"),
+    (dict(distill_steps=100, substeps=8, teacher=True), "take at most 62"),
 ])
 def test_bad_distillation_arguments_are_one_line_before_any_work(tmp_path, teacher_file, kwargs, message):
-    config = TrainConfig(epochs=1, n_sprites=100, distill_steps=kwargs.get("distill_steps", 0))
+    config = TrainConfig(epochs=1, n_sprites=100, distill_steps=kwargs.get("distill_steps", 0),
+                         teacher_substeps=kwargs.get("substeps", 2))
     with pytest.raises(BadInput, match=message):
         train(config, tmp_path / "out", procedural_dataset(100, 0), kwargs.get("model", ModelConfig(n_feat=16)),
               kwargs.get("diffusion", V), progress=False, teacher=teacher_file if kwargs.get("teacher") else None)
@@ -115,6 +117,10 @@ def test_a_student_of_a_student_takes_half_its_steps(tmp_path, teacher_file):
     with pytest.raises(BadInput, match="samples in 4 DDIM steps.*--distill-steps 2"):
         train(config, tmp_path / "t", data, ModelConfig(n_feat=16), V, progress=False,
               teacher=tmp_path / "s" / "model.safetensors")
+    finer = TrainConfig(**{**config.__dict__, "distill_steps": 2, "teacher_substeps": 4})
+    with pytest.raises(BadInput, match="is a student .* drop --teacher-substeps"):
+        train(finer, tmp_path / "u", data, ModelConfig(n_feat=16), V, progress=False,
+              teacher=tmp_path / "s" / "model.safetensors")
 
 
 def test_the_command_line_takes_the_teachers_schedule(tmp_path, teacher_file, capsys):
@@ -124,3 +130,20 @@ def test_the_command_line_takes_the_teachers_schedule(tmp_path, teacher_file, ca
     card = json.loads((tmp_path / "s" / "model.json").read_text())
     assert card["diffusion"]["prediction"] == "v" and card["diffusion"]["zero_terminal_snr"] is True
     assert card["sampler"] == {"sampler": "ddim", "steps": 2}
+
+
+@pytest.mark.parametrize("substeps", [4, 8])
+def test_a_first_round_may_learn_from_a_finer_teacher_grid(substeps):
+    # --teacher-substeps k: one student step lands where k teacher DDIM steps on the k·N grid do.
+    schedule, teacher = make_schedule(V), _net()
+    gen = torch.Generator().manual_seed(2)
+    for i in range(4):
+        x_t, idx = torch.randn(2, 3, 16, 16, generator=gen), torch.full((2,), i)
+        times = student_times(schedule, 4, idx, substeps)
+        assert [int(s[0]) for s in times] == schedule.grid(4 * substeps)[substeps * i:substeps * (i + 1) + 1]
+        with torch.no_grad():
+            x = x_t
+            for a, b in zip(times, times[1:]):
+                x = ddim_jump(schedule, x, teacher(x, a / schedule.T), a, b)
+            one = ddim_jump(schedule, x_t, distillation_target(teacher, schedule, x_t, *times), times[0], times[-1])
+        torch.testing.assert_close(one, x, atol=2e-4, rtol=1e-4)
