@@ -28,7 +28,7 @@ from .checkpoints import CHECKPOINT, MODEL
 from .devices import hardware_name, pick_device
 from .distributed import SAGEMAKER_CHECKPOINT_MINUTES, is_main, sagemaker_env
 from .engine import COMPILE_MODES
-from .checks import real_number
+from .checks import real_number, whole_number
 from .errors import BadInput
 from .evaluation import (DEFAULT_ROWS, FLOW_DEFAULT_ROWS, ROWS, check_card_writable, default_rows, evaluate,
                          format_table, load_classifier, record_evaluation, row_spec, train_classifier)
@@ -524,6 +524,9 @@ def _edit_options(sub) -> None:
     e.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance weight w")
     e.add_argument("--steps", type=int, help="sampling steps (default: 25 DDIM steps, η = 1 when inpainting; a "
                    "flow model 20 Euler steps; a distilled student its own)")
+    e.add_argument("--resamplings", type=int, default=1, help="inpaint: RePaint's resampling, each stretch of "
+                   "--jump-length steps run this many times (default 1: none; costs as many times the calls; no GIF)")
+    e.add_argument("--jump-length", type=int, default=5, help="inpaint: the steps a resampling goes back (default 5, at most --steps)")
     e.add_argument("--seed", type=_seed, default=0)
     e.add_argument("--resize", choices=("nearest", "area"), help="fit images of another size (default: refuse them)")
     e.add_argument("--out", type=Path, required=True, help="folder for the edited sprites, edit.png and edit.gif")
@@ -540,6 +543,9 @@ def _cmd_edit(a) -> None:
                        "pure noise; give one of the two")
     if a.strength is not None:
         real_number(a.strength, "--strength", 0, 1, hint="(0 keeps the input, 1 ignores it)")
+        if a.resamplings != 1:
+            raise BadInput("--resamplings is inpainting's (RePaint); SDEdit runs its steps once: drop it")
+    whole_number(a.resamplings, "--resamplings", 1, 100, hint="(1: no resampling)")
     model, schedule, card = load_model_and_schedule(a.weights, pick_device(a.device))
     sprites, files = read_sprites(a.input, model.h, a.resize)
     mask = None
@@ -560,7 +566,8 @@ def _cmd_edit(a) -> None:
     options = dict(sampler=sampler, steps=steps, context=context, guidance=a.guidance,
                    generator=torch.Generator().manual_seed(a.seed), save_every=None if a.no_gif else 1)
     start = time.perf_counter()
-    out = (inpaint(model, schedule, x, mask.to(x.device), **options) if mask is not None
+    repaint = dict(resamplings=a.resamplings, jump_length=a.jump_length)
+    out = (inpaint(model, schedule, x, mask.to(x.device), **options, **repaint) if mask is not None
            else sdedit(model, schedule, x, a.strength, **options))
     seconds = time.perf_counter() - start
     for name, sprite in zip(names, out.x):

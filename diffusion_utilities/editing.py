@@ -1,9 +1,11 @@
 """Editing sprites with a trained model: inpainting, SDEdit and DDIM inversion, all through ``sample``'s loop.
 
-    inpaint   fill the pixels a mask marks as unknown (Lugmayr et al. 2022, RePaint, without its
-              resampling): after every step, the known pixels are replaced by the original noised to
-              that step, x_prev = m·q(x_prev | x₀) + (1 − m)·x_prev, so the model only draws the rest
-              and sees a consistent whole at every step
+    inpaint   fill the pixels a mask marks as unknown (Lugmayr et al. 2022, RePaint): after every step,
+              the known pixels are replaced by the original noised to that step,
+              x_prev = m·q(x_prev | x₀) + (1 − m)·x_prev, so the model only draws the rest and sees a
+              consistent whole at every step; optionally RePaint's resampling: every ``jump_length``
+              steps, noise the merged x back up that far, q(x_t | x_prev), and run those steps again,
+              ``resamplings`` times in all, so the drawn pixels can settle with the known ones
     sdedit    noise an input to a strength s in [0, 1] (t₀ = s·T) and denoise from there (Meng et al.
               2022, SDEdit): a low s keeps the input, a high s keeps only its rough layout; with
               another class (or a mix) as the context it restyles the sprite
@@ -83,21 +85,47 @@ def _check_mask(mask: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
 
 
 def inpaint(model, schedule, images: torch.Tensor, mask: torch.Tensor, *, sampler: str = "ddim", steps=None,
-            context=None, guidance: float = 0.0, eta: float = 1.0, generator=None, **kwargs) -> Samples:
+            context=None, guidance: float = 0.0, eta: float = 1.0, generator=None, resamplings: int = 1,
+            jump_length: int = 5, **kwargs) -> Samples:
     """Fill the pixels where ``mask`` is 0, keeping those where it is 1; a ``sample`` run otherwise.
 
     eta: DDIM's noise (default 1, as a DDPM step): the merge adds fresh noise to the known region at every
     step, and the stochastic sampler lets the filled region settle with it (η = 0 seams more, lesson 11).
+    resamplings r, jump_length j: RePaint's resampling (their r = 10, j = 10 over 250 steps); r = 1 (the
+    default) runs the grid once; r > 1 costs about r times the network calls (lesson 11 measures it).
     """
     _check_images(model, images)
     mask = _check_mask(mask, images)
-    steps = default_steps(sampler, schedule) if steps is None else steps
+    steps = default_steps(sampler, schedule) if steps is None else whole_number(steps, "steps", 1, schedule.T)
+    resamplings = whole_number(resamplings, "resamplings", 1, 100, hint="(1: no resampling)")
+    if resamplings > 1:
+        jump_length = whole_number(jump_length, "jump_length", 1, steps, hint=f"(at most the {steps} steps)")
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
-    noise = torch.randn(images.shape, generator=gen, device=gen.device).to(images.device)
-    known = Known(images, mask, schedule, noise)
-    eta = eta if sampler == "ddim" else 0.0
-    return sample(model, schedule, images.shape[0], sampler=sampler, steps=steps, context=context, guidance=guidance,
-                  eta=eta, generator=gen, known=known, **kwargs)
+    draw = lambda: torch.randn(images.shape, generator=gen, device=gen.device).to(images.device)  # noqa: E731
+    known = Known(images, mask, schedule, draw())
+    options = dict(sampler=sampler, context=context, guidance=guidance, eta=eta if sampler == "ddim" else 0.0,
+                   generator=gen, known=known, **kwargs)
+    if resamplings == 1:
+        return sample(model, schedule, images.shape[0], steps=steps, **options)
+    grid, x = schedule.grid(steps), draw()
+    for k in range(0, steps, jump_length):  # RePaint's schedule: each stretch of j steps, r times
+        stretch = grid[k:k + jump_length + 1]
+        for r in range(resamplings):
+            if r:  # back up the stretch: x_t ~ q(x_t | x_prev), t the stretch's start
+                x = _noise_up(schedule, x, stretch[-1], stretch[0], draw())
+            x = sample(model, schedule, steps=len(stretch) - 1, x_T=x, grid=stretch, **options).x
+    return Samples(x, torch.empty(0), [])
+
+
+def _noise_up(schedule, x: torch.Tensor, t_from, t_to, noise: torch.Tensor) -> torch.Tensor:
+    """A draw of x at the later time t_to given x at t_from, by the forward process: with x_t = α_t·x₀ + σ_t·ε,
+    x_to = (α_to/α_from)·x_from + √(σ_to² − (α_to/α_from)²·σ_from²)·z (DDPM Eq. 2 over several steps)."""
+    coefficients = [(schedule.add_noise(torch.ones(1), torch.tensor([t]), torch.zeros(1)).item(),
+                     schedule.add_noise(torch.zeros(1), torch.tensor([t]), torch.ones(1)).item())
+                    for t in (t_from, t_to)]
+    (a_from, s_from), (a_to, s_to) = coefficients
+    ratio = a_to / a_from
+    return ratio * x + max(s_to ** 2 - ratio ** 2 * s_from ** 2, 0.0) ** 0.5 * noise
 
 
 def sdedit(model, schedule, images: torch.Tensor, strength: float, *, sampler: str = "ddim", steps=None,

@@ -10,7 +10,7 @@ from PIL import Image
 from diffusion_utilities import ContextUnet, load_model_and_schedule
 from diffusion_utilities.cli import main
 from diffusion_utilities.data import procedural_dataset, sprites_to_tensor
-from diffusion_utilities.editing import inpaint, invert, region_mask, sdedit
+from diffusion_utilities.editing import _noise_up, inpaint, invert, region_mask, sdedit
 from diffusion_utilities.errors import BadInput
 from diffusion_utilities.evaluation import HELD_OUT_SEED
 from diffusion_utilities.sampling import sample
@@ -40,6 +40,36 @@ def test_inpainting_keeps_the_known_pixels_and_draws_the_rest(net, sprites, kind
     torch.testing.assert_close(out * mask, sprites * mask)  # the last merge is at t = 0: the original itself
     plain = sample(net, schedule, len(sprites), sampler=sampler, steps=10, generator=torch.Generator().manual_seed(1)).x
     assert not torch.allclose(out * (1 - mask), plain * (1 - mask))  # the known half steered the rest
+
+
+@pytest.mark.parametrize("kind, times", [("v", (100, 300)), ("v", (0, 500)), ("flow", (0.2, 0.7))])
+def test_resampling_noises_back_up_as_the_forward_process_does(kind, times):
+    # RePaint's jump: x_from ~ q(x_from | x0), then _noise_up to t_to, must be distributed as q(x_to | x0)
+    schedule, (a, b) = SCHEDULES[kind], times
+    g, n = torch.Generator().manual_seed(0), 4000
+    x0 = torch.rand(n, 1, 8, 8, generator=g) * 2 - 1
+    at = lambda t: torch.full((n,), t)  # noqa: E731
+    x_from = schedule.add_noise(x0, at(a), torch.randn(x0.shape, generator=g))
+    via = _noise_up(schedule, x_from, a, b, torch.randn(x0.shape, generator=g))
+    alpha = schedule.add_noise(torch.ones(1), torch.tensor([b]), torch.zeros(1)).item()
+    sigma = schedule.add_noise(torch.zeros(1), torch.tensor([b]), torch.ones(1)).item()
+    residual = via - alpha * x0  # must be N(0, σ_b²), independent of x0
+    assert abs(residual.mean().item()) < 0.01 and abs(residual.std().item() - sigma) < 0.01
+    assert abs(torch.corrcoef(torch.stack([residual.flatten(), x0.flatten()]))[0, 1].item()) < 0.01
+
+
+def test_resampled_inpainting_keeps_the_known_pixels_and_calls_the_network_r_times_as_often(sprites):
+    calls = []
+    torch.manual_seed(0)
+    net = ContextUnet(3, 16, 5, 16).eval()
+    net.register_forward_hook(lambda *_: calls.append(1))
+    schedule, mask = SCHEDULES["v"], region_mask("centre")
+    once = inpaint(net, schedule, sprites, mask, steps=10, fast=False).x
+    n_once, calls[:] = len(calls), []
+    thrice = inpaint(net, schedule, sprites, mask, steps=10, resamplings=3, jump_length=5, fast=False).x
+    assert len(calls) == 3 * n_once == 30
+    torch.testing.assert_close(thrice * mask, sprites * mask)
+    assert not torch.allclose(thrice, once)
 
 
 def test_the_merge_happens_at_every_step_not_only_the_last(net, sprites):
@@ -104,6 +134,8 @@ PINNED_INVERSION_RMS = 0.0190
     (lambda n, s, x: sdedit(n, s, x, float("nan")), "strength must be"),
     (lambda n, s, x: invert(n, s, x, 0), "steps must be a whole number"),
     (lambda n, s, x: region_mask("middle"), "unknown region"),
+    (lambda n, s, x: inpaint(n, s, x, region_mask("left"), resamplings=0), "resamplings must be a whole number"),
+    (lambda n, s, x: inpaint(n, s, x, region_mask("left"), steps=10, resamplings=2, jump_length=11), "at most the 10 steps"),
 ])
 def test_bad_edits_are_one_line(net, sprites, call, message):
     with pytest.raises(BadInput, match=message):
@@ -148,6 +180,8 @@ def test_edit_writes_each_sprite_a_grid_and_a_gif_and_never_overwrites(images, c
     (["--input", "in", "--strength", "1.5"], "--strength must be a number from 0 to 1"),
     (["--input", "in", "--strength", "0.5", "--region", "left"], "give one of the two"),
     (["--input", "in"], "edit needs --mask or --region"),
+    (["--input", "in", "--region", "left", "--resamplings", "0"], "--resamplings must be a whole number"),
+    (["--input", "in", "--strength", "0.5", "--resamplings", "3"], "--resamplings is inpainting's"),
     (["--input", "nothing.png", "--region", "left"], "not found"),
 ])
 def test_edit_refuses_bad_input_in_one_line_with_exit_2(images, capsys, extra, message):
