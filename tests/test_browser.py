@@ -1,10 +1,11 @@
 """JupyterLab in a real browser: what a learner sees, not only what nbval compares.
 
 Starts JupyterLab on localhost with a token, drives Debian's Chromium headless through
-Playwright, runs every cell of the schedule and context lessons from the Run menu (on copies
-whose saved outputs were cleared, so everything checked was produced by this run), then checks:
-no error output, the GIF animations render, dragging the t slider changes the noised sprite,
-dragging a context slider changes the sampled sprites. On failure, screenshots and the page's
+Playwright, runs every cell of the playground and the schedule and context lessons from the Run
+menu (on copies whose saved outputs were cleared, so everything checked was produced by this run),
+then checks: no error output, the GIF animations render, dragging the t slider changes the noised
+sprite, dragging a context slider changes the sampled sprites; in the playground, dragging a class
+slider redraws, and painting cells of the Edit tab's grid and pressing inpaint fills them. On failure, screenshots and the page's
 text go to build/browser/.
 
 Skipped, with the reason, where Chromium or Playwright is missing (`.ci/run` installs both).
@@ -75,7 +76,7 @@ def lab(tmp_path_factory, browser):  # noqa: ARG001 — no server is started whe
     """(base URL, token) of a JupyterLab serving cleared copies of the lessons beside the real weights."""
     root = tmp_path_factory.mktemp("lab")
     (root / "notebooks").mkdir()
-    for nb in ("01_noise_schedule.ipynb", "06_context.ipynb"):
+    for nb in ("00_playground.ipynb", "01_noise_schedule.ipynb", "06_context.ipynb"):
         _cleared_copy(ROOT / "notebooks" / nb, root / "notebooks" / nb)
     (root / "weights").symlink_to(ROOT / "weights")  # the lessons load ../weights/...
     # Render every cell (Lab 4 otherwise skips off-screen ones), and no news pop-up over the page.
@@ -238,3 +239,34 @@ def test_context_lesson_runs_and_its_sliders_mix_classes(page, lab):
     _drag(page, slider, 0.95)
     assert float(slider.locator(".widget-readout").inner_text().strip()) > 0.5
     _wait_for_change(picture, before, timeout_s=60)
+
+
+def test_playground_redraws_when_a_slider_moves_and_inpaints_painted_cells(page, lab):
+    _open_and_run_all(page, lab, "00_playground.ipynb", timeout_s=300)
+    _assert_no_errors(page)
+    picture = page.locator(".widget-image").first
+    picture.scroll_into_view_if_needed()
+    before = picture.screenshot()
+    slider = _slider(page, "spell")
+    _drag(page, slider, 0.95)
+    assert float(slider.locator(".widget-readout").inner_text().strip()) > 0.5
+    _wait_for_change(picture, before, timeout_s=60)
+
+    page.locator(".lm-TabBar-tabLabel", has_text=re.compile(r"^Edit$")).click()
+    cell = page.locator("button[title='row 4, column 3']")
+    cell.wait_for(timeout=10_000)
+    colour = cell.evaluate("b => getComputedStyle(b).backgroundColor")
+    cell.click()  # paint one pixel by hand
+    deadline = time.monotonic() + 20
+    while cell.evaluate("b => getComputedStyle(b).backgroundColor") == colour:
+        assert time.monotonic() < deadline, "a clicked cell was not painted"
+        time.sleep(0.3)
+    page.get_by_role("button", name="left half").click()
+    page.get_by_role("button", name="inpaint").click()
+    result = page.locator(".widget-image").nth(1)
+    result.wait_for(state="visible", timeout=60_000)
+    deadline = time.monotonic() + 60
+    while (result.bounding_box() or {}).get("width", 0) < 100:  # empty until the first inpainting arrives
+        assert time.monotonic() < deadline, "inpaint drew nothing"
+        time.sleep(0.5)
+    assert "fillings in" in page.locator(".widget-label", has_text="fillings in").inner_text()
