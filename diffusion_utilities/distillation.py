@@ -27,7 +27,7 @@ import torch
 
 from .schedule import NoiseSchedule
 
-__all__ = ["ddim_jump", "distillation_target", "student_times"]
+__all__ = ["ddim_jump", "distillation_target", "student_times", "target_along"]
 
 
 def _alpha_sigma(schedule: NoiseSchedule, t: torch.Tensor, like: torch.Tensor):
@@ -50,10 +50,15 @@ def student_times(schedule: NoiseSchedule, steps: int, i: torch.Tensor, substeps
 
 
 @torch.no_grad()
-def distillation_target(teacher, schedule: NoiseSchedule, x_t, *times, c=None) -> torch.Tensor:
-    """What the student should output at x_t (steps 2 to 4 above), ``times`` being the teacher's path
-    (t, t_mid, t_prev) or any longer one: teacher(x, t/T, c) is its network output, ε or v as the schedule
-    says."""
+def distillation_target(teacher, schedule: NoiseSchedule, x_t, t, t_mid, t_prev, c=None) -> torch.Tensor:
+    """What the student should output at x_t (steps 2 to 4 above): teacher(x, t/T, c) is the teacher's
+    network output, ε or v as the schedule says."""
+    return target_along(teacher, schedule, x_t, (t, t_mid, t_prev), c)
+
+
+@torch.no_grad()
+def target_along(teacher, schedule: NoiseSchedule, x_t, times, c=None) -> torch.Tensor:
+    """The same target when the teacher takes the DDIM steps between any ``times`` (t, ..., t_prev)."""
     x = x_t
     for t_from, t_to in zip(times, times[1:]):  # 2.
         x = ddim_jump(schedule, x, teacher(x, schedule.model_time(t_from), c), t_from, t_to)

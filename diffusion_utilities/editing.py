@@ -90,7 +90,7 @@ def inpaint(model, schedule, images: torch.Tensor, mask: torch.Tensor, *, sample
     """Fill the pixels where ``mask`` is 0, keeping those where it is 1; a ``sample`` run otherwise.
 
     eta: DDIM's noise (default 1, as a DDPM step): the merge adds fresh noise to the known region at every
-    step, and the stochastic sampler lets the filled region settle with it (η = 0 seams more, lesson 11).
+    step, and a stochastic sampler lets the filled region settle with it (lesson 11 measures η = 0 against it).
     resamplings r, jump_length j: RePaint's resampling (their r = 10, j = 10 over 250 steps); r = 1 (the
     default) runs the grid once; r > 1 costs about r times the network calls (lesson 11 measures it).
     """

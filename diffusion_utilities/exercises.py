@@ -20,6 +20,7 @@ from typing import Callable
 import torch
 
 from .distillation import distillation_target
+from .editing import Known
 from .model import ContextUnet
 from .sampling import ddpm_step, predict_noise
 from .schedule import FlowSchedule, NoiseSchedule, rescale_zero_terminal_snr
@@ -27,7 +28,7 @@ from .training import diffusion_loss
 
 __all__ = ["Mismatch", "check_exercise", "compare", "check_cosine_alpha_bar", "check_unet_shapes",
            "check_mean_via_x0", "check_guided_noise", "check_rescale", "check_x0_eps_from_v",
-           "check_flow_loss"]
+           "check_flow_loss", "check_distillation_target", "check_repaint_merge"]
 
 
 class Mismatch(AssertionError):
@@ -221,9 +222,24 @@ def check_distillation_target(fn: Callable, teacher, schedule, steps=(1, 2, 4)) 
             with torch.no_grad():
                 yours = fn(teacher, x_t, t, t_mid, t_prev, c)
                 full = [torch.full((4,), s) for s in (t, t_mid, t_prev)]
-                expected = distillation_target(teacher, schedule, x_t, *full, c=c)
+                expected = distillation_target(teacher, schedule, x_t, *full, c)
             compare(yours, expected, f"the target at t = {t} (a {n}-step student's step to {t_prev})", hint=hint,
                     rtol=1e-4, atol=1e-4)
+
+
+def check_repaint_merge(fn: Callable, schedule, ts=(500, 250, 20, 0)) -> None:
+    """Lesson 11: ``fn(x, image, mask, t, noise)`` is RePaint's merge after a step to time t, as
+    ``editing.Known.merge`` computes it: the known pixels (mask 1) from the image noised to t with ``noise``,
+    the rest from x; at t = 0 the image itself."""
+    g = torch.Generator().manual_seed(0)
+    x, image, noise = (torch.randn(3, 3, 16, 16, generator=g) for _ in range(3))
+    mask = (torch.rand(3, 1, 16, 16, generator=g) > 0.5).float()
+    on_cpu = type("Run", (), {"put": staticmethod(lambda tensor: tensor)})()  # the engine's device placement
+    hint = "mask·(√ᾱ_t·image + √(1 − ᾱ_t)·noise) + (1 − mask)·x: schedule.add_noise(image, t, noise) noises it"
+    for t in ts:
+        with torch.no_grad():
+            yours = fn(x, image, mask, t, noise)
+        compare(yours, Known(image, mask, schedule, noise).merge(x, t, on_cpu), f"the merge at t = {t}", hint=hint)
 
 
 def check_flow_loss(fn: Callable, model, x0: torch.Tensor, c: torch.Tensor | None, seeds=(0, 1),

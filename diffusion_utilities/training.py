@@ -31,7 +31,7 @@ from .checkpoints import (CHECKPOINT, MODEL, OutDirLock, RunState, clear_earlier
 from .checks import real_number, whole_number
 from .data import SpriteData, procedural_dataset, sprites_to_tensor
 from .devices import hardware_name, pick_device
-from .distillation import distillation_target, student_times
+from .distillation import student_times, target_along
 from .distributed import (agreed_checks, agreed_signal, any_rank, average_over_ranks, check_batch_size, check_same_on_every_rank,
                           convert_sync_batchnorm, data_parallel, distributed_context, is_main, rank_device, shard, wait_for_all,
                           SAGEMAKER_CHECKPOINT_MINUTES)
@@ -562,7 +562,7 @@ def distillation_loss(model, schedule, x0, c=None, *, teacher, steps: int, subst
     c = _drop_context(c, context_dropout, gen, where)
     times = student_times(schedule, steps, i, substeps)
     x_t = schedule.add_noise(x0, times[0], noise)
-    target = distillation_target(teacher, schedule, x_t, *times, c=c)
+    target = target_along(teacher, schedule, x_t, times, c)
     pred = training_forward(model, precision)(x_t, schedule.model_time(times[0]), c)
     return F.mse_loss(pred, target)
 

@@ -8,7 +8,7 @@ import torch
 from diffusion_utilities import ContextUnet, load_model
 from diffusion_utilities.cli import main
 from diffusion_utilities.data import procedural_dataset
-from diffusion_utilities.distillation import ddim_jump, distillation_target, student_times
+from diffusion_utilities.distillation import ddim_jump, distillation_target, student_times, target_along
 from diffusion_utilities.errors import BadInput
 from diffusion_utilities.model import ModelConfig
 from diffusion_utilities.sampling import recommended_sampler, sample
@@ -145,5 +145,5 @@ def test_a_first_round_may_learn_from_a_finer_teacher_grid(substeps):
             x = x_t
             for a, b in zip(times, times[1:]):
                 x = ddim_jump(schedule, x, teacher(x, a / schedule.T), a, b)
-            one = ddim_jump(schedule, x_t, distillation_target(teacher, schedule, x_t, *times), times[0], times[-1])
+            one = ddim_jump(schedule, x_t, target_along(teacher, schedule, x_t, times), times[0], times[-1])
         torch.testing.assert_close(one, x, atol=2e-4, rtol=1e-4)

@@ -113,17 +113,18 @@ def test_inversion_round_trip_gets_closer_with_more_steps(net, sprites, kind):
 
 @pytest.mark.slow  # 100 calls of the shipped model
 def test_inverting_the_shipped_v_model_at_50_steps_stays_as_measured():
-    # 20 held-out sprites, DDIM-50 there and back: 0.0190 RMS when measured (in [-1, 1]; 0.200 at 10 steps, 0.0098 at
-    # 100); fails if it regresses by 20%
+    # Lesson 11's round trip: the first 32 of its 400 held-out sprites, each with its class, DDIM-50 there and
+    # back. The lesson printed these two numbers (tests/test_lesson_claims.py checks that it still does); this
+    # fails if either regresses by 20%. The RMS is far above the median: a few sprites come back as others.
     model, schedule, _ = load_model_and_schedule(ROOT / "weights" / "sprites_v.safetensors", torch.device("cpu"))
-    data = procedural_dataset(20, HELD_OUT_SEED)
-    x, c = sprites_to_tensor(data.sprites), torch.from_numpy(data.labels).float()
+    data = procedural_dataset(400, HELD_OUT_SEED)
+    x, c = sprites_to_tensor(data.sprites[:32]), torch.from_numpy(data.labels[:32]).float()
     back = sample(model, schedule, sampler="ddim", steps=50, context=c, x_T=invert(model, schedule, x, 50, context=c)).x
-    rms = (back - x).pow(2).mean().sqrt().item()
-    assert rms <= 1.2 * PINNED_INVERSION_RMS, rms
+    rms, median = (back - x).pow(2).mean().sqrt().item(), (back - x).pow(2).mean((1, 2, 3)).sqrt().median().item()
+    assert rms <= 1.2 * PINNED_INVERSION_RMS and median <= 1.2 * PINNED_INVERSION_MEDIAN, (rms, median)
 
 
-PINNED_INVERSION_RMS = 0.0190
+PINNED_INVERSION_RMS, PINNED_INVERSION_MEDIAN = 0.0863, 0.0187
 
 
 @pytest.mark.parametrize("call, message", [

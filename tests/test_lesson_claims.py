@@ -99,3 +99,43 @@ def test_lesson10_distilling_costs_variety_and_guidance_costs_the_student_more()
 def test_lesson10_student_is_more_than_80_times_faster_than_ddpm():
     (ratio4,) = numbers(r"at 4 calls is (\d+)× faster", printed("10", "lesson10-21"))
     assert ratio4 >= 80
+
+
+def test_lesson11_inpainting_keeps_the_known_half_and_draws_the_asked_class():
+    text = printed("11", "lesson11-09")
+    kept, seam, _, accuracy, to_real, _ = numbers(r"inpainted, 400 sprites:\s+kept ([\d.]+)\s+seam ([\d.]+) ± ([\d.]+)\s+"
+                                                 r"class ([\d.]+)\s+to real ([\d.]+) ± ([\d.]+)", text)
+    pasted_seam, pasted_real = numbers(r"another sprite, same class:.*seam ([\d.]+) ±.*to real ([\d.]+) ±", text)
+    real_seam, = numbers(r"real sprites:\s+seam ([\d.]+)", text)
+    assert kept <= 0.02 and accuracy >= 0.9  # issue 31's bar
+    assert real_seam < seam < pasted_seam and to_real < pasted_real / 2
+
+
+def test_lesson11_resampling_brings_the_filling_closer_and_the_class_matters():
+    text = printed("11", "lesson11-11")
+    rows = {name: numbers(rf"{name}\s+kept [\d.]+\s+seam ([\d.]+) ± ([\d.]+)\s+class ([\d.]+)\s+to real ([\d.]+) ± ([\d.]+)",
+                          text) for name in ("η = 1 \\(the default\\)", "η = 0", "η = 1, no class asked",
+                                             "η = 1, resampled r = 3")}
+    default, eta0, no_class, resampled = rows.values()
+    assert abs(eta0[0] - default[0]) < eta0[1] + default[1]  # "cannot be told apart by the seam"
+    assert no_class[2] < 0.9 < default[2] and resampled[2] >= default[2]
+    assert resampled[3] + resampled[4] < default[3] - default[4]  # closer to the real half, beyond the noise
+
+
+def test_lesson11_sdedit_trades_faithfulness_for_change():
+    rows = [tuple(map(float, r)) for r in re.findall(r"^\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)$", printed("11", "lesson11-13"), re.M)]
+    strengths, moved, food = zip(*rows)
+    assert list(moved) == sorted(moved) and list(food) == sorted(food)
+    assert food[strengths.index(0.4)] == 0 and food[strengths.index(0.8)] >= 0.9  # the knee between
+
+
+def test_lesson11_inversion_matches_the_pinned_round_trip_and_the_course_model_inverts_best():
+    from test_editing import PINNED_INVERSION_MEDIAN, PINNED_INVERSION_RMS
+    text = printed("11", "lesson11-15")
+    row = lambda name, steps: numbers(rf"{name}\s+{steps}\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)", text)  # noqa: E731
+    rms, median, _, _ = row("v-model \\(DDIM\\)", 50)
+    assert (rms, median) == (PINNED_INVERSION_RMS, PINNED_INVERSION_MEDIAN)  # what tests/test_editing.py pins
+    assert row("v-model \\(DDIM\\)", 100)[1] < median < row("v-model \\(DDIM\\)", 25)[1]
+    assert row("course ε-model \\(DDIM\\)", 100)[0] < row("v-model \\(DDIM\\)", 100)[0] / 5
+    where = dict((int(t), float(w)) for t, _, w in re.findall(r"t = (\d+)\s+([\d.]+)\s+([\d.]+)", printed("11", "lesson11-17")))
+    assert where[200] < 0.03 < where[300] < 0.1 < where[400]
