@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 from diffusion_utilities import CLASS_NAMES, load_model_and_schedule, sample, sprites_to_tensor
 from diffusion_utilities.data import procedural_dataset
 from diffusion_utilities.evaluation import REFERENCE_SEED, classifier_features, load_classifier, real_fid_blocks
-from diffusion_utilities.plotting import make_grid, show_gif
+from diffusion_utilities.plotting import make_grid, plot_fid_against_calls, show_gif
 from diffusion_utilities.sampling import network_calls
 from diffusion_utilities.schedule import FlowSchedule
 from diffusion_utilities.devices import pick_device
@@ -473,31 +473,22 @@ print(f"five draws of 400 real sprites score FID {blocks.min():.0f} to {blocks.m
     return {r["name"]: r for r in card["evaluation"][f"n{n}_seed{seed}"]["rows"]}
 
 tables = {who: card_rows(card) for who, card in cards.items()}          # the cards read above
-colours_by_model = {"course": "tab:red", "fixed": "tab:blue", "flow": "tab:green"}
-markers = {"ddim": "o", "dpm-solver++": "s", "euler": "^", "heun": "D"}
-plt.figure(figsize=(9, 4.8))
-plt.axhspan(blocks.min(), blocks.max(), color="0.85", label="real sprites, 5 draws of 400 (floor and spread)")
+curves = {}                                                              # {label: [(calls, FID, low, high)]}
 for who, rows_ in tables.items():
-    for sampler, marker in markers.items():
-        pts = sorted((network_calls(sampler, r["steps"]), r["fid"]) for r in rows_.values()
-                     if r["sampler"] == sampler and r["eta"] == 0 and r["guidance"] == 0)
-        if pts:
-            plt.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=half, fmt=marker + "-", capsize=3,
-                         color=colours_by_model[who], alpha=0.9, label=f"{who}: {sampler}")
     for r in rows_.values():
-        if r["eta"] == 1 and r["guidance"] == 0:                                  # stochastic DDIM (lesson 7)
-            plt.errorbar([r["steps"]], [r["fid"]], yerr=half, fmt="P", ms=9, capsize=3, color=colours_by_model[who],
-                         label=f"{who}: DDIM η = 1")
-    if "ddpm" in rows_:
-        plt.errorbar([500], [rows_["ddpm"]["fid"]], yerr=half, fmt="*", ms=12, capsize=3, color=colours_by_model[who],
-                     label=f"{who}: DDPM-500")
+        if r["guidance"] == 0 and r["sampler"] != "real":                    # guided rows are lesson 6's question
+            label = (f"{who}: DDPM-500" if r["sampler"] == "ddpm" else f"{who}: DDIM η = 1" if r["eta"] == 1
+                     else f"{who}: {r['sampler']}")
+            calls = network_calls(r["sampler"], r["steps"])
+            curves.setdefault(label, []).append((calls, r["fid"], r["fid"] - half, r["fid"] + half))
+fig, ax = plt.subplots(figsize=(9, 4.8))
+plot_fid_against_calls(ax, curves, (float(np.median(blocks)), blocks.min(), blocks.max()), n=400)
 ticks = [1, 2, 4, 8, 16, 32, 500]
-plt.xscale("log"); plt.yscale("log"); plt.xticks(ticks, [str(k) for k in ticks])
-plt.yticks([20, 30, 50, 100, 200, 400, 1000, 2000], ["20", "30", "50", "100", "200", "400", "1000", "2000"])
-plt.minorticks_off()
-plt.xlabel("network calls per sprite"); plt.ylabel("sprite-FID at n = 400 (lower is better)")
-plt.title("a rough look (n = 400, one seed); error bars: ± half the real draws' spread", fontsize=10)
-plt.legend(fontsize=7, ncol=3, loc="upper right"); plt.tight_layout(); plt.show()
+ax.set_yscale("log"); ax.set_xticks(ticks, [str(k) for k in ticks])
+ax.set_yticks([20, 30, 50, 100, 200, 400, 1000, 2000], ["20", "30", "50", "100", "200", "400", "1000", "2000"])
+ax.minorticks_off()
+ax.set_title("a rough look (n = 400, one seed); error bars: ± half the real draws' spread", fontsize=10)
+ax.legend(fontsize=7, ncol=3, loc="upper right"); plt.tight_layout(); plt.show()
 
 print(f"{'model':7s} {'row':16s} {'calls':>5s} {'FID':>7s} {'class acc':>9s}")
 for who, rows_ in tables.items():
