@@ -38,7 +38,7 @@ from .importing import check_options, from_images, from_sheet, parse_colour, par
 from .memory import check_sampling_memory
 from .model import ModelConfig
 from .plotting import animate, save_gif, save_grid
-from .sampling import DEFAULT_STEPS, FLOW_SHIFT, default_steps, recommended_sampler, sample
+from .sampling import DEFAULT_STEPS, FLOW_SHIFT, default_steps, sample, sampling_policy
 from .schedule import DiffusionConfig, FlowSchedule, make_schedule
 from .sprites import check_room_for, sprite_sheet, sprites_to_tensor, tensor_to_sprites
 from .training import TrainConfig, TrainingDiverged, TrainingInterrupted, check_train_config, scaled_lr, train
@@ -380,11 +380,9 @@ def _cmd_sample(a) -> None:
     model, schedule, card = load_model_and_schedule(a.weights, pick_device(a.device))
     if a.shift is not None and not isinstance(schedule, FlowSchedule):
         raise BadInput("--shift sets a flow model's time grid; these weights are a diffusion model's, so drop it")
-    if isinstance(schedule, FlowSchedule):
-        a.shift = FLOW_SHIFT if a.shift is None else a.shift
-        schedule = replace(schedule, shift=a.shift)  # FlowSchedule checks it
+    recommended, steps, schedule = sampling_policy(schedule, card, a.shift)
     if a.sampler is None:
-        a.sampler, steps = recommended_sampler(schedule, card)
+        a.sampler = recommended
         steps = a.steps if a.steps is not None else steps
     else:
         steps = a.steps if a.steps is not None else default_steps(a.sampler, schedule)
@@ -402,7 +400,7 @@ def _cmd_sample(a) -> None:
         raise BadInput(f"the sampled sprites hold NaN or infinite values: {a.weights} overflows with these settings; "
                        f"nothing was written (check the weights, or try without --guidance or --precision bf16)")
     png = save_grid(out.x, a.out / "samples.png", nrow=8)
-    grid = f" on the time grid shifted by {a.shift:g}" if isinstance(schedule, FlowSchedule) and a.shift != 1 else ""
+    grid = f" on the time grid shifted by {schedule.shift:g}" if getattr(schedule, "shift", 1) != 1 else ""
     print(f"sampled {a.n} sprites with {a.sampler} in {steps} steps{grid}: {seconds:.1f} s")
     print(f"grid: {png}")
     if not a.no_gif:  # the first 64: a GIF of thousands of sprites is too tall to watch, and its frames fill memory
@@ -560,8 +558,11 @@ def _cmd_edit(a) -> None:
         raise BadInput(f"{a.out / existing[0]} exists; add --overwrite to replace earlier edits, or choose another --out")
     x = sprites_to_tensor(sprites).to(next(model.parameters()).device)
     context = parse_context(a.context, len(x), card.get("class_names") or [])
-    sampler, steps = ("euler", 20) if isinstance(schedule, FlowSchedule) else recommended_sampler(schedule, card) \
-        if "sampler" in card else ("ddim", 25)
+    # an edit's own steps: DDIM-25 (η = 1 when inpainting) or a student's, and Euler-20 for a flow model, whose time
+    # grid is the commands' (sampling_policy)
+    policy, taught, schedule = sampling_policy(schedule, card)
+    sampler, steps = ("euler", 20) if isinstance(schedule, FlowSchedule) else (policy, taught) if "sampler" in card \
+        else ("ddim", 25)
     steps = a.steps if a.steps is not None else steps
     options = dict(sampler=sampler, steps=steps, context=context, guidance=a.guidance,
                    generator=torch.Generator().manual_seed(a.seed), save_every=None if a.no_gif else 1)

@@ -19,7 +19,7 @@ from PIL import Image
 from .data import CLASS_NAMES
 from .editing import inpaint, region_mask
 from .plotting import make_grid, to_uint8
-from .sampling import network_calls, sample
+from .sampling import network_calls, sample, sampling_policy
 from .weights import load_model_and_schedule
 
 __all__ = ["MODELS", "Playground", "Settings", "redraws_per_second"]
@@ -64,12 +64,15 @@ class Playground:
                  models: dict[str, Choice] | None = None):
         self.n, self.device = n, torch.device(device)
         self.choices = MODELS if models is None else models
-        self.models = {name: load_model_and_schedule(Path(weights) / f"{c.file}.safetensors", self.device)[:2]
-                       for name, c in self.choices.items()}
+        self.models = {name: self._load(Path(weights) / f"{c.file}.safetensors") for name, c in self.choices.items()}
         self.sprites = None  # the last drawing, (n, 3, 16, 16) in [-1, 1]
         self.seconds = 0.0
         self._painting = False  # set_mask presses many cells: the grid is repainted once, after them
         self._build()
+
+    def _load(self, path: Path):
+        model, schedule, card = load_model_and_schedule(path, self.device)
+        return model, sampling_policy(schedule, card)[2]  # a flow model on the commands' time grid
 
     # what the widgets call ------------------------------------------------------------------------------
     def draw(self, s: Settings) -> torch.Tensor:
@@ -104,10 +107,10 @@ class Playground:
 
     # the widgets ----------------------------------------------------------------------------------------
     def _build(self) -> None:
-        import ipywidgets as w
+        import ipywidgets as w  # only the playground needs widgets: the package imports without them
 
         self.model = w.Dropdown(options=list(self.choices), description="model")
-        # a redraw when a slider is released, not at every pixel it passes (a v-model redraw is ~0.1 s here)
+        # a redraw when a slider is released, not at every pixel it passes (a slow model would fall behind)
         quiet = dict(continuous_update=False)
         self.mix = [w.FloatSlider(value=1.0 if i == 0 else 0.0, min=0, max=1, step=0.1, description=name, **quiet)
                     for i, name in enumerate(CLASS_NAMES)]

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import functools
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from tqdm.auto import tqdm
@@ -46,6 +46,7 @@ __all__ = [
     "network_calls",
     "default_steps",
     "recommended_sampler",
+    "sampling_policy",
     "FLOW_SHIFT",
     "denoise_add_noise",
     "ddpm_step",
@@ -201,15 +202,12 @@ FLOW_SHIFT = 2.0
 
 
 def recommended_sampler(schedule, card: dict | None = None) -> tuple[str, int]:
-    """(sampler, steps): the fastest measured to reach DDPM-500's quality for this kind of model (steps at most T).
+    """(sampler, steps): the fastest measured to reach DDPM-500's quality for this kind of model (steps at most T;
+    the measurements: docs/evaluation.md's protocol table).
 
     A distilled student's card names the sampler it was trained for (DDIM in its steps): that one.
-
     The course's schedule: DDPM itself, all T steps (its deterministic samplers fall well short, lesson 7).
-    A zero-terminal-SNR v-model: DPM-Solver++ in 10 steps (sprite-FID 29.0 against DDPM-500's 28.7 at
-    n = 400; weights/README.md). A flow model: Heun in 9 steps, 17 calls (40.9 on the uniform grid, 38.4 on
-    the grid shifted by FLOW_SHIFT, against the course model's DDPM-500 at 55.9 and its own 500-call
-    best, Heun-17, at 34.8).
+    A zero-terminal-SNR v-model: DPM-Solver++ in 10 steps. A flow model: Heun in 9 steps, 17 calls.
     """
     taught = (card or {}).get("sampler")
     if isinstance(taught, dict) and taught.get("sampler") in schedule.samplers:
@@ -217,6 +215,17 @@ def recommended_sampler(schedule, card: dict | None = None) -> tuple[str, int]:
     if isinstance(schedule, FlowSchedule):
         return "heun", min(9, schedule.T)
     return ("dpm-solver++", min(10, schedule.T)) if schedule.ab_t[-1] == 0 else ("ddpm", schedule.T)
+
+
+def sampling_policy(schedule, card: dict | None = None, shift: float | None = None):
+    """(sampler, steps, schedule): how the commands and the playground sample a model they are not told how to
+    sample. ``recommended_sampler``'s sampler and steps; for a flow model, its time grid shifted by ``shift``
+    (default FLOW_SHIFT), which scored better than the uniform grid it was trained on (weights/README.md).
+    ``sample`` itself runs the schedule it is given, as a lesson gives it."""
+    sampler, steps = recommended_sampler(schedule, card)
+    if isinstance(schedule, FlowSchedule):
+        schedule = replace(schedule, shift=FLOW_SHIFT if shift is None else shift)  # FlowSchedule checks it
+    return sampler, steps, schedule
 
 
 def network_calls(sampler: str, steps: int) -> int:

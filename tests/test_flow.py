@@ -1,11 +1,15 @@
 """Flow matching: the straight path, its velocity target, and the Euler and Heun samplers."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
 from diffusion_utilities import BadInput, sample
 from diffusion_utilities.sampling import euler_step, network_calls
 from diffusion_utilities.schedule import DiffusionConfig, FlowSchedule, make_schedule
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_path_target_and_inversion():
@@ -155,3 +159,18 @@ def test_euler_and_heun_converge_at_their_orders_on_a_curved_path(sampler, order
     log_k, log_e = torch.tensor(steps, dtype=torch.float64).log(), torch.stack(errors).log()
     slope = -((log_k - log_k.mean()) * (log_e - log_e.mean())).sum() / ((log_k - log_k.mean()) ** 2).sum()
     assert abs(slope - order) < 0.2, (slope, errors)
+
+
+def test_the_commands_and_the_playground_share_one_sampling_policy():
+    # sampling_policy is the one place that says how a model is sampled when nobody says: the sample and edit
+    # commands and the playground all take a flow model's time grid from it; sample() runs what it is given
+    from diffusion_utilities.playground import Choice, Playground
+    from diffusion_utilities.sampling import FLOW_SHIFT, sampling_policy
+
+    sampler, steps, schedule = sampling_policy(FlowSchedule(), {})
+    assert (sampler, steps, schedule.shift) == ("heun", 9, FLOW_SHIFT) and FlowSchedule().shift == 1
+    assert sampling_policy(FlowSchedule(), {}, shift=3.0)[2].shift == 3.0
+    v = make_schedule(DiffusionConfig(prediction="v", zero_terminal_snr=True))
+    assert sampling_policy(v, {})[:2] == ("dpm-solver++", 10) and sampling_policy(v, {})[2] is v
+    playground = Playground(ROOT / "weights", n=2, models={"flow": Choice("sprites_flow", "heun", 3)})
+    assert playground.models["flow"][1].shift == FLOW_SHIFT
