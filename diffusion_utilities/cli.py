@@ -524,7 +524,8 @@ def _edit_options(sub) -> None:
                    "flow model 20 Euler steps; a distilled student its own)")
     e.add_argument("--resamplings", type=int, default=1, help="inpaint: RePaint's resampling, each stretch of "
                    "--jump-length steps run this many times (default 1: none; costs as many times the calls; no GIF)")
-    e.add_argument("--jump-length", type=int, default=5, help="inpaint: the steps a resampling goes back (default 5, at most --steps)")
+    e.add_argument("--jump-length", type=int, help="with --resamplings: the steps a resampling goes back (default 5, "
+                   "at most --steps)")
     e.add_argument("--seed", type=_seed, default=0)
     e.add_argument("--resize", choices=("nearest", "area"), help="fit images of another size (default: refuse them)")
     e.add_argument("--out", type=Path, required=True, help="folder for the edited sprites, edit.png and edit.gif")
@@ -544,6 +545,9 @@ def _cmd_edit(a) -> None:
         if a.resamplings != 1:
             raise BadInput("--resamplings is inpainting's (RePaint); SDEdit runs its steps once: drop it")
     whole_number(a.resamplings, "--resamplings", 1, 100, hint="(1: no resampling)")
+    if a.jump_length is not None and a.resamplings == 1:
+        raise BadInput("--jump-length is how far RePaint's resampling goes back, and there is none: add --resamplings R "
+                       "(e.g. 3), or drop --jump-length")
     model, schedule, card = load_model_and_schedule(a.weights, pick_device(a.device))
     sprites, files = read_sprites(a.input, model.h, a.resize)
     mask = None
@@ -567,7 +571,9 @@ def _cmd_edit(a) -> None:
     options = dict(sampler=sampler, steps=steps, context=context, guidance=a.guidance,
                    generator=torch.Generator().manual_seed(a.seed), save_every=None if a.no_gif else 1)
     start = time.perf_counter()
-    repaint = dict(resamplings=a.resamplings, jump_length=a.jump_length)
+    jump = min(5, steps) if a.jump_length is None else whole_number(
+        a.jump_length, "--jump-length", 1, steps, hint=f"(at most the {steps} sampling steps, --steps)")
+    repaint = dict(resamplings=a.resamplings, jump_length=jump)
     out = (inpaint(model, schedule, x, mask.to(x.device), **options, **repaint) if mask is not None
            else sdedit(model, schedule, x, a.strength, **options))
     seconds = time.perf_counter() - start

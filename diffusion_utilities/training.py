@@ -596,6 +596,9 @@ def _objective(config: TrainConfig, teacher: Path | None, model_config: ModelCon
     card says of a distillation: {} or {"distillation": ..., "sampler": ...}."""
     n = config.distill_steps
     if not n and teacher is None:
+        if config.teacher_substeps != 2:
+            raise BadInput("--teacher-substeps is distillation's (the teacher's steps per student step): add --teacher "
+                           "and --distill-steps, or drop it")
         return diffusion_loss, {}
     if teacher is None:
         raise BadInput(f"--distill-steps {n} distils a --teacher into a student; give the teacher's weights "

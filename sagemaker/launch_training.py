@@ -113,6 +113,9 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, dict]:
     command = train_command(hyperparameters)
     check(args, command.batch_size)
     check_train(args, command)
+    if command.teacher is not None:  # only --init-from weights travel with a job (ship_init_from)
+        raise BadInput(f"--teacher {command.teacher}: the launcher ships --init-from weights only, and a job could not "
+                       f"read this file; run distillation where the teacher is (tools/distill.sh)")
     args.init_from = ship_init_from(args, command, hyperparameters)
     check_image(args)
     return args, hyperparameters

@@ -100,6 +100,7 @@ def test_a_distillation_round_trains_from_its_teacher_and_says_how_to_sample(tmp
     (dict(distill_steps=4, teacher=True, diffusion=DiffusionConfig()), "prediction: teacher v, student eps"),
     (dict(distill_steps=4, teacher=True, model=ModelConfig(n_feat=8)), "n_feat: teacher 16, student 8"),
     (dict(distill_steps=100, substeps=8, teacher=True), "take at most 62"),
+    (dict(substeps=4), "--teacher-substeps is distillation's"),
 ])
 def test_bad_distillation_arguments_are_one_line_before_any_work(tmp_path, teacher_file, kwargs, message):
     config = TrainConfig(epochs=1, n_sprites=100, distill_steps=kwargs.get("distill_steps", 0),

@@ -183,6 +183,9 @@ def test_edit_writes_each_sprite_a_grid_and_a_gif_and_never_overwrites(images, c
     (["--input", "in"], "edit needs --mask or --region"),
     (["--input", "in", "--region", "left", "--resamplings", "0"], "--resamplings must be a whole number"),
     (["--input", "in", "--strength", "0.5", "--resamplings", "3"], "--resamplings is inpainting's"),
+    (["--input", "in", "--region", "left", "--jump-length", "2"], "add --resamplings R"),
+    (["--input", "in", "--region", "left", "--resamplings", "2", "--steps", "4", "--jump-length", "6"],
+     "--jump-length must be a whole number from 1 to 4 (at most the 4 sampling steps, --steps)"),
     (["--input", "nothing.png", "--region", "left"], "not found"),
 ])
 def test_edit_refuses_bad_input_in_one_line_with_exit_2(images, capsys, extra, message):

@@ -246,6 +246,7 @@ def test_sdk_v3_without_the_estimator_is_one_line(monkeypatch, capsys):
     (["--", "--n-feat", "12"], "n_feat must be a multiple of 8"),
     (["--", "--context-dropout", "1"], "context_dropout"),
     (["--", "--init-from", "no/such/weights.safetensors"], "not a file on this machine"),
+    (["--", "--teacher", "weights/sprites_v.safetensors", "--distill-steps", "4"], "ships --init-from weights only"),
     (["--instance-type", "ml.m5.xlarge", "--", "--cuda-graph"], "--cuda-graph"),
     (["--instance-type", "ml.g5.12xlarge", "--", "--cuda-graph"], "--cuda-graph"),
     # the SDK's image and torch_distributed checks, offline (here its stand-in's)
