@@ -534,7 +534,8 @@ def _edit_options(sub) -> None:
     e.add_argument("--no-gif", action="store_true")
 
 
-def _cmd_edit(a) -> None:
+def _check_edit_options(a) -> None:
+    """What edit's options say, checked before the weights are read: one edit, and only its own options."""
     if a.mask is None and a.region is None and a.strength is None:
         raise BadInput("edit needs --mask or --region (inpainting) or --strength (SDEdit); see edit --help")
     if a.strength is not None and (a.mask is not None or a.region is not None):
@@ -548,6 +549,10 @@ def _cmd_edit(a) -> None:
     if a.jump_length is not None and a.resamplings == 1:
         raise BadInput("--jump-length is how far RePaint's resampling goes back, and there is none: add --resamplings R "
                        "(e.g. 3), or drop --jump-length")
+
+
+def _cmd_edit(a) -> None:
+    _check_edit_options(a)
     model, schedule, card = load_model_and_schedule(a.weights, pick_device(a.device))
     sprites, files = read_sprites(a.input, model.h, a.resize)
     mask = None
