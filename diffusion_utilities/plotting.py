@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image
 import torch
 
+from .checks import real_number, whole_number
 from .files import atomic_write
 from .sprites import tensor_to_sprites
 
@@ -33,9 +34,9 @@ def upscale(img: np.ndarray, scale: int) -> np.ndarray:
 
 def make_grid(images, nrow: int = 8, scale: int = 4, pad: int = 1, pad_value: int = 255) -> np.ndarray:
     """Tile (B, ...) images into one (H', W', 3) uint8 picture, ``nrow`` per row, ``pad`` pixels apart."""
-    imgs = upscale(to_uint8(images), scale)
+    ncol = whole_number(nrow, "nrow", 1)
+    imgs = upscale(to_uint8(images), whole_number(scale, "scale", 1))
     b, h, w, c = imgs.shape
-    ncol = nrow
     nrows = -(-b // ncol)
     grid = np.full((nrows * (h + pad) + pad, ncol * (w + pad) + pad, c), pad_value, np.uint8)
     for i, im in enumerate(imgs):
@@ -100,7 +101,7 @@ def save_gif(anim, path: Path, fps: int = 12) -> Path:
     """Save a FuncAnimation as a GIF with Pillow, atomically."""
     from matplotlib.animation import PillowWriter  # with pyplot, as in animate
 
-    path = Path(path)
+    path, fps = Path(path), real_number(fps, "fps", 0, 100, above=True, hint="(frames a second)")
     atomic_write(path, lambda tmp: anim.save(tmp, writer=PillowWriter(fps=fps)))
     return path
 

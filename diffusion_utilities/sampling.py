@@ -319,6 +319,8 @@ def _check_args(model, schedule, n, sampler, steps, guidance, guidance_rescale, 
         shape = (model.in_channels, model.h, model.h)
         if not torch.is_tensor(x_T) or x_T.dim() != 4 or tuple(x_T.shape[1:]) != shape:
             raise BadInput(f"x_T must be a (B, {', '.join(map(str, shape))}) tensor")
+        if not torch.isfinite(x_T).all():  # NaN noise gives NaN sprites, silently
+            raise BadInput("x_T holds NaN or infinite values; start from finite noise, e.g. torch.randn")
         n = x_T.shape[0]
     n = _whole(n)
     n = whole_number(n, "n (the number of sprites)", 1)

@@ -255,6 +255,7 @@ class FlowSchedule:
 
 def timesteps_for(T: int, steps: int) -> list[int]:
     """``steps`` + 1 evenly spaced integer times from T down to 0, e.g. T=500, steps=25: 500, 480, ..., 0."""
+    steps = whole_number(steps, "steps", 1, T, hint=f"(T = {T})")
     return [T - (T * k) // steps for k in range(steps + 1)]
 
 
