@@ -44,6 +44,9 @@ def job_argv(environ) -> list[str]:
     if not isinstance(hyperparameters, dict):
         raise BadInput(f"SM_HPS holds {type(hyperparameters).__name__}, not a JSON object of hyperparameters; "
                        f"launch the job with sagemaker/launch_training.py")
+    empty = [name for name, value in hyperparameters.items() if value is None]
+    if empty:  # train_argv would drop it, and the job would run on train's default without a word
+        raise BadInput(f"SM_HPS gives {empty[0]} no value (null); give it one, or leave it out for train's default")
     start = hyperparameters.get("init-from")
     if isinstance(start, str) and not Path(start).is_absolute():  # shipped by the launcher
         hyperparameters["init-from"] = str(HERE / start)

@@ -295,7 +295,8 @@ def test_a_local_init_from_travels_with_the_job(sdk, capsys, tmp_path):
     assert len(sdk.estimators) == 1
 
 
-@pytest.mark.parametrize("hps, says", [("{bad", "SM_HPS is not valid JSON"), ("[1, 2]", "not a JSON object")])
+@pytest.mark.parametrize("hps, says", [("{bad", "SM_HPS is not valid JSON"), ("[1, 2]", "not a JSON object"),
+                                      ('{"epochs": null}', "SM_HPS gives epochs no value")])
 def test_malformed_sm_hps_is_one_line(capsys, hps, says):
     assert entry.run({"SM_HPS": hps}) == 2
     err = capsys.readouterr().err
