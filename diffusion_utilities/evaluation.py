@@ -330,6 +330,7 @@ def evaluate(model, card: dict, classifier: SpriteClassifier, n: int = 200, rows
     """Sample ``n`` sprites per row (contexts balanced over the classes) and score them."""
     specs = {r: row_spec(r) for r in rows}
     n = whole_number(n, "n", 2, hint="(FID needs a covariance)")
+    seed = whole_number(seed, "seed", 0, 2**63 - 1)  # torch's generators take a Python int below 2**63
     schedule = schedule_from_card(card)
     # before any row is measured, not after minutes of them
     for r, (sampler, steps, *_) in specs.items():

@@ -127,3 +127,14 @@ def test_train_classifier_never_replaces_a_model(tmp_path):
     with pytest.raises(BadInput, match="exists and is not a sprite classifier"):
         train_classifier(tmp_path / "model.safetensors", n_train=100, n_test=10, epochs=1, progress=False)
     assert (tmp_path / "model.safetensors").read_bytes() == before
+
+
+def test_the_seed_is_a_whole_number_numpy_ones_too():
+    # issue 33's re-walk: np.int64 was a TypeError deep in torch, 1.5 a RuntimeError
+    import numpy as np
+
+    model, classifier = ContextUnet(n_feat=8).eval(), load_classifier(CLASSIFIER)
+    rows = evaluate(model, CARD, classifier, n=4, rows=("ddim-5",), seed=np.int64(3), log=lambda *_: None)
+    assert rows[0].name == "ddim-5"
+    with pytest.raises(BadInput, match="seed must be a whole number"):
+        evaluate(model, CARD, classifier, n=4, rows=("ddim-5",), seed=1.5, log=lambda *_: None)
