@@ -17,6 +17,8 @@ import torch
 from PIL import Image
 
 from diffusion_utilities import BadInput, ContextUnet, ModelConfig, TrainConfig, procedural_dataset, save_model, train
+from diffusion_utilities.plotting import make_grid, save_gif
+from diffusion_utilities.schedule import timesteps_for
 from diffusion_utilities.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -1171,10 +1173,9 @@ def test_a_job_checkpoints_on_a_time_interval_by_default(tmp_path, capsys, monke
 
 
 @pytest.mark.parametrize("call, says", [
-    (lambda: __import__("diffusion_utilities.schedule", fromlist=["x"]).timesteps_for(500, 0), "steps must be a whole"),
-    (lambda: __import__("diffusion_utilities.plotting", fromlist=["x"]).make_grid(torch.zeros(2, 3, 4, 4), nrow=0),
-     "nrow must be a whole number"),
-    (lambda: __import__("diffusion_utilities.plotting", fromlist=["x"]).save_gif(None, "x.gif", fps=0), "fps must be"),
+    (lambda: timesteps_for(500, 0), "steps must be a whole"),
+    (lambda: make_grid(torch.zeros(2, 3, 4, 4), nrow=0), "nrow must be a whole number"),
+    (lambda: save_gif(None, "x.gif", fps=0), "fps must be"),
 ])
 def test_the_plotting_and_grid_helpers_refuse_zero_in_one_line(call, says):
     # issue 33's re-walk: each was a ZeroDivisionError
@@ -1183,8 +1184,9 @@ def test_the_plotting_and_grid_helpers_refuse_zero_in_one_line(call, says):
 
 
 def test_sample_refuses_nan_starting_noise():
-    from diffusion_utilities import ContextUnet, sample
+    from diffusion_utilities import sample
     from diffusion_utilities.schedule import DiffusionConfig, make_schedule
+
     net = ContextUnet(3, 16, 5, 16).eval()
     with pytest.raises(BadInput, match="x_T holds NaN"):
         sample(net, make_schedule(DiffusionConfig()), sampler="ddim", steps=2, x_T=torch.full((1, 3, 16, 16), float("nan")))
