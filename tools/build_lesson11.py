@@ -232,7 +232,7 @@ model (at 50 steps 0.0863 and 0.1130): a few sprites come back as other sprites 
 0.574), and the flow model's worst does not shrink from 25 steps to 100. And the course's ε-model, whose
 schedule does not end in pure noise, inverts best here: 0.0250 at 50 steps and 0.0084 at 100, worst
 0.011. We expected the opposite (its x_T still holds 8% of the sprite, lesson 8); the measurement says
-otherwise. Last column: no inverted noise is a typical noise. Its standard deviation is 0.65 to 0.71
+otherwise. Last column: no inverted noise is a typical noise. Its standard deviation is 0.64 to 0.71
 at 50 and 100 steps, where a draw of N(0, I) has 1, so an edit made from it starts off the path that
 sampling normally takes.
 

@@ -27,8 +27,8 @@ that they fit the ones you kept (lesson 11)."""),
 playground = Playground("../weights")
 playground.widget"""),
 (MD, r"""How live is it? The cell below times a redraw of the 8 sprites for each model at its default steps,
-on this machine (every number is measured now, so yours will differ from ours). A redraw at 2 or more
-a second feels live when a slider is released; the distilled student is the one to pick on a slow laptop."""),
+on this machine (every number is measured now, so yours will differ from ours). The distilled student,
+with the fewest calls, is the one to pick on a slow laptop."""),
 (CODE, r"""for name in MODELS:
     choice = playground.choices[name]
     print(f"{name:31s} {choice.sampler:12s} {choice.steps:2d} steps: {redraws_per_second(playground, name):5.1f} redraws a second")""",
