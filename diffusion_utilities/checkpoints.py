@@ -17,7 +17,7 @@ import torch
 from .distributed import sagemaker_env
 from .errors import BadInput
 from .files import out_folder
-from .files import remove_stale_temps
+from .files import remove_keeping_mode, remove_stale_temps
 from .weights import card_path, read_tensors, save_tensors
 from .checks import is_real, is_whole
 
@@ -116,8 +116,10 @@ class OutDirLock:
             os.close(self.fds.pop())
 
 
-def prepare_out_dir(out_dir: Path, resume: bool, overwrite: bool, lock: OutDirLock) -> None:
-    """Create out_dir before any work, lock it with ``lock``, and refuse to start a new run over an earlier one."""
+def prepare_out_dir(out_dir: Path, resume: bool, overwrite: bool, lock: OutDirLock, snapshots_wanted: bool = False) -> None:
+    """Create out_dir before any work, lock it with ``lock``, and refuse to start a new run over an earlier one.
+
+    snapshots_wanted: the run writes --snapshot-epochs into out_dir/snapshots, checked writable now too."""
     if resume and overwrite:
         raise BadInput("--resume continues the run in --out and --overwrite replaces it; pass one of them")
     out_folder(out_dir, CHECKPOINT, MODEL)
@@ -125,6 +127,9 @@ def prepare_out_dir(out_dir: Path, resume: bool, overwrite: bool, lock: OutDirLo
     if snapshots.is_symlink() or (snapshots.exists() and not snapshots.is_dir()):  # never delete or write through it
         raise BadInput(f"{snapshots} is a {'link' if snapshots.is_symlink() else 'file'}, where training keeps its "
                        f"snapshots; move it away, or choose another --out")
+    if snapshots_wanted and snapshots.is_dir() and not os.access(snapshots, os.W_OK | os.X_OK):  # not after epoch 1
+        raise BadInput(f"cannot write in {snapshots}, where this run keeps its --snapshot-epochs (read-only or not "
+                       "yours); make it writable, or choose another --out")
     lock.take(out_dir)
     # only now, with the lock held, can no other run be writing them
     remove_stale_temps(out_dir, CHECKPOINT, MODEL, card_path(MODEL).name)
@@ -157,7 +162,7 @@ def clear_earlier_run(out_dir: Path) -> None:
     """
     snapshots = out_dir / "snapshots"
     for old in [out_dir / CHECKPOINT, *snapshots.glob("epoch_*.safetensors"), *snapshots.glob("epoch_*.json")]:
-        old.unlink(missing_ok=True)
+        remove_keeping_mode(old)  # the new run's file there gets the old one's mode (a chmod 600 stays private)
 
 
 

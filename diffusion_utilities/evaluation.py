@@ -196,6 +196,14 @@ def frechet_distance(f1: np.ndarray, f2: np.ndarray) -> float:
     a symmetric matrix, so numpy's eigh suffices (no scipy).
     """
     f1, f2 = np.asarray(f1, np.float64), np.asarray(f2, np.float64)
+    if f1.ndim != 2 or f2.ndim != 2:
+        raise BadInput(f"features must be (N, D) arrays, one row per image; got shapes {f1.shape} and {f2.shape}")
+    if f1.shape[1] != f2.shape[1]:
+        raise BadInput(f"the two sets of features have {f1.shape[1]} and {f2.shape[1]} dimensions; "
+                       "compute both with the same classifier")
+    if min(len(f1), len(f2)) < 2:  # a covariance needs two rows (np.cov divides by N - 1)
+        raise BadInput(f"a Fréchet distance needs at least 2 images in each set (a covariance), got {len(f1)} and "
+                       f"{len(f2)}; FID is only comparable at the protocol's n (docs/evaluation.md)")
     if not (np.isfinite(f1).all() and np.isfinite(f2).all()):  # eigh would fail with a LinAlgError
         raise BadInput("features hold NaN or infinite values: the images they come from do; check the sampler's output")
     mu1, mu2 = f1.mean(0), f2.mean(0)

@@ -118,15 +118,33 @@ def atomic_write(path: Path, write) -> None:
         os.close(dir_fd)
 
 
+def remove_keeping_mode(path: Path) -> None:
+    """Delete the regular file at ``path`` now, but let this process's next ``atomic_write`` there give the
+    new file its mode (``train --overwrite`` deletes the old run's checkpoint before the new run writes one:
+    a file made private by hand stays private)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISREG(st.st_mode):
+        _REMOVED_MODES[os.path.abspath(path)] = stat.S_IMODE(st.st_mode)
+    Path(path).unlink(missing_ok=True)
+
+
+_REMOVED_MODES: dict[str, int] = {}  # absolute path -> the mode of the file remove_keeping_mode deleted there
+
+
 def _mode_for(path: Path) -> int:
-    """The permission bits for a file written to ``path``: those of the regular file it replaces, or
-    for a new file (or one replacing a link) 0666 less the umask, as open() would give it."""
+    """The permission bits for a file written to ``path``: those of the regular file it replaces (or that
+    ``remove_keeping_mode`` deleted there), or for a new file (or one replacing a link) 0666 less the
+    umask, as open() would give it."""
     try:
         st = os.lstat(path)
         if stat.S_ISREG(st.st_mode):
             return stat.S_IMODE(st.st_mode)
     except FileNotFoundError:
-        pass
+        if os.path.abspath(path) in _REMOVED_MODES:
+            return _REMOVED_MODES.pop(os.path.abspath(path))
     return 0o666 & ~_umask()
 
 

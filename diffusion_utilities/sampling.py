@@ -281,6 +281,8 @@ def guided_output(model, x, t_norm: torch.Tensor, context=None, guidance: float 
     per-sprite standard deviation of the conditional one, and mix: φ·rescaled + (1 − φ)·guided.
     Strong guidance otherwise inflates it, which shows as over-saturated, over-exposed sprites.
     """
+    guidance = real_number(guidance, "guidance", 0, hint="(the classifier-free guidance weight w; 0 is none)")
+    guidance_rescale = real_number(guidance_rescale, "guidance_rescale", 0, 1, hint="(φ; Lin et al. use 0.7)")
     if context is None or guidance == 0:
         return model(x, t_norm, context)
     t_both = t_norm if t_norm.numel() == 1 else torch.cat([t_norm, t_norm])

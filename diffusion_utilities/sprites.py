@@ -566,6 +566,11 @@ def sprites_to_tensor(sprites: np.ndarray) -> torch.Tensor:
 
 
 def tensor_to_sprites(x: torch.Tensor) -> np.ndarray:
-    """(N, 3, H, W) in [-1, 1] -> (N, H, W, 3) uint8, clipping what the sampler overshoots."""
+    """(N, 3, H, W) in [-1, 1] -> (N, H, W, 3) uint8, clipping what the sampler overshoots.
+
+    NaN or ±inf is refused: clipped, it would be drawn as black or white, as if it were a colour."""
+    if not torch.isfinite(x).all():
+        raise BadInput("the images hold NaN or infinite values, which a picture cannot show; the model or sampler "
+                       "that made them diverged (check its weights, or a lower guidance)")
     x = ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     return x.permute(0, 2, 3, 1).numpy()

@@ -265,7 +265,7 @@ class _Run:
         start = _load_start(Path(init_from), model_config) if init_from is not None else None
         with agreed_checks(world):  # rank 0 alone locks and inspects the folder; a refusal stops every rank
             if self.main:
-                prepare_out_dir(out_dir, resume, overwrite, lock)
+                prepare_out_dir(out_dir, resume, overwrite, lock, bool(config.snapshot_epochs))
         data = procedural_dataset(config.n_sprites, config.data_seed) if data is None else data
         self.schedule = self.schedule.to(device)
         self.sprites = _Sprites(data, config, device)

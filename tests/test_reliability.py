@@ -1190,3 +1190,69 @@ def test_sample_refuses_nan_starting_noise():
     net = ContextUnet(3, 16, 5, 16).eval()
     with pytest.raises(BadInput, match="x_T holds NaN"):
         sample(net, make_schedule(DiffusionConfig()), sampler="ddim", steps=2, x_T=torch.full((1, 3, 16, 16), float("nan")))
+
+
+# Issue 33, the last re-walk: the library helpers hold the same rules as the commands -----------------------
+@pytest.mark.parametrize("guidance, rescale, says", [
+    (float("nan"), 0.0, "guidance must be"), (float("inf"), 0.0, "guidance must be"), (-1.0, 0.0, "guidance must be"),
+    (1.0, float("nan"), "guidance_rescale must be"), (1.0, 2.0, "guidance_rescale must be"),
+])
+def test_guided_output_refuses_weights_that_are_not_sensible_numbers(guidance, rescale, says):
+    from diffusion_utilities.sampling import guided_output
+
+    net, ctx = ContextUnet(3, 16, 5, 16).eval(), torch.eye(5)[:2]
+    with pytest.raises(BadInput, match=says):  # a NaN weight gave NaN outputs, without a word
+        guided_output(net, torch.zeros(2, 3, 16, 16), torch.full((2, 1, 1, 1), 0.5), ctx, guidance, rescale)
+    out = guided_output(net, torch.zeros(2, 3, 16, 16), torch.full((2, 1, 1, 1), 0.5), ctx, np.float32(1.0), np.float64(0.5))
+    assert torch.isfinite(out).all()  # numpy numbers are numbers
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_pictures_of_nan_images_are_refused_not_written(tmp_path, bad):
+    from diffusion_utilities.plotting import save_grid
+
+    images = torch.zeros(4, 3, 16, 16)
+    images[1, 0, 3, 3] = bad  # one pixel: a grid would draw it as black or white, as if it were a colour
+    with pytest.raises(BadInput, match="NaN or infinite"):
+        save_grid(images, tmp_path / "grid.png")
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("f1, f2, says", [
+    (np.zeros((1, 8)), np.random.randn(50, 8), "at least 2"),
+    (np.zeros((0, 8)), np.random.randn(50, 8), "at least 2"),
+    (np.random.randn(50, 8), np.random.randn(50, 7), "8 and 7"),
+    (np.random.randn(50), np.random.randn(50), r"\(N, D\)"),
+])
+def test_frechet_distance_refuses_features_it_cannot_compare(f1, f2, says):
+    from diffusion_utilities.evaluation import frechet_distance
+
+    with pytest.raises(BadInput, match=says):  # were a LinAlgError ("Eigenvalues did not converge") or a matmul error
+        frechet_distance(f1, f2)
+
+
+def test_overwrite_keeps_the_modes_of_the_checkpoint_and_snapshots_it_replaces(tmp_path, capsys):
+    import stat
+
+    out = tmp_path / "run"
+    args = ["train", "--out", out, *TINY, "--epochs", "1", "--snapshot-epochs", "1", "--checkpoint-every", "5"]
+    assert _run(capsys, *args)[0] == 0
+    private = [out / "checkpoint.safetensors", out / "model.safetensors", out / "snapshots" / "epoch_01.safetensors"]
+    for p in private:
+        os.chmod(p, 0o600)  # made private by hand
+    assert _run(capsys, *args, "--overwrite")[0] == 0
+    # --overwrite deletes the old checkpoint before training (a new run must not resume it): the new files
+    # still take the old ones' modes, not the umask's 0644
+    assert [oct(stat.S_IMODE(os.stat(p).st_mode)) for p in private] == [oct(0o600)] * 3
+
+
+def test_a_snapshots_folder_that_cannot_be_written_is_refused_before_the_work(tmp_path, capsys, monkeypatch):
+    from diffusion_utilities import training
+
+    out = tmp_path / "run"
+    (out / "snapshots").mkdir(parents=True)
+    access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **k: False if Path(p) == out / "snapshots" else access(p, mode, **k))
+    monkeypatch.setattr(training, "train_step", lambda *a, **k: pytest.fail("trained before checking snapshots/"))
+    code, _, err = _run(capsys, "train", *TINY, "--epochs", "1", "--snapshot-epochs", "1", "--out", out)
+    assert code == 2 and _one_line(err) and "cannot write" in err and str(out / "snapshots") in err, err
