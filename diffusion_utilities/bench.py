@@ -224,10 +224,7 @@ def run_bench(model: ContextUnet, schedule: NoiseSchedule, device: torch.device,
     schedule = schedule.to(device)
     model = model.to(device).eval()
     specs = _sample_specs(schedule, large_batch)
-    wanted = _check_rows(rows, specs, schedule, device)
-    if model.h != SIZE and any(r.startswith("train") for r in wanted):  # now, not after the sampling rows
-        raise BadInput(f"the train rows train on bench's {SIZE}×{SIZE} procedural sprites and this model draws "
-                       f"{model.h}×{model.h} ones; leave them out, e.g. --rows {','.join(specs)}")
+    wanted = _check_rows(rows, specs, schedule, device, model.h, log)
     out: list[BenchRow] = []
     course_train: dict = {}  # train_steps batches of 100 through the course's loop: measured once, shared by the train rows
     for name in wanted:
@@ -255,8 +252,9 @@ def _sample_specs(schedule, large_batch: int) -> dict[str, tuple[str, int, int]]
             "sample-ddpm500-large": ("ddpm", 500, large_batch)}
 
 
-def _check_rows(rows, specs: dict, schedule, device) -> tuple[str, ...]:
-    """The rows to run (by default: the sampling rows and train, and on CUDA the bf16 and graph ones), checked."""
+def _check_rows(rows, specs: dict, schedule, device, height: int, log) -> tuple[str, ...]:
+    """The rows to run (by default: the sampling rows and train, and on CUDA the bf16 and graph ones), checked
+    now, not after the sampling rows. The default leaves out, and says so, what this model cannot run."""
     # on CUDA, sampling replays a CUDA graph by default: "+eager" rows time it without one
     on_cuda = [f"{r}+bf16" for r in specs] + ["train+bf16", "train-large+bf16", "train+graph", "train+graph+bf16",
                                               "train-large+graph+bf16"]
@@ -269,8 +267,18 @@ def _check_rows(rows, specs: dict, schedule, device) -> tuple[str, ...]:
     unknown = [r for r in wanted if r not in (*specs, "train", *variants)]
     if unknown:
         raise BadInput(f"unknown bench row {unknown[0]!r}; choose from {', '.join((*specs, 'train', *variants))}")
-    if schedule.T < 25 and any(r.partition("+")[0] in specs for r in wanted):
-        raise BadInput(f"the sampling rows need a model with T ≥ 25 (DDIM-25); these weights have T={schedule.T}")
+    cannot = {"sampling": (f"they need a model with T ≥ 25 (DDIM-25); these weights have T={schedule.T}",
+                           lambda r: r.partition("+")[0] in specs and schedule.T < 25),
+              "train": (f"they train on bench's {SIZE}×{SIZE} procedural sprites and this model draws {height}×{height} ones",
+                        lambda r: r.startswith("train") and height != SIZE)}
+    for kind, (why, fails) in cannot.items():
+        if any(map(fails, wanted)) and rows:
+            raise BadInput(f"the {kind} rows cannot run: {why}; leave them out")
+        if any(map(fails, wanted)):
+            wanted = [r for r in wanted if not fails(r)]
+            log(f"{kind} rows left out: {why}")
+    if not wanted:
+        raise BadInput("no bench row can run on these weights: " + "; ".join(why for why, _ in cannot.values()))
     if device.type != "cuda" and any("+graph" in r for r in wanted):
         raise BadInput("the +graph rows need CUDA; pass --device cuda or leave them out")
     return tuple(wanted)

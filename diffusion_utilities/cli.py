@@ -39,7 +39,7 @@ from .memory import check_sampling_memory
 from .model import ModelConfig
 from .plotting import animate, save_gif, save_grid
 from .sampling import DEFAULT_STEPS, FLOW_SHIFT, default_steps, sample, sampling_policy
-from .schedule import DiffusionConfig, FlowSchedule, make_schedule
+from .schedule import DiffusionConfig, FlowSchedule, make_schedule, schedule_from_card
 from .sprites import check_room_for, sprite_sheet, sprites_to_tensor, tensor_to_sprites
 from .training import TrainConfig, TrainingDiverged, TrainingInterrupted, check_train_config, scaled_lr, train
 from .files import atomic_write
@@ -449,7 +449,8 @@ def _cmd_evaluate(a, argv) -> None:
     model, card = load_model(a.weights, pick_device(a.device))
     if a.update_card:  # checked now, not after the evaluation has run
         check_card_writable(a.weights)
-    rows = a.rows or default_rows(card)
+    schedule = schedule_from_card(card)  # a flow model's steps are not bounded by a T
+    rows = a.rows or default_rows(card, None if isinstance(schedule, FlowSchedule) else schedule.T)
     sampled = [spec for spec in map(row_spec, rows) if spec[0] != "real"]  # the real row samples nothing
     if sampled:
         check_sampling_memory(model, a.n, any(spec[2] for spec in sampled),

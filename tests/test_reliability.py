@@ -1256,3 +1256,60 @@ def test_a_snapshots_folder_that_cannot_be_written_is_refused_before_the_work(tm
     monkeypatch.setattr(training, "train_step", lambda *a, **k: pytest.fail("trained before checking snapshots/"))
     code, _, err = _run(capsys, "train", *TINY, "--epochs", "1", "--snapshot-epochs", "1", "--out", out)
     assert code == 2 and _one_line(err) and "cannot write" in err and str(out / "snapshots") in err, err
+
+
+def test_a_classifier_card_promising_a_huge_network_is_refused_before_it_is_built(tmp_path, monkeypatch):
+    from diffusion_utilities import evaluation
+    from diffusion_utilities.weights import read_tensors, save_tensors
+
+    tensors, card = read_tensors(ROOT / "weights" / "sprite_classifier.safetensors")
+    save_tensors(tmp_path / "clf.safetensors", tensors, {**card, "height": 4000})  # a 4000² classifier: ~130 TB of weights
+    built = []
+    monkeypatch.setattr(torch.nn.Linear, "reset_parameters", lambda self: built.append(self.weight.device.type))
+    with pytest.raises(BadInput, match="do not fit"):  # was "out of memory" after trying to allocate it
+        evaluation.load_classifier(tmp_path / "clf.safetensors")
+    assert set(built) <= {"meta"}
+
+
+@pytest.mark.parametrize("diffusion", [{"timesteps": 5}, {"timesteps": 5, "prediction": "v", "zero_terminal_snr": True},
+                                       {"timesteps": 20}])
+def test_evaluates_default_rows_fit_the_models_t(tmp_path, capsys, monkeypatch, diffusion):
+    from diffusion_utilities import cli
+
+    path = tmp_path / "W.safetensors"
+    torch.manual_seed(0)
+    save_model(ContextUnet(3, 8, 5, 16).eval(), path, {"diffusion": diffusion, "class_names": NAMES, "data": PROCEDURAL})
+    asked = []
+    monkeypatch.setattr(cli, "evaluate", lambda model, card, clf, n, rows, *a, **k: asked.extend(rows) or [])
+    monkeypatch.setattr(cli, "format_table", lambda rows: "")
+    code, _, err = _run(capsys, "evaluate", "--weights", path, "--n", "4")  # no --rows: were refused ("ddpm takes 500")
+    T = diffusion["timesteps"]
+    assert code == 0, err
+    assert asked[0] == "real" and all(s <= T for s in (evaluation_steps(r) for r in asked)), asked
+    assert any(r.startswith("ddpm") for r in asked) and any(r.startswith("ddim") for r in asked), asked
+
+
+def evaluation_steps(row: str) -> int:
+    from diffusion_utilities.evaluation import row_spec
+
+    return row_spec(row)[1]
+
+
+@pytest.mark.parametrize("T, height, left", [(5, 16, "sampling"), (500, 20, "train"), (5, 20, None)])
+def test_bench_default_rows_leave_out_what_the_model_cannot_run_and_say_so(tmp_path, capsys, monkeypatch, T, height, left):
+    from diffusion_utilities import bench
+
+    path = tmp_path / "W.safetensors"
+    torch.manual_seed(0)
+    save_model(ContextUnet(3, 8, 5, height).eval(), path, {"diffusion": {"timesteps": T}, "class_names": NAMES})
+    ran = []
+    monkeypatch.setattr(bench, "_sample_row", lambda name, *a, **k: ran.append(name))
+    monkeypatch.setattr(bench, "_train_row", lambda name, *a, **k: ran.append(name))
+    monkeypatch.setattr(bench, "format_row", lambda row: "")
+    code, out, err = _run(capsys, "bench", "--weights", path, "--device", "cpu", "--repeats", "1")
+    if left is None:  # nothing it could run: one line, naming both reasons
+        assert code == 2 and _one_line(err) and "T=5" in err and "20×20" in err and not ran, (err, ran)
+        return
+    assert code == 0, err
+    assert ran and all((r.startswith("train") if left == "sampling" else r.startswith("sample")) for r in ran), ran
+    assert f"{left} rows left out" in out, out
