@@ -14,6 +14,18 @@ One module per step of the pipeline:
     cli        python -m diffusion_utilities ...
 """
 
+import os as _os
+import signal as _signal
+import sys as _sys
+
+_CLI_STARTING = _sys.argv[:1] == ["-m"] and _signal.getsignal(_signal.SIGINT) is _signal.default_int_handler
+if _CLI_STARTING:  # `python -m diffusion_utilities`, still importing (torch takes seconds): Ctrl-C now is
+    def _interrupted(*_):  # the same one line as during a command (cli.main), not a traceback from inside torch
+        _sys.stderr.write("interrupted (Ctrl-C)\n")
+        _sys.stderr.flush()
+        _os._exit(130)
+    _before = _signal.signal(_signal.SIGINT, _interrupted)
+
 from .course import CustomDataset, gen_tst_context, norm_all, norm_torch, plot_grid, plot_sample, transform, unorm
 from .data import SpriteData, load_dataset, procedural_dataset, save_dataset, sprites_to_tensor, tensor_to_sprites
 from .errors import BadInput
@@ -39,6 +51,9 @@ from .training import TrainConfig, train
 from .weights import load_legacy_pth, load_model, load_model_and_schedule, save_model
 
 __version__ = "0.1.0"
+
+if _CLI_STARTING:
+    _signal.signal(_signal.SIGINT, _before)  # imported: cli.main takes Ctrl-C from here on
 
 __all__ = [
     "BadInput", "CLASS_NAMES", "ContextUnet", "DPMSolverPP2M", "DiffusionConfig", "EmbedFC", "ModelConfig",

@@ -1313,3 +1313,16 @@ def test_bench_default_rows_leave_out_what_the_model_cannot_run_and_say_so(tmp_p
     assert code == 0, err
     assert ran and all((r.startswith("train") if left == "sampling" else r.startswith("sample")) for r in ran), ran
     assert f"{left} rows left out" in out, out
+
+
+@pytest.mark.parametrize("after", [0.3, 1.0])
+def test_ctrl_c_while_the_command_is_still_importing_is_one_line(tmp_path, after):
+    # torch takes seconds to import, before cli.main (which takes Ctrl-C) runs: was a traceback from inside torch
+    proc = subprocess.Popen([sys.executable, "-m", "diffusion_utilities", "--help"], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    time.sleep(after)
+    proc.send_signal(signal.SIGINT)
+    err = proc.communicate(timeout=60)[1]
+    if proc.returncode == 0:
+        pytest.skip(f"the import finished within {after} s on this machine")
+    assert proc.returncode == 130 and err == "interrupted (Ctrl-C)\n", (proc.returncode, err)
