@@ -122,7 +122,10 @@ def prepare_out_dir(out_dir: Path, resume: bool, overwrite: bool, lock: OutDirLo
     snapshots_wanted: the run writes --snapshot-epochs into out_dir/snapshots, checked writable now too."""
     if resume and overwrite:
         raise BadInput("--resume continues the run in --out and --overwrite replaces it; pass one of them")
-    out_folder(out_dir, CHECKPOINT, MODEL)
+    if _in_a_job():  # its --out is the job's checkpoint folder, which a job cannot choose by --out
+        out_folder(out_dir, CHECKPOINT, MODEL, name="checkpoint", fix="set DIFFUSION_CHECKPOINT_DIR to a folder the job can write")
+    else:
+        out_folder(out_dir, CHECKPOINT, MODEL)
     snapshots = out_dir / "snapshots"
     if snapshots.is_symlink() or (snapshots.exists() and not snapshots.is_dir()):  # never delete or write through it
         raise BadInput(f"{snapshots} is a {'link' if snapshots.is_symlink() else 'file'}, where training keeps its "
@@ -282,8 +285,8 @@ def _tensors_problem(tensors: dict, expected: dict) -> str | None:
 def _adam_state_problem(tensors: dict, step: int) -> str | None:
     """What is wrong with Adam's state tensors (shapes and finiteness already checked), or None."""
     for key, v in tensors.items():
-        if key.startswith("optim.") and key.endswith(".step") and not 0 <= float(v) <= step:
-            return f"{key} is {float(v):g}, where Adam's step count is from 0 to the run's {step}"
+        if key.startswith("optim.") and key.endswith(".step") and not (0 <= float(v) <= step and float(v).is_integer()):
+            return f"{key} is {float(v):g}, where Adam's step count is a whole number from 0 to the run's {step}"
         if key.startswith("optim.") and key.endswith(".exp_avg_sq") and bool((v < 0).any()):
             return f"{key} has negative values, where Adam's second moment is a mean of squares"
     return None

@@ -16,25 +16,27 @@ __all__ = ["out_folder", "settle_out_folders", "check_regular_file", "read_json_
 MAX_JSON_BYTES = 32 << 20  # a card or dataset.json; a crafted one of gigabytes would fill the memory when parsed
 
 
-def out_folder(path: Path, *files: str, name: str = "--out") -> Path:
+def out_folder(path: Path, *files: str, name: str = "--out", fix: str | None = None) -> Path:
     """Create an output folder before any work is done, so a bad --out fails in the first second.
 
-    files: names the command will write there; each must not already be a folder. name: what messages call it.
+    files: names the command will write there; each must not already be a folder. name: what messages call it;
+    fix: what they tell the user to do (default: choose another ``name``).
     """
-    path = Path(path)
+    path, chosen_fix = Path(path), fix
+    fix = fix or f"choose another {name}"
     if path.exists() and not path.is_dir():
-        raise BadInput(f"{name} {path} is a file; give a folder")
+        raise BadInput(f"{name} {path} is a file; {chosen_fix or 'give a folder'}")
     new = [p for p in (path, *path.parents) if not os.path.lexists(p)]
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise BadInput(f"cannot create the {name} folder {path}: {e.strerror}; choose another {name}") from None
+        raise BadInput(f"cannot create the {name} folder {path}: {e.strerror}; {fix}") from None
     _made.extend(new)  # deepest first
     if not os.access(path, os.W_OK | os.X_OK):  # a read-only folder (or file system): now, not after the work
-        raise BadInput(f"cannot write in the {name} folder {path} (read-only or not yours); choose another {name}")
+        raise BadInput(f"cannot write in the {name} folder {path} (read-only or not yours); {fix}")
     for file in files:
         if (path / file).is_dir():
-            raise BadInput(f"{path / file} is a folder, but this command writes a file there; move it or choose another {name}")
+            raise BadInput(f"{path / file} is a folder, but this command writes a file there; move it, or {fix}")
     return path
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -202,7 +203,10 @@ def load_model(path: Path, device="cpu", verify_hash: bool = True) -> tuple[Cont
     sidecar = card_path(path)
     if verify_hash and os.path.lexists(sidecar):
         expected = read_card_file(sidecar).get("sha256")
-        if expected and sha256_file(path) != str(expected).lower():  # hex digits in either case
+        if expected is not None and not (isinstance(expected, str) and re.fullmatch(r"[0-9a-fA-F]{64}", expected)):
+            raise BadInput(f"{sidecar}: sha256 must be 64 hex digits (what sha256sum prints), got {str(expected)[:80]!r}; "
+                           f"correct it, or remove the entry")
+        if expected and sha256_file(path) != expected.lower():  # hex digits in either case
             raise BadInput(f"{path} does not match the SHA-256 in {sidecar.name}; the file is damaged or was replaced")
     check_class_names(card.get("class_names"), f"{path}'s card", "re-train, or correct the card")
     if "model" not in card:

@@ -921,6 +921,7 @@ def test_adams_settings_in_a_checkpoint_are_the_runs_own_not_the_files(tmp_path,
 
 @pytest.mark.parametrize("tamper, message", [
     (lambda t, s: t["optim.0.step"].fill_(-5), r"optim\.0\.step is -5"),
+    (lambda t, s: t["optim.0.step"].fill_(0.5), r"optim\.0\.step is 0\.5, where Adam's step count is a whole number"),
     (lambda t, s: t["optim.0.exp_avg_sq"].fill_(-1.0), r"optim\.0\.exp_avg_sq has negative values"),
 ])
 def test_adams_state_tensors_are_checked(tmp_path, monkeypatch, tamper, message):
@@ -1326,3 +1327,24 @@ def test_ctrl_c_while_the_command_is_still_importing_is_one_line(tmp_path, after
     if proc.returncode == 0:
         pytest.skip(f"the import finished within {after} s on this machine")
     assert proc.returncode == 130 and err == "interrupted (Ctrl-C)\n", (proc.returncode, err)
+
+
+@pytest.mark.parametrize("value", ["abc", "0" * 63, "g" * 64, 12345, ["0" * 64]])
+def test_a_malformed_sha256_in_the_card_is_named_as_such_not_as_a_damaged_file(tmp_path, value):
+    from diffusion_utilities import load_model
+
+    path = _weights(tmp_path / "W.safetensors")
+    card = json.loads((tmp_path / "W.json").read_text())
+    (tmp_path / "W.json").write_text(json.dumps({**card, "sha256": value}))
+    with pytest.raises(BadInput, match="sha256 must be 64 hex digits"):  # was "the file is damaged or was replaced"
+        load_model(path)
+
+
+def test_a_jobs_checkpoint_folder_that_cannot_be_written_names_the_jobs_fix_not_out(tmp_path, capsys, monkeypatch):
+    _in_a_job(monkeypatch, tmp_path)
+    (tmp_path / "checkpoints").mkdir()
+    access = os.access
+    monkeypatch.setattr(os, "access", lambda p, m, **k: False if Path(p) == tmp_path / "checkpoints" else access(p, m, **k))
+    code, _, err = _run(capsys, "train", *TINY, "--epochs", "1")
+    assert code == 2 and _one_line(err) and "cannot write" in err and "--out" not in err, err
+    assert "DIFFUSION_CHECKPOINT_DIR" in err, err
