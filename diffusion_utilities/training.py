@@ -262,7 +262,7 @@ class _Run:
         # the teacher and the weights to start from are checked before the out folder is made too
         self.objective, distilled = _objective(config, teacher, model_config, diffusion, device)
         init_from = teacher if init_from is None else init_from  # a student starts as its teacher
-        start = _load_start(Path(init_from), model_config) if init_from is not None else None
+        start = load_start(Path(init_from), model_config) if init_from is not None else None
         with agreed_checks(world):  # rank 0 alone locks and inspects the folder; a refusal stops every rank
             if self.main:
                 prepare_out_dir(out_dir, resume, overwrite, lock, bool(config.snapshot_epochs))
@@ -651,7 +651,7 @@ def _mismatch(teacher: dict, student: dict) -> str:
                      if teacher.get(k) != student.get(k))
 
 
-def _load_start(path: Path, model_config: ModelConfig) -> tuple[ContextUnet, dict]:
+def load_start(path: Path, model_config: ModelConfig) -> tuple[ContextUnet, dict]:
     """The --init-from weights and card, checked (found, finite, a matching model) before any work."""
     if not path.exists():
         raise BadInput(f"--init-from weights not found: {path}")
@@ -675,7 +675,7 @@ def _load_start(path: Path, model_config: ModelConfig) -> tuple[ContextUnet, dic
 
 
 def _warm_start(path: Path, loaded: tuple[ContextUnet, dict], model, ema, card: dict) -> dict:
-    """Load the --init-from weights (from ``_load_start``) into the model and its EMA; returns what the card
+    """Load the --init-from weights (from ``load_start``) into the model and its EMA; returns what the card
     records about them."""
     start, start_card = loaded
     # Another number of classes: the context embeddings' input weights start fresh; their biases are

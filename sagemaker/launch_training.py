@@ -50,8 +50,9 @@ from diffusion_utilities.cli import _Parser, train_configs
 from diffusion_utilities.cli import build_parser as train_parser
 from diffusion_utilities.distributed import SAGEMAKER_CHECKPOINTS
 from diffusion_utilities.errors import BadInput
-from diffusion_utilities.model import ContextUnet
+from diffusion_utilities.model import ContextUnet, ModelConfig
 from diffusion_utilities.sprites import SIZE
+from diffusion_utilities.training import load_start
 from diffusion_utilities.weights import card_path, load_model
 
 HERE = Path(__file__).resolve().parent
@@ -173,13 +174,16 @@ def ship_init_from(args: argparse.Namespace, command: argparse.Namespace, hyperp
     if not path.is_file():
         raise BadInput(f"--init-from {path} is not a file on this machine; the launcher uploads the weights it "
                        f"names with the job, so give a local .safetensors file")
-    start, _ = load_model(path)  # checked whole, as train checks it
-    if start.n_feat != command.n_feat:
+    start, _ = load_model(path)
+    if start.n_feat != command.n_feat:  # in the launcher's terms: train's options go after --
         raise BadInput(f"{path} has n_feat={start.n_feat} and the job's run n_feat={command.n_feat}; pass "
                        f"-- --n-feat {start.n_feat}, or drop --init-from")
     if args.data is None and start.h != SIZE:
         raise BadInput(f"{path} is a model of {start.h}×{start.h} sprites and the job trains on {SIZE}×{SIZE} "
                        f"procedural ones; give --data of {start.h}×{start.h} sprites, or drop --init-from")
+    # then everything else train checks of it, with train's own code (the --data sprites' size is the start's:
+    # they are on S3, not here)
+    load_start(path, ModelConfig(n_feat=command.n_feat, height=SIZE if args.data is None else start.h))
     for name in [k for k in hyperparameters if "init-from".startswith(k)]:  # argparse took it, however abbreviated
         del hyperparameters[name]
     hyperparameters["init-from"] = f"{INIT}/{path.name}"

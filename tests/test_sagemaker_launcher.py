@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from diffusion_utilities import ContextUnet
 from diffusion_utilities.cli import build_parser as train_parser
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -336,3 +337,23 @@ def test_versions_are_checked_by_the_real_sdk(capsys, argv, says):
     assert code == 2 and out == "" and err.count("\n") == 1 and says in err, err
     code, out, err = _run(capsys, "--dry-run")
     assert code == 0 and json.loads(out)["estimator"]["framework_version"] == "2.8.0", err
+
+
+@pytest.mark.parametrize("make, says", [
+    (lambda p: _save_start(p, ContextUnet(1, 16, 5, 16), {}), "1-channel"),
+    (lambda p: _save_start(p, ContextUnet(3, 16, 5, 16), {"images_seen_total": "lots"}), "images_seen_total"),
+    (lambda p: _save_start(p, ContextUnet(3, 16, 5, 20), {}), "20×20"),
+])
+def test_the_launcher_checks_init_from_weights_as_train_does(sdk, capsys, tmp_path, make, says):
+    # issue 33: the launcher's own check missed what train refuses in the job (after the upload)
+    weights = tmp_path / "start.safetensors"
+    make(weights)
+    code, out, err = _run(capsys, "--role", ROLE, "--", "--n-feat", "16", "--init-from", str(weights))
+    assert code == 2 and err.count("\n") == 1 and says in err, err
+    assert sdk.estimators == [] and sdk.fits == []
+
+
+def _save_start(path, net, card):
+    from diffusion_utilities import save_model
+
+    save_model(net.eval(), path, {"diffusion": {}, **card})
