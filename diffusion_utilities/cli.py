@@ -9,6 +9,7 @@ interrupted one with 128 + the signal number after saving its checkpoint.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import re
@@ -492,6 +493,17 @@ def _cmd_bench(a) -> None:
                                    for r in result]}, indent=1))
 
 
+def _os_error_line(e: OSError) -> str:
+    """One line for a failed read or write: a full disk in words and with its fix, whichever library saw it
+    (numpy's tofile says only "153600 requested and 10112 written", with no error number)."""
+    short = re.fullmatch(r"(\d+) requested and (\d+) written", str(e.strerror or e))
+    if e.errno == errno.ENOSPC or short:
+        detail = f" ({int(short[2]):,} of {int(short[1]):,} bytes written)" if short else ""
+        where = f" writing {e.filename}" if e.filename else ""
+        return f"error: the disk is full{where}{detail}; free some space there, or write to another disk"
+    return f"error: {e.strerror or e}: {e.filename or ''}".rstrip(": ")
+
+
 def main(argv: list[str] | None = None) -> int:
     for stream in (sys.stdout, sys.stderr):  # a file or class name that is not UTF-8 prints escaped, not as a traceback
         if hasattr(stream, "reconfigure"):
@@ -637,7 +649,7 @@ def _main(argv: list[str]) -> int:
         print(_oom(command), file=sys.stderr)
         return 2
     except OSError as e:  # a file that could not be read or written, after the up-front checks passed
-        print(f"error: {e.strerror or e}: {e.filename or ''}".rstrip(": "), file=sys.stderr)
+        print(_os_error_line(e), file=sys.stderr)
         return 1
     except Exception as e:  # noqa: BLE001 — turn the training stops into exit codes, re-raise the rest
         if isinstance(e, TrainingInterrupted):
