@@ -212,10 +212,19 @@ def check_image(args: argparse.Namespace) -> None:
                        f"{args.instance_type}: {' '.join(str(e).split())}") from None
 
 
-def _sdk_checks():
-    """The SDK's image_uris and fw_utils modules, or None where it is not installed."""
+def _quiet_sdk() -> None:
+    """Before the SDK is imported: what it would print that is not about this job stays unprinted."""
     os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")  # a paragraph on stderr at import
     logging.getLogger("sagemaker.config").setLevel(logging.WARNING)  # its INFO lines go to stdout, into the JSON
+    # read at import, for JumpStart models, which the launcher never uses; where it fails it logs a traceback
+    logging.getLogger("sagemaker.jumpstart").setLevel(logging.CRITICAL)
+    # fit() reports usage to AWS; offline or blocked, that request's failure is logged with a traceback
+    logging.getLogger("sagemaker.telemetry").setLevel(logging.CRITICAL)
+
+
+def _sdk_checks():
+    """The SDK's image_uris and fw_utils modules, or None where it is not installed."""
+    _quiet_sdk()
     try:
         from sagemaker import fw_utils, image_uris
     except ImportError:
@@ -323,6 +332,7 @@ def stage_source(folder: Path, init_from: Path | None = None) -> Path:
 
 def _sdk():
     """The SDK's sagemaker module and its PyTorch estimator, imported only to submit."""
+    _quiet_sdk()
     try:
         import sagemaker
         from sagemaker.pytorch import PyTorch
@@ -355,11 +365,35 @@ def submit(args: argparse.Namespace, hyperparameters: dict) -> None:
             estimator = PyTorch(**estimator_arguments(args, hyperparameters, source, role))
         except ValueError as e:  # what check_image does not cover; nothing is uploaded before fit()
             raise BadInput(f"the SageMaker SDK refused the job: {' '.join(str(e).split())}") from None
-        estimator.fit(inputs=inputs, wait=args.wait)  # uploads the staged folder before it returns
+        _check_credentials(estimator)
+        try:
+            estimator.fit(inputs=inputs, wait=args.wait)  # uploads the staged folder before it returns
+        except _aws_errors() as e:  # AWS said no (permissions, a bucket, a quota): its words, in one line
+            raise AwsRefused(f"AWS refused the job: {' '.join(str(e).split())}") from None
     name = estimator.latest_training_job.name
     where = f"{args.output_path.rstrip('/')}/{name}" if args.output_path else f"the session's default bucket, under {name}/"
     print(f"submitted training job {name}; its weights go to {where} (output/model.tar.gz); "
           f"follow it with: aws sagemaker describe-training-job --training-job-name {name}")
+
+
+class AwsRefused(Exception):
+    """The job was checked and sent, and AWS refused it (exit 1: not a bad argument)."""
+
+
+def _check_credentials(estimator) -> None:
+    """No AWS credentials: one line now, not a traceback from inside fit()."""
+    boto = getattr(getattr(estimator, "sagemaker_session", None), "boto_session", None)
+    if boto is not None and boto.get_credentials() is None:
+        raise BadInput("no AWS credentials found (aws configure, AWS_PROFILE, or a SageMaker notebook's role); "
+                       "set them up and launch again: nothing was uploaded")
+
+
+def _aws_errors() -> tuple:
+    try:  # the SDK's own dependency; absent with the SDK's stand-in
+        from botocore.exceptions import BotoCoreError, ClientError
+    except ImportError:
+        return ()
+    return BotoCoreError, ClientError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -376,6 +410,9 @@ def main(argv: list[str] | None = None) -> int:
     except BadInput as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except AwsRefused as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -357,3 +357,25 @@ def _save_start(path, net, card):
     from diffusion_utilities import save_model
 
     save_model(net.eval(), path, {"diffusion": {}, **card})
+
+
+def test_no_aws_credentials_is_one_line_before_anything_is_uploaded(sdk, capsys, monkeypatch):
+    # the real SDK, offline without credentials: a NoCredentialsError traceback from inside fit(), after a
+    # usage-telemetry request's own traceback
+    no_credentials = types.SimpleNamespace(boto_session=types.SimpleNamespace(get_credentials=lambda: None))
+    monkeypatch.setattr(sdk.pytorch.PyTorch, "sagemaker_session", no_credentials, raising=False)
+    code, out, err = _run(capsys, "--role", ROLE)
+    assert code == 2 and out == "" and err.count("\n") == 1 and "no AWS credentials" in err, err
+    assert sdk.fits == []
+
+
+def test_the_real_sdk_without_credentials_is_one_line(capsys, monkeypatch, tmp_path):
+    _real_sdk()
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no instance role to find either
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    code, out, err = _run(capsys, "--role", ROLE)
+    assert code == 2 and err.count("\n") == 1 and "no AWS credentials" in err and "Traceback" not in err, err
