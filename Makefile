@@ -21,9 +21,10 @@ $(DEV_STAMP): $(STAMP) requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $(DEV_STAMP)
 
-# Sample sprites from the shipped weights: a PNG grid and a denoising GIF in outputs/demo/.
+# Sample sprites from the shipped weights: a PNG grid and a denoising GIF in outputs/demo/ (make demo again
+# replaces them: that folder is this target's own).
 demo: $(STAMP)
-	$(PY) -m diffusion_utilities demo --out outputs/demo
+	$(PY) -m diffusion_utilities demo --out outputs/demo --overwrite
 
 # The whole suite: unit tests, then every notebook re-run by nbval.
 test: $(DEV_STAMP)

@@ -237,6 +237,7 @@ def _sample_options(sub) -> None:
     s.add_argument("--out", type=Path, default=Path("outputs"))
     s.add_argument("--device", default="auto")
     s.add_argument("--no-gif", action="store_true")
+    s.add_argument("--overwrite", action="store_true", help="replace an earlier samples.png / samples.gif in --out")
     s.add_argument("--precision", default="fp32",
                    help="fp32, or bf16 (a bfloat16 copy of the network, for GPUs; moves samples beyond float rounding)")
     s.add_argument("--compile", choices=tuple(COMPILE_MODES),
@@ -277,6 +278,7 @@ def _other_options(sub) -> None:
     m.add_argument("--weights", type=Path, help=f"default {SHIPPED}; if that is missing, a quick model is trained")
     m.add_argument("--out", type=Path, default=Path("outputs/demo"))
     m.add_argument("--seed", type=_seed, default=0)
+    m.add_argument("--overwrite", action="store_true", help="replace an earlier demo's pictures in --out")
 
     b = sub.add_parser("bench", help="time the course's sampling and training loops against ours, same weights")
     b.add_argument("--weights", type=Path, default=COURSE)
@@ -390,7 +392,9 @@ def _cmd_sample(a) -> None:
     check_sampling_memory(model, a.n, a.guidance, f"sampling {a.n:,} sprites at once",
                           "ask for fewer with --n, and run again with other --seed values for more")
     context = parse_context(a.context, a.n, card.get("class_names") or [])
-    out_folder(a.out, "samples.png", *([] if a.no_gif else ["samples.gif"]))  # after the checks: none is left empty
+    written = ["samples.png", *([] if a.no_gif else ["samples.gif"])]
+    out_folder(a.out, *written)  # after the checks: none is left empty
+    _keep_earlier(a.out, written, a.overwrite, "samples")
     gen = torch.Generator().manual_seed(a.seed)
     start = time.perf_counter()
     out = sample(model, schedule, a.n, sampler=a.sampler, steps=steps, context=context, guidance=a.guidance,
@@ -407,6 +411,13 @@ def _cmd_sample(a) -> None:
     if not a.no_gif:  # the first 64: a GIF of thousands of sprites is too tall to watch, and its frames fill memory
         shown = "" if a.n <= GIF_SPRITES else f" (the first {GIF_SPRITES} sprites)"
         print(f"animation{shown}: {save_gif(animate(out.frames[:, :GIF_SPRITES], out.frame_t), a.out / 'samples.gif')}")
+
+
+def _keep_earlier(out: Path, names: list[str], overwrite: bool, what: str) -> None:
+    """Refuse, before the work, to replace files in ``out`` that the user did not ask to replace."""
+    existing = [n for n in names if os.path.lexists(out / n)]
+    if existing and not overwrite:
+        raise BadInput(f"{out / existing[0]} exists; add --overwrite to replace earlier {what}, or choose another --out")
 
 
 def _cmd_export(a) -> None:
@@ -428,6 +439,7 @@ def _cmd_demo(a) -> None:
     if weights.exists():
         classes = bool(load_model(weights)[1].get("class_names"))  # a bad weights file fails here, before --out is made
     out_folder(a.out, "training_sprites.png", "samples.png", "samples.gif")
+    _keep_earlier(a.out, ["training_sprites.png", "samples.png", "samples.gif"], a.overwrite, "demo pictures")
     if not weights.exists():
         weights = a.out / "quick-model" / "model.safetensors"
         if weights.exists():
@@ -441,7 +453,7 @@ def _cmd_demo(a) -> None:
     picture = Image.fromarray(sprite_sheet(real.sprites, real.labels))
     atomic_write(a.out / "training_sprites.png", lambda tmp: picture.save(tmp))
     args = ["sample", "--weights", str(weights), "--n", "40", *(["--context", "mixed"] if classes else []),
-            "--seed", str(a.seed), "--out", str(a.out)]
+            "--seed", str(a.seed), "--out", str(a.out), *(["--overwrite"] if a.overwrite else [])]
     _cmd_sample(build_parser().parse_args(args))
     print(f"real training sprites for comparison: {a.out / 'training_sprites.png'}")
 
@@ -575,9 +587,7 @@ def _cmd_edit(a) -> None:
     names = [f"{f.stem}.png" for f in files]
     written = [*names, "edit.png", *([] if a.no_gif else ["edit.gif"])]
     out_folder(a.out, *written)
-    existing = [n for n in written if (a.out / n).exists()]
-    if existing and not a.overwrite:
-        raise BadInput(f"{a.out / existing[0]} exists; add --overwrite to replace earlier edits, or choose another --out")
+    _keep_earlier(a.out, written, a.overwrite, "edits")
     x = sprites_to_tensor(sprites).to(next(model.parameters()).device)
     context = parse_context(a.context, len(x), card.get("class_names") or [])
     # an edit's own steps: DDIM-25 (η = 1 when inpainting) or a student's, and Euler-20 for a flow model, whose time

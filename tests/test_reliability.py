@@ -146,6 +146,9 @@ def test_sample_replaces_a_symlink_at_its_outputs_instead_of_writing_through_it(
         (out / name).symlink_to(victims[name])
     code, _, err = _run(capsys, "sample", "--weights", weights, "--n", "2", "--sampler", "ddim", "--steps", "2",
                         "--out", out)
+    assert code == 2 and "samples.png exists" in err, err  # a link there is an earlier output too: kept unasked
+    code, _, err = _run(capsys, "sample", "--weights", weights, "--n", "2", "--sampler", "ddim", "--steps", "2",
+                        "--out", out, "--overwrite")
     assert code == 0, err
     for name, victim in victims.items():
         assert victim.read_text() == "precious"
@@ -1348,3 +1351,21 @@ def test_a_jobs_checkpoint_folder_that_cannot_be_written_names_the_jobs_fix_not_
     code, _, err = _run(capsys, "train", *TINY, "--epochs", "1")
     assert code == 2 and _one_line(err) and "cannot write" in err and "--out" not in err, err
     assert "DIFFUSION_CHECKPOINT_DIR" in err, err
+
+
+@pytest.mark.parametrize("command", ["sample", "demo"])
+def test_sample_and_demo_never_replace_earlier_pictures_unasked(tmp_path, capsys, monkeypatch, command):
+    from diffusion_utilities import cli
+
+    out = tmp_path / "outputs"
+    out.mkdir()
+    (out / "samples.png").write_bytes(b"an earlier grid the user kept")
+    monkeypatch.setattr(cli, "sample", lambda *a, **k: pytest.fail("sampled before refusing"))
+    weights = ["--weights", _weights(tmp_path / "W.safetensors")]
+    code, _, err = _run(capsys, command, *weights, "--out", out, *(["--steps", "2"] if command == "sample" else []))
+    assert code == 2 and _one_line(err) and "--overwrite" in err and "samples.png" in err, err
+    assert (out / "samples.png").read_bytes() == b"an earlier grid the user kept"
+    monkeypatch.undo()
+    args = [command, *weights, "--out", out, "--overwrite", *(["--steps", "2", "--no-gif"] if command == "sample" else [])]
+    assert _run(capsys, *args)[0] == 0
+    assert (out / "samples.png").read_bytes()[:4] == b"\x89PNG"
