@@ -34,7 +34,7 @@ from .errors import BadInput
 from .evaluation import (DEFAULT_ROWS, FLOW_DEFAULT_ROWS, ROWS, check_card_writable, default_rows, evaluate,
                          format_table, load_classifier, record_evaluation, row_spec, train_classifier)
 from .files import out_folder, settle_out_folders
-from .editing import REGIONS, inpaint, region_mask, sdedit
+from .editing import REGIONS, inpaint, region_mask, sdedit, sdedit_grid
 from .importing import check_options, from_images, from_sheet, parse_colour, parse_tile, read_mask, read_sprites
 from .memory import check_sampling_memory
 from .model import ModelConfig
@@ -576,6 +576,18 @@ def _check_edit_options(a) -> None:
                        "(e.g. 3), or drop --jump-length")
 
 
+def _edit_names(files: list[Path], no_gif: bool) -> list[str]:
+    """The file each input's edit is written to (its stem, .png), refused where two would share one."""
+    names, taken = [f"{f.stem}.png" for f in files], {"edit.png": "the grid of all edits", "edit.gif": "the animation"}
+    if no_gif:
+        del taken["edit.gif"]
+    for f, name in zip(files, names):
+        if name in taken:
+            raise BadInput(f"{f}'s edit would be written to {name}, as {taken[name]} is; rename one of them")
+        taken[name] = str(f) + "'s"
+    return names
+
+
 def _cmd_edit(a) -> None:
     _check_edit_options(a)
     model, schedule, card = load_model_and_schedule(a.weights, pick_device(a.device))
@@ -584,7 +596,7 @@ def _cmd_edit(a) -> None:
     if a.mask is not None or a.region is not None:
         mask = (torch.from_numpy(read_mask(a.mask, model.h))[None, None] if a.mask is not None
                 else region_mask(a.region, model.h))
-    names = [f"{f.stem}.png" for f in files]
+    names = _edit_names(files, a.no_gif)
     written = [*names, "edit.png", *([] if a.no_gif else ["edit.gif"])]
     out_folder(a.out, *written)
     _keep_earlier(a.out, written, a.overwrite, "edits")
@@ -596,6 +608,11 @@ def _cmd_edit(a) -> None:
     sampler, steps = ("euler", 20) if isinstance(schedule, FlowSchedule) else (policy, taught) if "sampler" in card \
         else ("ddim", 25)
     steps = a.steps if a.steps is not None else steps
+    taken = steps if mask is not None else len(sdedit_grid(schedule, a.strength, whole_number(
+        steps, "--steps", 1, getattr(schedule, "T", None)))) - 1  # SDEdit runs the part of the grid below t₀
+    if not taken:
+        raise BadInput(f"--strength {a.strength:g} noises the sprites by less than one time step: nothing would "
+                       f"change; give a larger --strength")
     options = dict(sampler=sampler, steps=steps, context=context, guidance=a.guidance,
                    generator=torch.Generator().manual_seed(a.seed), save_every=None if a.no_gif else 1)
     start = time.perf_counter()
@@ -605,15 +622,15 @@ def _cmd_edit(a) -> None:
     out = (inpaint(model, schedule, x, mask.to(x.device), **options, **repaint) if mask is not None
            else sdedit(model, schedule, x, a.strength, **options))
     seconds = time.perf_counter() - start
-    for name, sprite in zip(names, out.x):
-        Image.fromarray(tensor_to_sprites(sprite[None])[0]).save(a.out / name)
+    for name, picture in zip(names, tensor_to_sprites(out.x)):  # atomically: a link there is replaced, not written through
+        atomic_write(a.out / name, lambda tmp, p=Image.fromarray(picture): p.save(tmp))
     shown = [x, x * mask + (1 - mask) if mask is not None else x, out.x]
     save_grid(torch.cat([s[:GIF_SPRITES // 4].cpu() for s in shown]), a.out / "edit.png", nrow=min(len(x), GIF_SPRITES // 4))
     if not a.no_gif and len(out.frames):
         save_gif(animate(out.frames[:, :GIF_SPRITES], out.frame_t, nrow=8, scale=4), a.out / "edit.gif", fps=8)
     kind = (f"inpainted {'the ' + a.region if a.region else 'the mask'}" if mask is not None
             else f"SDEdit at strength {a.strength:g}")
-    print(f"{kind} of {len(x)} sprite{'s' * (len(x) > 1)} with {sampler} in {steps} steps: {seconds:.1f} s; "
+    print(f"{kind} of {len(x)} sprite{'s' * (len(x) > 1)} with {sampler} in {taken} step{'s' * (taken != 1)}: {seconds:.1f} s; "
           f"{a.out / 'edit.png'} (rows: input{', kept pixels' if mask is not None else ''}, edit)")
 
 

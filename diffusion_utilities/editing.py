@@ -27,7 +27,7 @@ from .errors import BadInput
 from .sampling import Samples, default_steps, sample
 from .schedule import FlowSchedule
 
-__all__ = ["Known", "inpaint", "sdedit", "invert", "region_mask", "REGIONS"]
+__all__ = ["sdedit_grid", "Known", "inpaint", "sdedit", "invert", "region_mask", "REGIONS"]
 
 REGIONS = ("left", "right", "top", "bottom", "centre")
 
@@ -135,13 +135,8 @@ def sdedit(model, schedule, images: torch.Tensor, strength: float, *, sampler: s
     _check_images(model, images)
     strength = real_number(strength, "strength", 0, 1, hint="(0 keeps the input, 1 ignores it)")
     steps = default_steps(sampler, schedule) if steps is None else whole_number(steps, "steps", 1, schedule.T)
-    full = schedule.grid(steps)
-    t0 = strength * (1.0 if isinstance(schedule, FlowSchedule) else schedule.T)
-    if isinstance(schedule, FlowSchedule):
-        grid = [t0] + [t for t in full if t < t0]
-    else:
-        t0 = round(t0)
-        grid = [t0] + [t for t in full if t < t0]
+    grid = sdedit_grid(schedule, strength, steps)
+    t0 = grid[0]
     if t0 == 0:
         return Samples(images.clone(), torch.empty(0), [])
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
@@ -150,6 +145,14 @@ def sdedit(model, schedule, images: torch.Tensor, strength: float, *, sampler: s
     x_t0 = schedule.add_noise(images, times, noise)
     return sample(model, schedule, sampler=sampler, steps=len(grid) - 1, context=context, guidance=guidance,
                   eta=eta, x_T=x_t0, generator=gen, grid=grid, **kwargs)
+
+
+def sdedit_grid(schedule, strength: float, steps: int) -> list:
+    """The times SDEdit visits: t₀ = strength·T (rounded to a whole step; a flow model's t is continuous), then the
+    times of the ``steps``-step grid below it. Its length less one is the steps (network calls) SDEdit takes."""
+    t0 = strength * (1.0 if isinstance(schedule, FlowSchedule) else schedule.T)
+    t0 = t0 if isinstance(schedule, FlowSchedule) else round(t0)
+    return [t0] + [t for t in schedule.grid(steps) if t < t0]
 
 
 def invert(model, schedule, images: torch.Tensor, steps: int = 50, *, context=None, **kwargs) -> torch.Tensor:

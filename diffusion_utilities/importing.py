@@ -14,6 +14,7 @@ are images in other formats, and folders that hold an earlier dataset (a ``datas
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from PIL import Image
 
 from .data import SpriteData
 from .errors import BadInput
+from .files import check_regular_file
 from .memory import check_memory
 from .checks import is_whole
 
@@ -232,31 +234,55 @@ def read_sprites(path: Path, size: int, resize: str | None = None,
     sprites = []
     for f in files:
         try:
-            with Image.open(f) as img:
+            with _open_checked(f, "give a PNG") as img:
+                if img.size != (size, size) and resize is None:  # from the header: before decoding it
+                    raise BadInput(f"{f} is {img.size[0]}×{img.size[1]} and the model draws {size}×{size} sprites; give a "
+                                   f"{size}×{size} image, or add --resize nearest (pixel art) or --resize area to fit it")
                 img.load()
                 rgb = _to_rgb(img, background)
+        except BadInput:
+            raise
         except (OSError, SyntaxError, ValueError) as e:
             raise BadInput(f"cannot read {f} as an image ({e}); give a PNG") from None
-        if rgb.size != (size, size) and resize is None:
-            raise BadInput(f"{f} is {rgb.size[0]}×{rgb.size[1]} and the model draws {size}×{size} sprites; give a "
-                           f"{size}×{size} image, or add --resize nearest (pixel art) or --resize area to fit it")
         sprites.append(_fit(rgb, size, resize or "nearest", background))
     return np.stack(sprites), files
+
+
+MAX_INPUT_SIDE = 4096  # an image to edit (or its mask), before --resize: a 12,000² PNG of 140 kB decodes to 1.4 GB
+
+
+def _open_checked(path: Path, fix: str):
+    """Image.open(path), not yet decoded, once it is known to be a regular file (a FIFO would block) of at most
+    MAX_INPUT_SIDE pixels a side (read from its header: a few bytes can promise gigabytes)."""
+    check_regular_file(path, fix)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the limit below is tighter than Pillow's
+            img = Image.open(path)
+    except Image.DecompressionBombError:
+        raise BadInput(f"{path} is too large an image (over {MAX_INPUT_SIDE}×{MAX_INPUT_SIDE} pixels); {fix}") from None
+    if max(img.size) > MAX_INPUT_SIDE:
+        img.close()
+        raise BadInput(f"{path} is {img.size[0]}×{img.size[1]}, larger than the {MAX_INPUT_SIDE}×{MAX_INPUT_SIDE} an "
+                       f"input may be; {fix}")
+    return img
 
 
 def read_mask(path: Path, size: int) -> np.ndarray:
     """A mask image as (size, size) float32, 1 where pixels are kept and 0 where white pixels mark what to fill
     (the usual convention of inpainting tools: paint over what should change). Only black and white are taken."""
     path = Path(path)
+    if not os.path.lexists(path):
+        raise BadInput(f"--mask {path} not found")
     try:
-        with Image.open(path) as img:
+        with _open_checked(path, "give a black-and-white PNG") as img:
+            if img.size != (size, size):  # from the header: before decoding it
+                raise BadInput(f"the mask {path} is {img.size[0]}×{img.size[1]}; it must be {size}×{size}, as the sprites")
             grey = np.asarray(_to_rgb(img, (0, 0, 0)).convert("L"), dtype=np.uint8)
-    except FileNotFoundError:
-        raise BadInput(f"--mask {path} not found") from None
+    except BadInput:
+        raise
     except (OSError, SyntaxError, ValueError) as e:
         raise BadInput(f"cannot read the mask {path} as an image ({e}); give a black-and-white PNG") from None
-    if grey.shape != (size, size):
-        raise BadInput(f"the mask {path} is {grey.shape[1]}×{grey.shape[0]}; it must be {size}×{size}, as the sprites")
     if not np.isin(grey, (0, 255)).all():
         raise BadInput(f"the mask {path} has grey pixels; use only black (keep) and white (fill)")
     return (grey == 0).astype(np.float32)

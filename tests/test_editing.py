@@ -195,3 +195,61 @@ def test_edit_refuses_bad_input_in_one_line_with_exit_2(images, capsys, extra, m
     err = capsys.readouterr().err.strip()
     assert code == 2 and message in err and "\n" not in err, err
     assert not (images / "out").exists()
+
+
+def _edit(images, *extra):
+    return main(["edit", "--weights", str(ROOT / "weights" / "sprites_v.safetensors"), "--steps", "2", "--no-gif",
+                 *[str(e) for e in extra]])
+
+
+def test_edit_overwrite_replaces_a_link_instead_of_writing_through_it(images, capsys):
+    victim = images / "victim.txt"
+    victim.write_text("precious")
+    (images / "out").mkdir()
+    (images / "out" / "s0.png").symlink_to(victim)
+    assert _edit(images, "--input", images / "in", "--region", "left", "--out", images / "out", "--overwrite") == 0
+    assert victim.read_text() == "precious" and not (images / "out" / "s0.png").is_symlink()
+
+
+@pytest.mark.parametrize("second", ["s0.bmp", "edit.png"])
+def test_edit_refuses_inputs_whose_edits_would_share_a_file(images, capsys, second):
+    Image.open(images / "in" / "s1.png").save(images / "in" / second)
+    assert _edit(images, "--input", images / "in", "--region", "left", "--out", images / "out") == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "rename one" in err and second in err, err  # was: one edit silently lost
+    assert not (images / "out").exists()
+
+
+def test_edit_inputs_that_are_pipes_or_huge_images_are_one_line_before_decoding(images, capsys):
+    import os
+    import struct
+    import zlib
+
+    os.mkfifo(images / "pipe.png")
+    for option in ("--input", "--mask"):  # a FIFO blocked forever
+        args = ["--input", images / "in", "--mask", images / "pipe.png"] if option == "--mask" else ["--input", images / "pipe.png", "--region", "left"]
+        assert _edit(images, *args, "--out", images / "out") == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and "not a regular file" in err, err
+
+    def header_only(path, side):  # a PNG header promising side×side pixels, and no pixels
+        ihdr = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+        chunk = b"IHDR" + ihdr
+        path.write_bytes(b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + chunk + struct.pack(">I", zlib.crc32(chunk)))
+
+    header_only(images / "bomb.png", 20000)  # was Pillow's DecompressionBombError traceback
+    header_only(images / "big8k.png", 8000)  # was decoded first (gigabytes), then refused for its size
+    for name, extra in (("bomb.png", ["--resize", "area"]), ("big8k.png", ["--resize", "area"]), ("big8k.png", [])):
+        assert _edit(images, "--input", images / name, "--region", "left", *extra, "--out", images / "out") == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and "Traceback" not in err and name in err, err
+    assert _edit(images, "--input", images / "in", "--mask", images / "bomb.png", "--out", images / "out") == 2
+    assert "bomb.png" in capsys.readouterr().err
+
+
+def test_edit_says_how_many_steps_sdedit_runs_and_refuses_a_strength_below_one_step(images, capsys):
+    assert _edit(images, "--input", images / "in", "--strength", "0.3", "--out", images / "out") == 0
+    assert "in 1 step:" in capsys.readouterr().out  # the 2-step grid has one time below t₀ = 150: one call, not 2
+    assert _edit(images, "--input", images / "in", "--strength", "1e-9", "--out", images / "out2") == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "nothing would change" in err, err
