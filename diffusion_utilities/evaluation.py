@@ -32,7 +32,7 @@ from .sampling import sample
 from .schedule import schedule_from_card
 from .sprites import GENERATOR_VERSION
 from .files import atomic_write, sha256_file
-from .weights import card_path, check_state_dict, read_card_file, read_tensors, save_tensors
+from .weights import card_path, check_card_sections, check_state_dict, read_card_file, read_tensors, save_tensors
 
 __all__ = [
     "FEATURES",
@@ -394,7 +394,7 @@ def check_card_writable(weights: Path) -> Path:
     path = card_path(weights)
     if not path.is_file():
         raise BadInput(f"--update-card needs the card {path} beside the weights; restore it or drop --update-card")
-    read_card_file(path)
+    check_card_sections(read_card_file(path), path)  # its evaluation entry is merged with this run's
     if not os.access(path.parent, os.W_OK | os.X_OK):  # the card is replaced through a file beside it
         raise BadInput(f"cannot write to {path.parent}, where --update-card records the table; "
                        f"make it writable or drop --update-card")

@@ -81,7 +81,34 @@ def read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
                        f"re-train or re-copy the file") from None
     if not isinstance(card, dict):
         raise BadInput(f"{path}'s header card is not a JSON object; re-train or re-copy the file")
+    check_card_sections(card, path)
     return tensors, card
+
+
+_SECTIONS = ("model", "diffusion", "training", "data", "init_from", "sampler", "distillation", "evaluation", "protocol")
+
+
+def check_card_sections(card: dict, path: Path) -> None:
+    """The shape of a card's sections, before anything reads them: each an object where there is one, and what
+    the commands take from the sampler, distillation and evaluation entries of the right kind. One BadInput line."""
+    def bad(field, what, value):
+        raise BadInput(f"{path}'s card: {field} must be {what}, got {json.dumps(value)[:60]}; re-train, or correct the card")
+
+    for name in _SECTIONS:
+        if card.get(name) is not None and not isinstance(card[name], dict):
+            bad(name, "an object", card[name])
+    sampler = card.get("sampler") or {}
+    if "sampler" in sampler and not isinstance(sampler["sampler"], str):
+        bad("sampler.sampler", "a sampler's name", sampler["sampler"])
+    if "steps" in sampler and not (is_whole(sampler["steps"]) and sampler["steps"] >= 1):
+        bad("sampler.steps", "a whole number ≥ 1", sampler["steps"])
+    rounds = (card.get("distillation") or {}).get("rounds", [])
+    if not (isinstance(rounds, list) and all(isinstance(r, dict) for r in rounds)):
+        bad("distillation.rounds", "a list of objects, one per round", rounds)
+    for key, table in (card.get("evaluation") or {}).items():
+        if not (isinstance(table, dict) and isinstance(table.get("rows", []), list)
+                and all(isinstance(r, dict) and isinstance(r.get("name"), str) for r in table.get("rows", []))):
+            bad(f"evaluation.{key}", "an object whose rows are objects with a name", table)
 
 
 def card_path(path: Path) -> Path:

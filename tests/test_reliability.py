@@ -1369,3 +1369,29 @@ def test_sample_and_demo_never_replace_earlier_pictures_unasked(tmp_path, capsys
     args = [command, *weights, "--out", out, "--overwrite", *(["--steps", "2", "--no-gif"] if command == "sample" else [])]
     assert _run(capsys, *args)[0] == 0
     assert (out / "samples.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("entry, field", [
+    ({"diffusion": "linear"}, "diffusion"), ({"sampler": "ddim"}, "sampler"), ({"distillation": "x"}, "distillation"),
+    ({"sampler": {"sampler": "ddim", "steps": "4"}}, "sampler.steps"), ({"sampler": {"sampler": "ddim", "steps": -4}}, "sampler.steps"),
+    ({"sampler": {"sampler": "ddim", "steps": 4.0}}, "sampler.steps"),
+    ({"distillation": {"rounds": "abc"}}, "distillation.rounds"),
+])
+def test_a_teacher_card_of_the_wrong_shape_is_one_line_naming_the_field(tmp_path, capsys, entry, field):
+    # issue 33's re-walk: AttributeError / TypeError tracebacks, "--distill-steps 2.0" advice, or rounds "a", "b", "c"
+    teacher = _weights(tmp_path / "T.safetensors", **entry)
+    code, _, err = _run(capsys, "train", "--teacher", teacher, "--distill-steps", "2", *TINY, "--epochs", "1",
+                        "--out", tmp_path / "run")
+    assert code == 2 and _one_line(err) and f"card: {field} must be" in err, err
+    assert not (tmp_path / "run").exists()
+
+
+def test_evaluate_update_card_checks_the_cards_evaluation_entry_before_the_work(tmp_path, capsys, monkeypatch):
+    from diffusion_utilities import cli
+
+    weights = _weights(tmp_path / "W.safetensors", data=PROCEDURAL)
+    card = json.loads((tmp_path / "W.json").read_text())
+    (tmp_path / "W.json").write_text(json.dumps({**card, "evaluation": "broken"}))
+    monkeypatch.setattr(cli, "evaluate", lambda *a, **k: pytest.fail("evaluated before checking the card"))
+    code, _, err = _run(capsys, "evaluate", "--weights", weights, "--rows", "real", "--n", "10", "--update-card")
+    assert code == 2 and _one_line(err) and "evaluation must be an object" in err, err
