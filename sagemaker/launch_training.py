@@ -113,10 +113,12 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, dict]:
     hyperparameters = train_hyperparameters(argv[split + 1:])
     command = train_command(hyperparameters)
     check(args, command.batch_size)
+    check_job_names(args)
     check_train(args, command)
     if command.teacher is not None:  # only --init-from weights travel with a job (ship_init_from)
         raise BadInput(f"--teacher {command.teacher}: the launcher ships --init-from weights only, and a job could not "
                        f"read this file; run distillation where the teacher is (tools/distill.sh)")
+    check_train_device(args, command)
     args.init_from = ship_init_from(args, command, hyperparameters)
     check_image(args)
     return args, hyperparameters
@@ -273,6 +275,38 @@ def check(args: argparse.Namespace, batch_size: int) -> None:
     if batch_size % processes:  # train's own check (distributed.check_batch_size), said in the launcher's terms
         raise BadInput(f"--batch-size {batch_size} does not split over the {processes} GPUs of {args.instance_count} × "
                        f"{args.instance_type}; give a multiple of {processes}")
+
+
+MAX_RUN_S = 28 * 24 * 3600  # SageMaker's MaxRuntimeInSeconds: "The maximum value is 28 days" (StoppingCondition)
+
+
+def check_job_names(args: argparse.Namespace) -> None:
+    """What SageMaker's CreateTrainingJob refuses of the role, the name and the run time, refused here."""
+    if args.max_run > MAX_RUN_S:
+        raise BadInput(f"--max-run {args.max_run} is over SageMaker's limit of 28 days ({MAX_RUN_S} s)")
+    if args.role is not None and not re.fullmatch(r"[\w+=,.@/:-]+", args.role):
+        raise BadInput(f"--role {args.role!r} is not an IAM role; give its ARN, arn:aws:iam::ACCOUNT:role/NAME")
+    # a job's name is the prefix and a 24-character time stamp; SageMaker takes [a-zA-Z0-9](-*[a-zA-Z0-9])* (and the
+    # SDK shortens a long prefix to fit its 63 characters)
+    if not re.fullmatch(r"[a-zA-Z0-9](-*[a-zA-Z0-9])*", args.job_name_prefix):
+        raise BadInput(f"--job-name-prefix {args.job_name_prefix!r}: SageMaker job names take letters, digits and "
+                       f"hyphens, starting and ending with a letter or digit; give e.g. diffusion-sprites")
+
+
+def check_train_device(args: argparse.Namespace, command: argparse.Namespace) -> None:
+    """train's --device and distillation options as the job would meet them, on this instance type."""
+    if command.distill_steps or command.teacher_substeps != 2:
+        raise BadInput("--distill-steps and --teacher-substeps distil a --teacher, which the launcher cannot ship; "
+                       "run distillation where the teacher is (tools/distill.sh)")
+    device = re.fullmatch(r"auto|cpu|cuda(?::(\d+))?", command.device)
+    if device is None:
+        raise BadInput(f"--device {command.device!r}: a job's train takes auto, cpu, cuda or cuda:N; drop --device")
+    gpus, processes = GPUS.get(args.instance_type, 1), GPUS.get(args.instance_type, 1) * args.instance_count
+    if device.group(1) is not None and processes > 1:
+        raise BadInput(f"--device {command.device}: torchrun gives each of the {processes} processes its own GPU; "
+                       f"drop --device")
+    if device.group(1) is not None and int(device.group(1)) >= gpus:
+        raise BadInput(f"--device {command.device}: {args.instance_type} has {gpus} GPU; give cuda:0, or drop --device")
 
 
 def _is_gpu(instance_type: str) -> bool:

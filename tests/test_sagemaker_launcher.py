@@ -249,6 +249,17 @@ def test_sdk_v3_without_the_estimator_is_one_line(monkeypatch, capsys):
     (["--", "--init-from", "no/such/weights.safetensors"], "not a file on this machine"),
     (["--", "--teacher", "weights/sprites_v.safetensors", "--distill-steps", "4"], "ships --init-from weights only"),
     (["--instance-type", "ml.m5.xlarge", "--", "--cuda-graph"], "--cuda-graph"),
+    # issue 33's re-walk: each passed --dry-run and would fail in the job (train's device checks) or at CreateTrainingJob
+    (["--", "--device", "mps"], "takes auto, cpu, cuda or cuda:N"),
+    (["--", "--device", "foo"], "takes auto, cpu, cuda or cuda:N"),
+    (["--", "--device", "cuda:5"], "has 1 GPU"),
+    (["--instance-type", "ml.g5.12xlarge", "--", "--device", "cuda:0"], "each of the 4 processes its own GPU"),
+    (["--", "--teacher-substeps", "3"], "cannot ship"),
+    (["--", "--distill-steps", "4"], "cannot ship"),
+    (["--max-run", "999999999"], "28 days"),
+    (["--spot", "--checkpoint-s3-uri", "s3://course-bucket/c", "--max-run", "2500000"], "28 days"),
+    (["--job-name-prefix", "my_job!"], "letters, digits and hyphens"),
+    (["--job-name-prefix=-x"], "letters, digits and hyphens"),
     (["--instance-type", "ml.g5.12xlarge", "--", "--cuda-graph"], "--cuda-graph"),
     # the SDK's image and torch_distributed checks, offline (here its stand-in's)
     (["--framework-version", "2.8"], "torch_distributed"),
