@@ -44,7 +44,7 @@ from .schedule import DiffusionConfig, FlowSchedule, make_schedule, schedule_fro
 from .sprites import check_room_for, sprite_sheet, sprites_to_tensor, tensor_to_sprites
 from .training import TrainConfig, TrainingDiverged, TrainingInterrupted, check_train_config, scaled_lr, train
 from .files import atomic_write
-from .weights import card_path, export_course_weights, load_model, load_model_and_schedule, read_card
+from .weights import card_path, export_course_weights, load_model, load_model_and_schedule, read_card, snapshot_of
 
 __all__ = ["main"]
 
@@ -162,6 +162,9 @@ def train_configs(a) -> tuple[TrainConfig, DiffusionConfig]:
         given = _diffusion_given(a)
         raise BadInput(f"flow matching predicts the velocity on its own path, with no noise schedule; drop "
                        f"{', '.join(given)}, which {'is' if len(given) == 1 else 'are'} the diffusion schedule's")
+    if getattr(a, "data", None) is not None and a.n_sprites is not None:  # it would be recorded, and never used
+        raise BadInput(f"--n-sprites is how many procedural sprites to make, and --data gives the sprites ({a.data}): "
+                       f"drop --n-sprites (train on fewer with a smaller dataset)")
     config = check_train_config(_config_from(TrainConfig, a, lr=a.lr if a.lr is not None else scaled_lr(a.batch_size)))
     diffusion = _config_from(DiffusionConfig, a)
     if getattr(a, "teacher", None) is not None and a.teacher.is_file():  # a student's schedule is its teacher's
@@ -205,7 +208,8 @@ def _train_options(sub) -> None:
     t.add_argument("--data", type=Path, help="dataset folder (ours or the course's .npy files)")
     t.add_argument("--out", type=Path, help="folder for checkpoint and model.safetensors (required, but in a "
                    "SageMaker training job, where it is the job's checkpoint folder)")
-    _config_options(t, TrainConfig, lr=None)  # lr: the course's 1e-3, scaled to the batch (scaled_lr)
+    # lr: the course's 1e-3, scaled to the batch (scaled_lr); n_sprites: None when not given, which --data needs
+    _config_options(t, TrainConfig, lr=None, n_sprites=None)
     _config_options(t, ModelConfig)
     _config_options(t, DiffusionConfig, given_only=True)  # a flow run refuses the ones given (train_configs)
     t.add_argument("--device", default="auto")
@@ -425,6 +429,11 @@ def _cmd_export(a) -> None:
     snapshot_dir = a.weights.parent / "snapshots"
     numbered = ((re.fullmatch(r"epoch_(\d+)", p.stem), p) for p in sorted(snapshot_dir.glob("epoch_*.safetensors")))
     snapshots = {int(m.group(1)): p for m, p in numbered if m}  # training names them epoch_NN; skip any other
+    card = read_card(a.weights)
+    other = {e: p for e, p in snapshots.items() if not snapshot_of(card, read_card(p))}
+    if other:  # weights/snapshots/ beside a model of another run (the flow model, a student): not its epochs
+        print(f"left out {', '.join(p.name for p in other.values())}: snapshots of another run than {a.weights}'s")
+        snapshots = {e: p for e, p in snapshots.items() if e not in other}
     for path in export_course_weights(a.weights, a.out, snapshots, a.overwrite):
         print(f"wrote {path}")
 

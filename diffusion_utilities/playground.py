@@ -16,8 +16,10 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from .checks import whole_number
 from .data import CLASS_NAMES
 from .editing import inpaint, region_mask
+from .errors import BadInput
 from .plotting import make_grid, to_uint8
 from .sampling import network_calls, sample, sampling_policy
 from .weights import load_model_and_schedule
@@ -62,8 +64,10 @@ class Playground:
 
     def __init__(self, weights: str | Path = "../weights", device: str | torch.device = "cpu", n: int = 8,
                  models: dict[str, Choice] | None = None):
-        self.n, self.device = n, torch.device(device)
+        self.n, self.device = whole_number(n, "n (sprites a drawing)", 1, 64), torch.device(device)
         self.choices = MODELS if models is None else models
+        if not (isinstance(self.choices, dict) and self.choices):
+            raise BadInput("models must name at least one model: a dict of name -> Choice, such as playground.MODELS")
         self.models = {name: self._load(Path(weights) / f"{c.file}.safetensors") for name, c in self.choices.items()}
         self.sprites = None  # the last drawing, (n, 3, 16, 16) in [-1, 1]
         self.seconds = 0.0
@@ -75,26 +79,35 @@ class Playground:
         return model, sampling_policy(schedule, card)[2]  # a flow model on the commands' time grid
 
     # what the widgets call ------------------------------------------------------------------------------
+    def _checked(self, s: Settings):
+        """The model, schedule and choice these settings name, and their seed as an int: one BadInput line if not."""
+        if s.model not in self.choices:
+            raise BadInput(f"unknown model {s.model!r}; choose one of {', '.join(self.choices)}")
+        seed = whole_number(s.seed, "seed", 0, 2**63 - 1)
+        return (*self.models[s.model], self.choices[s.model], seed)
+
     def draw(self, s: Settings) -> torch.Tensor:
         """The n sprites for these settings; the same seed starts every model from the same noise."""
-        model, schedule = self.models[s.model]
-        choice = self.choices[s.model]
+        model, schedule, choice, seed = self._checked(s)
         context = torch.tensor([s.mix], dtype=torch.float32).repeat(self.n, 1).to(self.device)
-        noise = torch.randn((self.n, 3, model.h, model.h), generator=torch.Generator().manual_seed(s.seed))
+        noise = torch.randn((self.n, 3, model.h, model.h), generator=torch.Generator().manual_seed(seed))
         return sample(model, schedule, sampler=choice.sampler, steps=s.steps, eta=choice.eta, context=context,
                       guidance=s.guidance, x_T=noise.to(self.device),
-                      generator=torch.Generator().manual_seed(s.seed)).x.cpu()
+                      generator=torch.Generator().manual_seed(seed)).x.cpu()
 
     def inpaint(self, s: Settings, sprite: torch.Tensor, mask: torch.Tensor, variants: int = 4) -> torch.Tensor:
         """``variants`` fillings of the pixels where ``mask`` is 0 of one sprite (1, 3, H, W), under the mix."""
-        model, schedule = self.models[s.model]
-        choice = self.choices[s.model]
+        model, schedule, choice, seed = self._checked(s)
+        variants = whole_number(variants, "variants", 1, 64)
+        if not (torch.is_tensor(sprite) and tuple(sprite.shape) == (1, 3, model.h, model.h)):
+            raise BadInput(f"inpaint fills one sprite: a (1, 3, {model.h}, {model.h}) tensor, got "
+                           f"{tuple(sprite.shape) if torch.is_tensor(sprite) else type(sprite).__name__}")
         images = sprite.repeat(variants, 1, 1, 1).to(self.device)
         context = torch.tensor([s.mix], dtype=torch.float32).repeat(variants, 1).to(self.device)
         eta = 1.0 if choice.sampler == "ddim" and choice.steps > 4 else choice.eta  # noisy steps settle the seam
         return inpaint(model, schedule, images, mask.to(self.device), sampler=choice.sampler, steps=s.steps,
                        context=context, guidance=s.guidance, eta=eta,
-                       generator=torch.Generator().manual_seed(s.seed)).x.cpu()
+                       generator=torch.Generator().manual_seed(seed)).x.cpu()
 
     def settings(self) -> Settings:
         return Settings(self.model.value, tuple(float(w.value) for w in self.mix), float(self.guidance.value),
@@ -204,6 +217,9 @@ class Playground:
 
 def redraws_per_second(playground: Playground, model: str, repeats: int = 5, **settings) -> float:
     """How many redraws of the Draw tab one second holds for ``model`` at its default steps, measured here."""
+    repeats = whole_number(repeats, "repeats", 1)
+    if model not in playground.choices:
+        raise BadInput(f"unknown model {model!r}; choose one of {', '.join(playground.choices)}")
     s = Settings(model, tuple(1.0 if i == 0 else 0.0 for i in range(len(CLASS_NAMES))),
                  steps=playground.choices[model].steps, **settings)
     playground.draw(s)  # warm up: the first call folds the network and allocates

@@ -269,6 +269,12 @@ def check_context(context, n: int, n_cfeat: int) -> None:
         raise BadInput(f"context has shape {tuple(context.shape)}; expected ({n}, {n_cfeat}): one row of class weights per sprite")
     if not torch.isfinite(context).all() or (context < 0).any():
         raise BadInput("context has negative, NaN or infinite weights; use weights ≥ 0 (one-hot or a mix)")
+    if (context > MAX_CONTEXT_WEIGHT).any():  # the model learnt weights 0 and 1: far past them its sprites overflow to NaN
+        raise BadInput(f"context has a weight of {context.max().item():g}; use weights from 0 to {MAX_CONTEXT_WEIGHT:g} "
+                       f"(one-hot rows, or mixes of them)")
+
+
+MAX_CONTEXT_WEIGHT = 10.0
 
 
 def guided_output(model, x, t_norm: torch.Tensor, context=None, guidance: float = 0.0, guidance_rescale: float = 0.0):

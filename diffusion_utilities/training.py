@@ -66,7 +66,7 @@ class TrainConfig:
     ema_decay: float = field(default=0.999, metadata={
         "help": "decay of the moving average of the weights that the model file holds"})
     seed: int = field(default=0, metadata={"min": 0, "help": "the initial weights, shuffling and noise"})
-    n_sprites: int = field(default=90_000, metadata={"min": 1, "help": "procedural sprites when no --data"})
+    n_sprites: int = field(default=90_000, metadata={"min": 1, "help": "procedural sprites to make when there is no --data (default 90000)"})
     data_seed: int = 0
     snapshot_epochs: tuple[int, ...] = field(default=(), metadata={
         "help": "e.g. 1,4,16: also keep half-precision EMA weights after these epochs"})

@@ -335,11 +335,21 @@ def _course_states(paths) -> tuple[dict[Path, dict], dict[Path, dict]]:
     for path in paths:
         model, card = load_model(path)
         prediction = (card.get("diffusion") or {}).get("prediction", "eps")
+        if (card.get("diffusion") or {}).get("objective", "diffusion") != "diffusion":
+            raise BadInput(f"{path} is a flow-matching model, but the labs' samplers run a diffusion model's steps "
+                           f"on its noise prediction; export a course model (e.g. weights/sprites_ddpm.safetensors)")
         if prediction != "eps":
             raise BadInput(f"{path} predicts {prediction}, but the labs' samplers read the network's output as "
                            f"the noise; export a course model (e.g. weights/sprites_ddpm.safetensors)")
         states[path], cards[path] = {k: v.contiguous() for k, v in model.state_dict().items()}, card
     return states, cards
+
+
+def snapshot_of(model_card: dict, snapshot_card: dict) -> bool:
+    """Whether a snapshot comes from the run that made the model, or from the run it was fine-tuned from
+    (the shipped course model's snapshots are its first run's): the cards' commands say so."""
+    runs = {model_card.get("command"), (model_card.get("init_from") or {}).get("command")} - {None}
+    return snapshot_card.get("command") in runs
 
 
 def _save_pth(state: dict[str, torch.Tensor], path: Path) -> None:

@@ -119,6 +119,9 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, dict]:
         raise BadInput(f"--teacher {command.teacher}: the launcher ships --init-from weights only, and a job could not "
                        f"read this file; run distillation where the teacher is (tools/distill.sh)")
     check_train_device(args, command)
+    if args.data is not None and command.n_sprites is not None:  # train_configs' own check, in the launcher's terms
+        raise BadInput(f"--n-sprites is how many procedural sprites to make, and --data gives the sprites ({args.data}): "
+                       f"drop -- --n-sprites")
     args.init_from = ship_init_from(args, command, hyperparameters)
     check_image(args)
     return args, hyperparameters

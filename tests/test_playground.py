@@ -3,13 +3,16 @@ tests/test_browser.py drives the same widgets in JupyterLab."""
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from diffusion_utilities.editing import region_mask
-from diffusion_utilities.playground import MODELS, Playground, Settings
+from diffusion_utilities import BadInput
+from diffusion_utilities.playground import MODELS, Playground, Settings, redraws_per_second
 
 ROOT = Path(__file__).resolve().parents[1]
+NAME = "distilled student (lesson 10)"
 
 
 @pytest.fixture(scope="module")
@@ -56,3 +59,32 @@ def test_the_grid_shows_the_chosen_sprite(playground):
     assert len(colours) > 4  # the sprite's pixels, not one colour
     settings = Settings(playground.model.value, (1, 0, 0, 0, 0))
     assert playground.draw(settings).shape == (4, 3, 16, 16)
+
+
+@pytest.mark.parametrize("call, says", [
+    (lambda pg: pg.draw(Settings(NAME, (1e30, 0, 0, 0, 0), steps=2)), "context has a weight of 1e\\+30"),
+    (lambda pg: pg.draw(Settings(NAME, (1, 0, 0, 0, 0), steps=2, seed=1.5)), "seed must be a whole number"),
+    (lambda pg: pg.draw(Settings(NAME, (1, 0, 0, 0, 0), steps=2, seed=float("nan"))), "seed must be"),
+    (lambda pg: pg.draw(Settings("nope", (1, 0, 0, 0, 0), steps=2)), "unknown model 'nope'"),
+    (lambda pg: pg.inpaint(Settings(NAME, (1, 0, 0, 0, 0), steps=2), torch.zeros(1, 3, 16, 16), torch.ones(1, 1, 16, 16),
+                           variants=-1), "variants must be"),
+    (lambda pg: pg.inpaint(Settings(NAME, (1, 0, 0, 0, 0), steps=2), torch.zeros(2, 3, 16, 16), torch.ones(1, 1, 16, 16)),
+     "inpaint fills one sprite"),
+    (lambda pg: redraws_per_second(pg, NAME, repeats=-3), "repeats must be"),
+])
+def test_the_playground_refuses_bad_settings_in_one_line(playground, call, says):
+    # issue 33's re-walk: NaN sprites, KeyError, TypeError, RuntimeError, a negative rate, a context blamed for a sprite
+    with pytest.raises(BadInput, match=says):
+        call(playground)
+
+
+def test_the_playground_takes_a_numpy_seed(playground):
+    a = playground.draw(Settings(NAME, (1, 0, 0, 0, 0), steps=2, seed=np.int64(3)))
+    assert torch.equal(a, playground.draw(Settings(NAME, (1, 0, 0, 0, 0), steps=2, seed=3)))
+
+
+@pytest.mark.parametrize("kwargs, says", [({"n": 0}, "n \\(sprites a drawing\\) must be"), ({"n": 1.5}, "n \\(sprites"),
+                                          ({"models": {}}, "at least one model")])
+def test_a_playground_of_no_sprites_or_no_models_is_one_line(kwargs, says):
+    with pytest.raises(BadInput, match=says):
+        Playground(ROOT / "weights", **kwargs)

@@ -1395,3 +1395,30 @@ def test_evaluate_update_card_checks_the_cards_evaluation_entry_before_the_work(
     monkeypatch.setattr(cli, "evaluate", lambda *a, **k: pytest.fail("evaluated before checking the card"))
     code, _, err = _run(capsys, "evaluate", "--weights", weights, "--rows", "real", "--n", "10", "--update-card")
     assert code == 2 and _one_line(err) and "evaluation must be an object" in err, err
+
+
+def test_n_sprites_with_a_dataset_is_refused_not_recorded(tmp_path, capsys):
+    from diffusion_utilities import save_dataset
+
+    save_dataset(tmp_path / "ds", procedural_dataset(40, 0))
+    code, _, err = _run(capsys, "train", "--data", tmp_path / "ds", *TINY, "--epochs", "1", "--out", tmp_path / "run")
+    assert code == 2 and _one_line(err) and "--n-sprites" in err, err  # TINY gives --n-sprites 200: was trained on 40
+    assert not (tmp_path / "run").exists()
+
+
+def test_export_course_weights_refuses_a_flow_model_and_leaves_out_another_runs_snapshots(tmp_path, capsys):
+    # issue 33's re-walk: the flow model was exported (the labs would sample noise), and weights/snapshots/ (the course
+    # model's first run) went out as the student's model_0, model_1 and model_3
+    code, _, err = _run(capsys, "export-course-weights", "--weights", ROOT / "weights" / "sprites_flow.safetensors",
+                        "--out", tmp_path / "flow")
+    assert code == 2 and _one_line(err) and "flow-matching" in err, err
+    assert not (tmp_path / "flow").exists() or not list((tmp_path / "flow").iterdir())
+    weights = tmp_path / "w"
+    (weights / "snapshots").mkdir(parents=True)
+    _weights(weights / "mine.safetensors", command="train --out runs/mine")
+    _weights(weights / "snapshots" / "epoch_01.safetensors", command="train --out runs/other")
+    _weights(weights / "snapshots" / "epoch_02.safetensors", command="train --out runs/mine")
+    code, out, err = _run(capsys, "export-course-weights", "--weights", weights / "mine.safetensors", "--out", tmp_path / "labs")
+    assert code == 0, err
+    assert "left out epoch_01.safetensors" in out
+    assert (tmp_path / "labs" / "model_1.pth").exists() and not (tmp_path / "labs" / "model_0.pth").exists()
