@@ -65,18 +65,16 @@ class Playground:
     def __init__(self, weights: str | Path = "../weights", device: str | torch.device = "cpu", n: int = 8,
                  models: dict[str, Choice] | None = None):
         self.n, self.device = whole_number(n, "n (sprites a drawing)", 1, 64), torch.device(device)
-        self.choices = MODELS if models is None else models
-        if not (isinstance(self.choices, dict) and self.choices):
-            raise BadInput("models must name at least one model: a dict of name -> Choice, such as playground.MODELS")
+        self.choices = _check_models(MODELS if models is None else models)
         self.models = {name: self._load(Path(weights) / f"{c.file}.safetensors") for name, c in self.choices.items()}
         self.sprites = None  # the last drawing, (n, 3, 16, 16) in [-1, 1]
         self.seconds = 0.0
         self._painting = False  # set_mask presses many cells: the grid is repainted once, after them
         self._build()
 
-    def _load(self, path: Path):
+    def _load(self, path: Path):  # a flow model on the commands' time grid
         model, schedule, card = load_model_and_schedule(path, self.device)
-        return model, sampling_policy(schedule, card)[2]  # a flow model on the commands' time grid
+        return model, sampling_policy(schedule, card)[2]
 
     # what the widgets call ------------------------------------------------------------------------------
     def _checked(self, s: Settings):
@@ -99,9 +97,7 @@ class Playground:
         """``variants`` fillings of the pixels where ``mask`` is 0 of one sprite (1, 3, H, W), under the mix."""
         model, schedule, choice, seed = self._checked(s)
         variants = whole_number(variants, "variants", 1, 64)
-        if not (torch.is_tensor(sprite) and tuple(sprite.shape) == (1, 3, model.h, model.h)):
-            raise BadInput(f"inpaint fills one sprite: a (1, 3, {model.h}, {model.h}) tensor, got "
-                           f"{tuple(sprite.shape) if torch.is_tensor(sprite) else type(sprite).__name__}")
+        _check_one_sprite(sprite, model.h)
         images = sprite.repeat(variants, 1, 1, 1).to(self.device)
         context = torch.tensor([s.mix], dtype=torch.float32).repeat(variants, 1).to(self.device)
         eta = 1.0 if choice.sampler == "ddim" and choice.steps > 4 else choice.eta  # noisy steps settle the seam
@@ -213,6 +209,18 @@ class Playground:
         self.edit_readout.value = (f"the sprite, the kept pixels, then {len(filled)} fillings in "
                                    f"{1000 * seconds:.0f} ms")
         return filled
+
+
+def _check_models(models) -> dict:
+    if not (isinstance(models, dict) and models):
+        raise BadInput("models must name at least one model: a dict of name -> Choice, such as playground.MODELS")
+    return models
+
+
+def _check_one_sprite(sprite, size: int) -> None:
+    if not (torch.is_tensor(sprite) and tuple(sprite.shape) == (1, 3, size, size)):
+        raise BadInput(f"inpaint fills one sprite: a (1, 3, {size}, {size}) tensor, got "
+                       f"{tuple(sprite.shape) if torch.is_tensor(sprite) else type(sprite).__name__}")
 
 
 def redraws_per_second(playground: Playground, model: str, repeats: int = 5, **settings) -> float:

@@ -632,6 +632,9 @@ def test_evaluate_on_a_card_without_diffusion_or_data_entries_is_one_line(tmp_pa
     path = tmp_path / "W.safetensors"
     save_model(ContextUnet(3, 16, 5, 16), path, {"class_names": NAMES, "data": ["not", "a", "dict"]})
     code, _, err = _run(capsys, "evaluate", "--weights", path, "--rows", "real", "--n", "4")
+    assert code == 2 and _one_line(err) and "data must be an object" in err, err  # read as the card is read
+    save_model(ContextUnet(3, 16, 5, 16), path, {"class_names": NAMES})
+    code, _, err = _run(capsys, "evaluate", "--weights", path, "--rows", "real", "--n", "4")
     assert code == 2 and _one_line(err) and "trained on procedural sprites" in err, err
 
 
@@ -1083,7 +1086,8 @@ def test_dataset_json_with_class_names_for_other_label_columns_is_refused(tmp_pa
     with pytest.raises(BadInput, match=r"4 class names.*5 label columns") as e:
         load_dataset(tmp_path / "ds")
     assert "dataset.json" in str(e.value)
-    code, _, err = _run(capsys, "train", "--data", tmp_path / "ds", "--out", tmp_path / "run", *TINY, "--epochs", "1")
+    tiny_data = [a for a in TINY if a not in ("--n-sprites", "200")]  # --data gives the sprites
+    code, _, err = _run(capsys, "train", "--data", tmp_path / "ds", "--out", tmp_path / "run", *tiny_data, "--epochs", "1")
     assert code == 2 and _one_line(err) and "4 class names" in err, err
     assert not (tmp_path / "run").exists()
 
