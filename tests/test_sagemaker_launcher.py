@@ -260,6 +260,7 @@ def test_sdk_v3_without_the_estimator_is_one_line(monkeypatch, capsys):
     (["--spot", "--checkpoint-s3-uri", "s3://course-bucket/c", "--max-run", "2500000"], "28 days"),
     (["--job-name-prefix", "my_job!"], "letters, digits and hyphens"),
     (["--job-name-prefix=-x"], "letters, digits and hyphens"),
+    (["--role", ""], "is not an IAM role"),
     (["--data", "s3://course-bucket/sprites/", "--", "--n-sprites", "100"], "drop -- --n-sprites"),
     (["--instance-type", "ml.g5.12xlarge", "--", "--cuda-graph"], "--cuda-graph"),
     # the SDK's image and torch_distributed checks, offline (here its stand-in's)
