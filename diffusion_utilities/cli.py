@@ -40,7 +40,7 @@ from .memory import check_sampling_memory
 from .model import ModelConfig
 from .plotting import animate, save_gif, save_grid
 from .sampling import DEFAULT_STEPS, FLOW_SHIFT, default_steps, sample, sampling_policy
-from .schedule import DiffusionConfig, FlowSchedule, make_schedule, schedule_from_card
+from .schedule import DiffusionConfig, FlowSchedule, make_schedule
 from .sprites import check_room_for, sprite_sheet, sprites_to_tensor, tensor_to_sprites
 from .training import TrainConfig, TrainingDiverged, TrainingInterrupted, check_train_config, scaled_lr, train
 from .files import atomic_write
@@ -468,11 +468,10 @@ def _cmd_demo(a) -> None:
 
 
 def _cmd_evaluate(a, argv) -> None:
-    model, card = load_model(a.weights, pick_device(a.device))
+    model, schedule, card = load_model_and_schedule(a.weights, pick_device(a.device))
     if a.update_card:  # checked now, not after the evaluation has run
         check_card_writable(a.weights)
-    schedule = schedule_from_card(card)  # a flow model's steps are not bounded by a T
-    rows = a.rows or default_rows(card, None if isinstance(schedule, FlowSchedule) else schedule.T)
+    rows = a.rows or default_rows(card, None if isinstance(schedule, FlowSchedule) else schedule.T)  # a flow model has no T bound
     sampled = [spec for spec in map(row_spec, rows) if spec[0] != "real"]  # the real row samples nothing
     if sampled:
         check_sampling_memory(model, a.n, any(spec[2] for spec in sampled),
@@ -618,7 +617,7 @@ def _cmd_edit(a) -> None:
         else ("ddim", 25)
     steps = a.steps if a.steps is not None else steps
     taken = steps if mask is not None else len(sdedit_grid(schedule, a.strength, whole_number(
-        steps, "--steps", 1, getattr(schedule, "T", None)))) - 1  # SDEdit runs the part of the grid below t₀
+        steps, "--steps", 1, schedule.T))) - 1  # SDEdit runs the part of the grid below t₀
     if not taken:
         raise BadInput(f"--strength {a.strength:g} noises the sprites by less than one time step: nothing would "
                        f"change; give a larger --strength")
