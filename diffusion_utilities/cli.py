@@ -163,8 +163,9 @@ def train_configs(a) -> tuple[TrainConfig, DiffusionConfig]:
         raise BadInput(f"flow matching predicts the velocity on its own path, with no noise schedule; drop "
                        f"{', '.join(given)}, which {'is' if len(given) == 1 else 'are'} the diffusion schedule's")
     if getattr(a, "data", None) is not None and a.n_sprites is not None:  # it would be recorded, and never used
-        raise BadInput(f"--n-sprites is how many procedural sprites to make, and --data gives the sprites ({a.data}): "
-                       f"drop --n-sprites (train on fewer with a smaller dataset)")
+        given_by = getattr(a, "data_given_by", "--data")  # in a SageMaker job, its data channel
+        raise BadInput(f"--n-sprites is how many procedural sprites to make, and {given_by} gives the sprites "
+                       f"({a.data}): drop --n-sprites (train on fewer with a smaller dataset)")
     config = check_train_config(_config_from(TrainConfig, a, lr=a.lr if a.lr is not None else scaled_lr(a.batch_size)))
     diffusion = _config_from(DiffusionConfig, a)
     if getattr(a, "teacher", None) is not None and a.teacher.is_file():  # a student's schedule is its teacher's
@@ -330,7 +331,8 @@ def _cmd_dataset(a) -> None:
 def _cmd_train(a, argv) -> None:
     sm = sagemaker_env()  # a SageMaker training job: its channel, checkpoint and model folders (distributed.py)
     if sm is not None:
-        a.data = a.data or sm.channel
+        if a.data is None and sm.channel is not None:
+            a.data, a.data_given_by = sm.channel, "the job's data channel"
         a.out = a.out or sm.checkpoint_dir
         a.resume = a.resume or (not a.overwrite and (a.out / CHECKPOINT).exists())  # a spot restart goes on
         if a.checkpoint_minutes is None:  # a spot interruption may come with no SIGTERM: a clock bounds the loss

@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # 200 sprites at a global batch of 20: 10 steps an epoch, 10 sprites a rank
 TINY = ["--n-sprites", "200", "--n-feat", "16", "--batch-size", "20", "--ema-decay", "0.9", "--no-progress",
         "--device", "cpu"]
+CHANNEL_TINY = TINY[2:]  # with a data channel, no --n-sprites: the channel gives the sprites
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # two processes on a small CPU: one thread each
 
 pytestmark = pytest.mark.slow
@@ -34,8 +35,8 @@ def _torchrun(out, *extra, nproc=2):
                             cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _plain(*args, env=ENV):
-    return subprocess.Popen([sys.executable, "-m", "diffusion_utilities", "train", *TINY, *args],
+def _plain(*args, env=ENV, tiny=TINY):
+    return subprocess.Popen([sys.executable, "-m", "diffusion_utilities", "train", *tiny, *args],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -126,8 +127,10 @@ def test_in_a_sagemaker_container_train_reads_the_channel_writes_the_model_folde
     model_dir.mkdir()
     env = {**ENV, "SM_MODEL_DIR": str(model_dir), "SM_CHANNEL_TRAINING": str(data), "SM_CHANNELS": '["training"]',
            "DIFFUSION_CHECKPOINT_DIR": str(ckpt_dir), "SM_CURRENT_HOST": "algo-1", "SM_HOSTS": '["algo-1"]'}
-    # no --out, no --data: the job's folders (as sagemaker/train_entry.py starts it)
-    first = _plain("--epochs", "8", "--checkpoint-every", "2", env=env)
+    # no --out, no --data: the job's folders (as sagemaker/train_entry.py starts it); the channel gives the sprites
+    code, _, err = _finish(_plain("--epochs", "8", env=env))
+    assert code == 2 and "--n-sprites" in err and "the job's data channel" in err, err[-2000:]
+    first = _plain("--epochs", "8", "--checkpoint-every", "2", env=env, tiny=CHANNEL_TINY)
     _wait_for(ckpt_dir / "checkpoint.safetensors", first)
     first.send_signal(signal.SIGTERM)  # a spot interruption, or a job stopped on request
     code, _, err = _finish(first)
@@ -135,7 +138,7 @@ def test_in_a_sagemaker_container_train_reads_the_channel_writes_the_model_folde
     stopped_at = read_card(ckpt_dir / "checkpoint.safetensors")["state"]["step"]
     assert not (model_dir / "model.safetensors").exists()
 
-    code, out, err = _finish(_plain("--epochs", "8", "--checkpoint-every", "2", env=env))  # the job, restarted
+    code, out, err = _finish(_plain("--epochs", "8", "--checkpoint-every", "2", env=env, tiny=CHANNEL_TINY))  # restarted
     assert code == 0, err[-2000:]
     assert f"resuming from step {stopped_at} " in out, out
     model, card = load_model(model_dir / "model.safetensors")  # the card beside it, its SHA-256 checked
