@@ -19,6 +19,11 @@ is the teacher's own final x̂₀; at t = T on a zero-terminal-SNR schedule (α_
 
 Step 2 may take k > 2 teacher steps (``substeps``): a first round can then learn from a finer grid than
 twice its own (the paper's rounds take k = 2; every later round must, as its teacher is the last student).
+
+Step 1 may instead take x_t from the student's own DDIM steps, from pure noise to t_i (``own_steps``): the
+inputs it meets when it samples. Trained on noised data only, a student's error on its own trajectory grows
+step by step (this repository's 4-step student, RMS in x against its teacher: 0.04 on noised data at each of
+its last three steps, 0.04, 0.07 and 0.11 on its own path), the exposure bias of any few-step sampler.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import torch
 
 from .schedule import NoiseSchedule
 
-__all__ = ["ddim_jump", "distillation_target", "student_times", "target_along"]
+__all__ = ["ddim_jump", "distillation_target", "own_steps", "student_times", "target_along"]
 
 
 def _alpha_sigma(schedule: NoiseSchedule, t: torch.Tensor, like: torch.Tensor):
@@ -47,6 +52,22 @@ def student_times(schedule: NoiseSchedule, steps: int, i: torch.Tensor, substeps
     substeps·steps, which holds every t_i (T − ⌊T·j/steps⌋ is on both grids); for substeps = 2, (t, t_mid, t_prev)."""
     fine = torch.tensor(schedule.grid(substeps * steps), device=i.device)
     return tuple(fine[substeps * i + j] for j in range(substeps + 1))
+
+
+@torch.no_grad()
+def own_steps(model, schedule: NoiseSchedule, noise: torch.Tensor, i: torch.Tensor, steps: int, c=None) -> torch.Tensor:
+    """x at t_i of the model's own ``steps``-step DDIM chain from pure noise (x_T = noise, as the samplers
+    start), a step i per sprite; the model runs as it samples (eval mode), i.e. max(i) calls in all."""
+    grid = torch.tensor(schedule.grid(steps), device=noise.device)
+    was_training = model.training
+    model.eval()
+    x, at_i = noise, noise.clone()
+    for j in range(int(i.max())):
+        t = grid[j].expand(len(x))
+        x = ddim_jump(schedule, x, model(x, schedule.model_time(t), c), t, grid[j + 1].expand(len(x)))
+        at_i[i == j + 1] = x[i == j + 1]
+    model.train(was_training)
+    return at_i
 
 
 @torch.no_grad()

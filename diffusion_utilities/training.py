@@ -31,7 +31,7 @@ from .checkpoints import (CHECKPOINT, MODEL, OutDirLock, RunState, clear_earlier
 from .checks import real_number, whole_number
 from .data import SpriteData, procedural_dataset, sprites_to_tensor
 from .devices import hardware_name, pick_device
-from .distillation import student_times, target_along
+from .distillation import own_steps, student_times, target_along
 from .distributed import (agreed_checks, agreed_signal, any_rank, average_over_ranks, check_batch_size, check_same_on_every_rank,
                           convert_sync_batchnorm, data_parallel, distributed_context, is_main, rank_device, shard, wait_for_all,
                           SAGEMAKER_CHECKPOINT_MINUTES)
@@ -48,6 +48,9 @@ __all__ = ["TrainConfig", "check_train_config", "train", "train_step", "diffusio
            "TrainingDiverged"]
 
 LOSS_READ_EVERY = 20  # steps between reading the losses back from the device (each read waits for it)
+
+
+DISTILL_INPUTS = ("data", "student")  # where a distillation step's x_t comes from: distillation_loss
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,9 @@ class TrainConfig:
     teacher_substeps: int = field(default=2, metadata={
         "min": 2, "help": "the teacher's DDIM steps per student step: 2 halves the steps (Salimans & Ho); more lets a "
                           "first round learn from a finer grid than twice the student's"})
+    distill_inputs: str = field(default="data", metadata={
+        "help": "where a distillation step's x_t comes from: data (the sprites noised to t; Salimans & Ho) or "
+                "student (the student's own DDIM steps from pure noise, the inputs it meets when it samples)"})
     augment: bool = field(default=False, metadata={"help": "random horizontal flips and palette jitter (small sets)"})
     precision: str = field(default="fp32", metadata={
         "help": "fp32, or bf16 (the forward pass and loss under bfloat16 autocast; for GPUs with bfloat16 units)"})
@@ -550,18 +556,19 @@ def _drop_context(c, p: float, gen, where):
 
 
 def distillation_loss(model, schedule, x0, c=None, *, teacher, steps: int, substeps: int = 2, gen=None,
-                      context_dropout: float = 0.0, precision: str = "fp32") -> torch.Tensor:
+                      context_dropout: float = 0.0, precision: str = "fp32", inputs: str = "data") -> torch.Tensor:
     """Progressive distillation's loss on one batch (Salimans & Ho 2022, Algorithm 2; distillation.py):
     ‖ṽ − v_θ(x_t, t/T, c)‖² at a time t of the student's N-step grid, where ṽ is the output that takes
     x_t in one DDIM step to where the teacher's two (substeps) steps take it. gen draws ε, the step and the context
-    dropout; the teacher sees the same (dropped) context, so guided sampling is distilled too."""
+    dropout; the teacher sees the same (dropped) context, so guided sampling is distilled too. inputs "student":
+    x_t is where the student's own steps from the noise take it (``own_steps``), not x0 noised."""
     b, device = x0.shape[0], x0.device
     where = gen.device if gen is not None else device
     noise = torch.randn(x0.shape, generator=gen, device=where).to(device)
     i = torch.randint(0, steps, (b,), generator=gen, device=where).to(device)
     c = _drop_context(c, context_dropout, gen, where)
     times = student_times(schedule, steps, i, substeps)
-    x_t = schedule.add_noise(x0, times[0], noise)
+    x_t = own_steps(model, schedule, noise, i, steps, c) if inputs == "student" else schedule.add_noise(x0, times[0], noise)
     target = target_along(teacher, schedule, x_t, times, c)
     pred = training_forward(model, precision)(x_t, schedule.model_time(times[0]), c)
     return F.mse_loss(pred, target)
@@ -596,9 +603,11 @@ def _objective(config: TrainConfig, teacher: Path | None, model_config: ModelCon
     card says of a distillation: {} or {"distillation": ..., "sampler": ...}."""
     n = config.distill_steps
     if not n and teacher is None:
-        if config.teacher_substeps != 2:
-            raise BadInput("--teacher-substeps is distillation's (the teacher's steps per student step): add --teacher "
-                           "and --distill-steps, or drop it")
+        for given, what in ((config.teacher_substeps != 2, "--teacher-substeps is distillation's (the teacher's steps "
+                             "per student step)"), (config.distill_inputs != "data", "--distill-inputs is distillation's "
+                                                   "(where a student's x_t comes from)")):
+            if given:
+                raise BadInput(f"{what}: add --teacher and --distill-steps, or drop it")
         return diffusion_loss, {}
     if teacher is None:
         raise BadInput(f"--distill-steps {n} distils a --teacher into a student; give the teacher's weights "
@@ -613,8 +622,8 @@ def _objective(config: TrainConfig, teacher: Path | None, model_config: ModelCon
     section = {"method": "progressive distillation (Salimans & Ho 2022, Algorithm 2)",
                "teacher": {"file": Path(teacher).name, "sha256": sha256_file(teacher), "sampler": "ddim",
                            "steps": k * n},
-               "rounds": [*rounds, {"teacher_steps": k * n, "student_steps": n}]}
-    loss = functools.partial(distillation_loss, teacher=net, steps=n, substeps=k)
+               "rounds": [*rounds, {"teacher_steps": k * n, "student_steps": n, "inputs": config.distill_inputs}]}
+    loss = functools.partial(distillation_loss, teacher=net, steps=n, substeps=k, inputs=config.distill_inputs)
     return loss, {"distillation": section, "sampler": {"sampler": "ddim", "steps": n}}
 
 
@@ -726,6 +735,8 @@ def _check_config(config: TrainConfig) -> None:
         raise BadInput(f"snapshot_epochs {outside} are outside this run's epochs 1..{config.epochs}")
     if not 0 <= config.context_dropout < 1:
         raise BadInput(f"context_dropout must be in [0, 1), got {config.context_dropout}")
+    if config.distill_inputs not in DISTILL_INPUTS:
+        raise BadInput(f"distill_inputs must be one of {', '.join(DISTILL_INPUTS)}, got {config.distill_inputs!r}")
     if config.precision not in PRECISIONS:
         raise BadInput(f"precision must be one of {', '.join(PRECISIONS)}, got {config.precision!r}")
     if config.checkpoint_minutes is not None:

@@ -298,9 +298,9 @@ def check_job_names(args: argparse.Namespace) -> None:
 
 def check_train_device(args: argparse.Namespace, command: argparse.Namespace) -> None:
     """train's --device and distillation options as the job would meet them, on this instance type."""
-    if command.distill_steps or command.teacher_substeps != 2:
-        raise BadInput("--distill-steps and --teacher-substeps distil a --teacher, which the launcher cannot ship; "
-                       "run distillation where the teacher is (tools/distill.sh)")
+    if command.distill_steps or command.teacher_substeps != 2 or command.distill_inputs != "data":
+        raise BadInput("--distill-steps, --teacher-substeps and --distill-inputs distil a --teacher, which the launcher "
+                       "cannot ship; run distillation where the teacher is (tools/distill.sh)")
     device = re.fullmatch(r"auto|cpu|cuda(?::(\d+))?", command.device)
     if device is None:
         raise BadInput(f"--device {command.device!r}: a job's train takes auto, cpu, cuda or cuda:N; drop --device")

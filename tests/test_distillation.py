@@ -8,7 +8,7 @@ import torch
 from diffusion_utilities import ContextUnet, load_model
 from diffusion_utilities.cli import main
 from diffusion_utilities.data import procedural_dataset
-from diffusion_utilities.distillation import ddim_jump, distillation_target, student_times, target_along
+from diffusion_utilities.distillation import ddim_jump, distillation_target, own_steps, student_times, target_along
 from diffusion_utilities.errors import BadInput
 from diffusion_utilities.model import ModelConfig
 from diffusion_utilities.sampling import recommended_sampler, sample
@@ -101,10 +101,12 @@ def test_a_distillation_round_trains_from_its_teacher_and_says_how_to_sample(tmp
     (dict(distill_steps=4, teacher=True, model=ModelConfig(n_feat=8)), "n_feat: teacher 16, student 8"),
     (dict(distill_steps=100, substeps=8, teacher=True), "take at most 62"),
     (dict(substeps=4), "--teacher-substeps is distillation's"),
+    (dict(inputs="student"), "--distill-inputs is distillation's"),
+    (dict(distill_steps=4, teacher=True, inputs="own"), "distill_inputs must be one of data, student, got 'own'"),
 ])
 def test_bad_distillation_arguments_are_one_line_before_any_work(tmp_path, teacher_file, kwargs, message):
     config = TrainConfig(epochs=1, n_sprites=100, distill_steps=kwargs.get("distill_steps", 0),
-                         teacher_substeps=kwargs.get("substeps", 2))
+                         teacher_substeps=kwargs.get("substeps", 2), distill_inputs=kwargs.get("inputs", "data"))
     with pytest.raises(BadInput, match=message):
         train(config, tmp_path / "out", procedural_dataset(100, 0), kwargs.get("model", ModelConfig(n_feat=16)),
               kwargs.get("diffusion", V), progress=False, teacher=teacher_file if kwargs.get("teacher") else None)
@@ -148,3 +150,34 @@ def test_a_first_round_may_learn_from_a_finer_teacher_grid(substeps):
                 x = ddim_jump(schedule, x, teacher(x, a / schedule.T), a, b)
             one = ddim_jump(schedule, x_t, target_along(teacher, schedule, x_t, times), times[0], times[-1])
         torch.testing.assert_close(one, x, atol=2e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("steps", [2, 4])
+def test_own_steps_are_where_the_models_own_ddim_sampler_is_at_each_step(steps):
+    # --distill-inputs student: x_t at step i is the student's own DDIM chain from the noise, as sample() runs
+    # it (the engine, a separate code path), in eval mode; the model's mode and BatchNorm statistics are kept.
+    schedule, model = make_schedule(V), _net(3).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    noise = torch.randn(steps + 1, 3, 16, 16, generator=torch.Generator().manual_seed(4))
+    i = torch.arange(steps + 1)  # a sprite at each step, the last at the end of the chain (t = 0)
+    got = own_steps(model, schedule, noise, i, steps)
+    assert model.training and all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    torch.testing.assert_close(got[0], noise[0])  # step 0: the noise itself (x_T)
+    for k in range(1, steps + 1):
+        ref = sample(model.eval(), schedule, 1, sampler="ddim", steps=steps, x_T=noise[k:k + 1], save_every=1)
+        model.train()
+        torch.testing.assert_close(got[k], ref.frames[k, 0].float(), atol=2e-3, rtol=0)  # frames are float16
+
+
+def test_a_student_trained_on_its_own_steps_records_it_and_its_loss_differs(tmp_path, teacher_file):
+    schedule = make_schedule(V)
+    x0, teacher = torch.rand(8, 3, 16, 16) * 2 - 1, load_model(teacher_file)[0].eval()
+    student = load_model(teacher_file)[0].train()
+    losses = {inputs: distillation_loss(student, schedule, x0, teacher=teacher, steps=4, substeps=2, inputs=inputs,
+                                        gen=torch.Generator().manual_seed(0)).item() for inputs in ("data", "student")}
+    assert losses["data"] != losses["student"] and all(v > 0 for v in losses.values())
+    config = TrainConfig(epochs=1, batch_size=50, n_sprites=100, lr=1e-4, checkpoint_every=0, distill_steps=4,
+                         distill_inputs="student")
+    card = train(config, tmp_path / "s", procedural_dataset(100, 0), ModelConfig(n_feat=16), V, progress=False,
+                 teacher=teacher_file)
+    assert card["distillation"]["rounds"][0]["inputs"] == "student" and card["training"]["distill_inputs"] == "student"

@@ -255,6 +255,7 @@ def test_sdk_v3_without_the_estimator_is_one_line(monkeypatch, capsys):
     (["--", "--device", "cuda:5"], "has 1 GPU"),
     (["--instance-type", "ml.g5.12xlarge", "--", "--device", "cuda:0"], "each of the 4 processes its own GPU"),
     (["--", "--teacher-substeps", "3"], "cannot ship"),
+    (["--", "--distill-inputs", "student"], "cannot ship"),
     (["--", "--distill-steps", "4"], "cannot ship"),
     (["--max-run", "999999999"], "28 days"),
     (["--spot", "--checkpoint-s3-uri", "s3://course-bucket/c", "--max-run", "2500000"], "28 days"),
