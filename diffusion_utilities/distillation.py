@@ -24,6 +24,8 @@ Step 1 may instead take x_t from the student's own DDIM steps, from pure noise t
 inputs it meets when it samples. Trained on noised data only, a student's error on its own trajectory grows
 step by step (this repository's 4-step student, RMS in x against its teacher: 0.04 on noised data at each of
 its last three steps, 0.04, 0.07 and 0.11 on its own path), the exposure bias of any few-step sampler.
+Measured here, it does not pay: 1,200 more steps on its own path cut the last step's error to 0.086 and left
+the 4-call sprite-FID where it was (42.0, seeds 38.4 to 47.6, against 37.9; weights/README.md).
 """
 
 from __future__ import annotations

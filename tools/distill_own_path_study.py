@@ -1,0 +1,83 @@
+"""Where does a 4-step distilled student lose sprite-FID, and is it exposure bias? (weights/README.md)
+
+1. Mixed chains: the student for its first k of 4 DDIM steps (t = 500, 375, 250, 125, 0), then the teacher's
+   DDIM on its 32-step grid for the rest; judge A's sprite-FID and class accuracy, n = 1,000, seeds 0 to 2
+   (the protocol's sampling seeds and reference, docs/evaluation.md).
+2. The student's one step against the teacher's eight (RMS in x), on its own path from the noise: where
+   sampling takes it, not where training's noised data put it.
+
+    python tools/distill_own_path_study.py STUDENT [--teacher weights/sprites_v.safetensors] [--n 1000]
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from diffusion_utilities import load_model_and_schedule, sprites_to_tensor  # noqa: E402
+from diffusion_utilities.data import procedural_dataset  # noqa: E402
+from diffusion_utilities.distillation import ddim_jump, student_times, target_along  # noqa: E402
+from diffusion_utilities.evaluation import (PROTOCOL, REFERENCE_SEED, class_accuracy, classifier_features,  # noqa: E402
+                                            load_classifier, sprite_fid)
+
+STEPS, SUBSTEPS = 4, 8  # the student's steps, the teacher's per student step
+
+
+def step(model, schedule, x, t_from, t_to, c):
+    """One deterministic DDIM step of ``model`` for the whole batch."""
+    t = torch.full((len(x),), t_from)
+    return ddim_jump(schedule, x, model(x, schedule.model_time(t), c), t, torch.full((len(x),), t_to))
+
+
+def mixed_chain(student, teacher, schedule, x, k, c):
+    """The student's first k steps on its grid, then the teacher's SUBSTEPS steps for each one left."""
+    coarse, fine = schedule.grid(STEPS), schedule.grid(STEPS * SUBSTEPS)
+    for i in range(STEPS):
+        if i < k:
+            x = step(student, schedule, x, coarse[i], coarse[i + 1], c)
+        else:
+            for j in range(SUBSTEPS * i, SUBSTEPS * (i + 1)):
+                x = step(teacher, schedule, x, fine[j], fine[j + 1], c)
+    return x
+
+
+def own_path_errors(student, teacher, schedule, x, c) -> list[float]:
+    """RMS (in x) of the student's step against the teacher's SUBSTEPS steps, from where its own chain is."""
+    coarse, errors = schedule.grid(STEPS), []
+    for i in range(STEPS):
+        times = student_times(schedule, STEPS, torch.full((len(x),), i), SUBSTEPS)
+        teachers = ddim_jump(schedule, x, target_along(teacher, schedule, x, times, c), times[0], times[-1])
+        x = step(student, schedule, x, coarse[i], coarse[i + 1], c)
+        errors.append((x - teachers).pow(2).mean().sqrt().item())
+    return errors
+
+
+@torch.no_grad()
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("student", type=Path)
+    p.add_argument("--teacher", type=Path, default=Path("weights/sprites_v.safetensors"))
+    p.add_argument("--n", type=int, default=PROTOCOL["n"])
+    a = p.parse_args()
+    student, schedule, _ = load_model_and_schedule(a.student)
+    teacher = load_model_and_schedule(a.teacher)[0]
+    judge = load_classifier(Path("weights/sprite_classifier.safetensors"))
+    ref = classifier_features(judge, sprites_to_tensor(procedural_dataset(PROTOCOL["reference"], REFERENCE_SEED).sprites))
+    labels = torch.arange(a.n) % 5
+    c = F.one_hot(labels, 5).float()
+    noise = {seed: torch.randn(a.n, 3, 16, 16, generator=torch.Generator().manual_seed(seed)) for seed in PROTOCOL["seeds"]}
+    for k in range(STEPS + 1):
+        xs = [mixed_chain(student, teacher, schedule, x, k, c).clamp(-1, 1) for x in noise.values()]
+        fids = [sprite_fid(judge, x, ref) for x in xs]
+        acc = sum(class_accuracy(judge, x, labels) for x in xs) / len(xs)
+        print(f"student's steps 1..{k}, teacher's the rest: sprite-FID {sum(fids) / len(fids):.1f} "
+              f"({min(fids):.1f}-{max(fids):.1f}), class accuracy {acc:.3f}", flush=True)
+    errors = own_path_errors(student, teacher, schedule, noise[PROTOCOL["seeds"][0]], c)
+    print("on its own path, RMS in x against the teacher's steps: " + ", ".join(f"{e:.4f}" for e in errors))
+
+
+if __name__ == "__main__":
+    main()
