@@ -248,8 +248,12 @@ calls the student scores 55.3 where the teacher's DDIM scores 356.6, at 4 calls 
 and the one-step student 172.3 against 2273.9 in a single call, with class accuracy 0.96 or more at
 2 and 4 calls. But it does not reach the teacher's best: DPM-Solver++ in 10 calls scores 23.5, so the
 student at 4 calls is 1.6× that and at 2 calls 2.4×. Each round inherits its teacher's errors and
-adds its own, and our rounds were short (1,200 steps, about twenty minutes each on a 2-core CPU;
-Salimans & Ho trained each round for far longer). And a student is good at the steps it was trained
+adds its own. Were our rounds simply too short (1,200 steps, about twenty minutes each on a 2-core CPU;
+Salimans & Ho trained each round for far longer)? Longer training alone did not help here: a one-round
+student trained several times longer stopped improving early, and neither DDIM's η nor training the
+student on its own steps closed the gap (`weights/README.md` records these runs and their numbers).
+What is left needs a GPU: wider students, the paper's far longer rounds, or consistency distillation
+(Song et al. 2023). And a student is good at the steps it was trained
 for, not at more: the 2-step student scores 96.6 at 8 calls, worse than at 4, because it was never
 taught to take small steps, only its two big ones (and, one round earlier, its teacher's four).
 
