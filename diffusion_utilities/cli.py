@@ -155,17 +155,22 @@ def _diffusion_given(a) -> list[str]:
             if "help" in f.metadata and f.name != "objective" and getattr(a, f.name) is not None]
 
 
-def train_configs(a) -> tuple[TrainConfig, DiffusionConfig]:
+def check_sprite_source(data, n_sprites, given_by: str = "--data",
+                        fix: str = "drop --n-sprites (train on fewer with a smaller dataset)") -> None:
+    """--n-sprites makes procedural sprites; beside a data set it would be recorded and never used: refused."""
+    if data is not None and n_sprites is not None:
+        raise BadInput(f"--n-sprites is how many procedural sprites to make, and {given_by} gives the sprites "
+                       f"({data}): {fix}")
+
+
+def train_configs(a, data_given_by: str = "--data") -> tuple[TrainConfig, DiffusionConfig]:
     """train's recipe and schedule from its parsed options, checked before any work, in one BadInput line
-    (the SageMaker launcher runs the same checks before it uploads anything)."""
+    (the SageMaker launcher runs the same checks before it uploads anything). data_given_by: what set a.data."""
     if a.objective == "flow" and _diffusion_given(a):  # recorded in the card, and never used
         given = _diffusion_given(a)
         raise BadInput(f"flow matching predicts the velocity on its own path, with no noise schedule; drop "
                        f"{', '.join(given)}, which {'is' if len(given) == 1 else 'are'} the diffusion schedule's")
-    if getattr(a, "data", None) is not None and a.n_sprites is not None:  # it would be recorded, and never used
-        given_by = getattr(a, "data_given_by", "--data")  # in a SageMaker job, its data channel
-        raise BadInput(f"--n-sprites is how many procedural sprites to make, and {given_by} gives the sprites "
-                       f"({a.data}): drop --n-sprites (train on fewer with a smaller dataset)")
+    check_sprite_source(getattr(a, "data", None), a.n_sprites, data_given_by)
     config = check_train_config(_config_from(TrainConfig, a, lr=a.lr if a.lr is not None else scaled_lr(a.batch_size)))
     diffusion = _config_from(DiffusionConfig, a)
     if getattr(a, "teacher", None) is not None and a.teacher.is_file():  # a student's schedule is its teacher's
@@ -330,9 +335,9 @@ def _cmd_dataset(a) -> None:
 
 def _cmd_train(a, argv) -> None:
     sm = sagemaker_env()  # a SageMaker training job: its channel, checkpoint and model folders (distributed.py)
+    data_given_by = "--data" if a.data is not None or sm is None else "the job's data channel"
     if sm is not None:
-        if a.data is None and sm.channel is not None:
-            a.data, a.data_given_by = sm.channel, "the job's data channel"
+        a.data = a.data or sm.channel
         a.out = a.out or sm.checkpoint_dir
         a.resume = a.resume or (not a.overwrite and (a.out / CHECKPOINT).exists())  # a spot restart goes on
         if a.checkpoint_minutes is None:  # a spot interruption may come with no SIGTERM: a clock bounds the loss
@@ -341,7 +346,7 @@ def _cmd_train(a, argv) -> None:
             out_folder(sm.model_dir, MODEL, card_path(MODEL).name, name="SM_MODEL_DIR")
     if a.out is None:
         raise BadInput("train needs --out, the folder for its checkpoint and model.safetensors")
-    config, diffusion = train_configs(a)
+    config, diffusion = train_configs(a, data_given_by)
     data = load_dataset(a.data) if a.data else None
     height = data.sprites.shape[1] if data else 16
     n_classes = data.labels.shape[1] if data else 5  # 0 classes: an unconditional model (n_cfeat=1, never used)

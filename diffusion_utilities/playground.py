@@ -79,8 +79,7 @@ class Playground:
     # what the widgets call ------------------------------------------------------------------------------
     def _checked(self, s: Settings):
         """The model, schedule and choice these settings name, and their seed as an int: one BadInput line if not."""
-        if s.model not in self.choices:
-            raise BadInput(f"unknown model {s.model!r}; choose one of {', '.join(self.choices)}")
+        _check_model_name(s.model, self.choices)
         seed = whole_number(s.seed, "seed", 0, 2**63 - 1)
         return (*self.models[s.model], self.choices[s.model], seed)
 
@@ -217,6 +216,11 @@ def _check_models(models) -> dict:
     return models
 
 
+def _check_model_name(name, choices: dict) -> None:
+    if name not in choices:
+        raise BadInput(f"unknown model {name!r}; choose one of {', '.join(choices)}")
+
+
 def _check_one_sprite(sprite, size: int) -> None:
     if not (torch.is_tensor(sprite) and tuple(sprite.shape) == (1, 3, size, size)):
         raise BadInput(f"inpaint fills one sprite: a (1, 3, {size}, {size}) tensor, got "
@@ -226,8 +230,7 @@ def _check_one_sprite(sprite, size: int) -> None:
 def redraws_per_second(playground: Playground, model: str, repeats: int = 5, **settings) -> float:
     """How many redraws of the Draw tab one second holds for ``model`` at its default steps, measured here."""
     repeats = whole_number(repeats, "repeats", 1)
-    if model not in playground.choices:
-        raise BadInput(f"unknown model {model!r}; choose one of {', '.join(playground.choices)}")
+    _check_model_name(model, playground.choices)
     s = Settings(model, tuple(1.0 if i == 0 else 0.0 for i in range(len(CLASS_NAMES))),
                  steps=playground.choices[model].steps, **settings)
     playground.draw(s)  # warm up: the first call folds the network and allocates

@@ -46,7 +46,7 @@ from pathlib import Path
 
 import torch
 
-from diffusion_utilities.cli import _Parser, train_configs
+from diffusion_utilities.cli import _Parser, check_sprite_source, train_configs
 from diffusion_utilities.cli import build_parser as train_parser
 from diffusion_utilities.distributed import SAGEMAKER_CHECKPOINTS
 from diffusion_utilities.errors import BadInput
@@ -119,9 +119,7 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, dict]:
         raise BadInput(f"--teacher {command.teacher}: the launcher ships --init-from weights only, and a job could not "
                        f"read this file; run distillation where the teacher is (tools/distill.sh)")
     check_train_device(args, command)
-    if args.data is not None and command.n_sprites is not None:  # train_configs' own check, in the launcher's terms
-        raise BadInput(f"--n-sprites is how many procedural sprites to make, and --data gives the sprites ({args.data}): "
-                       f"drop -- --n-sprites")
+    check_sprite_source(args.data, command.n_sprites, fix="drop -- --n-sprites")  # the job's --data is the launcher's
     args.init_from = ship_init_from(args, command, hyperparameters)
     check_image(args)
     return args, hyperparameters

@@ -19,39 +19,33 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from diffusion_utilities import load_model_and_schedule, sprites_to_tensor  # noqa: E402
 from diffusion_utilities.data import procedural_dataset  # noqa: E402
-from diffusion_utilities.distillation import ddim_jump, student_times, target_along  # noqa: E402
+from diffusion_utilities.distillation import ddim_jump, own_steps, student_times, target_along  # noqa: E402
 from diffusion_utilities.evaluation import (PROTOCOL, REFERENCE_SEED, class_accuracy, classifier_features,  # noqa: E402
                                             load_classifier, sprite_fid)
 
 STEPS, SUBSTEPS = 4, 8  # the student's steps, the teacher's per student step
 
 
-def step(model, schedule, x, t_from, t_to, c):
-    """One deterministic DDIM step of ``model`` for the whole batch."""
-    t = torch.full((len(x),), t_from)
-    return ddim_jump(schedule, x, model(x, schedule.model_time(t), c), t, torch.full((len(x),), t_to))
-
-
-def mixed_chain(student, teacher, schedule, x, k, c):
-    """The student's first k steps on its grid, then the teacher's SUBSTEPS steps for each one left."""
-    coarse, fine = schedule.grid(STEPS), schedule.grid(STEPS * SUBSTEPS)
-    for i in range(STEPS):
-        if i < k:
-            x = step(student, schedule, x, coarse[i], coarse[i + 1], c)
-        else:
-            for j in range(SUBSTEPS * i, SUBSTEPS * (i + 1)):
-                x = step(teacher, schedule, x, fine[j], fine[j + 1], c)
+def mixed_chain(student, teacher, schedule, noise, k, c):
+    """The student's first k steps on its grid (its own chain, ``own_steps``), then the teacher's SUBSTEPS DDIM
+    steps for each student step left."""
+    x, fine = own_steps(student, schedule, noise, torch.full((len(noise),), k), STEPS, c), schedule.grid(STEPS * SUBSTEPS)
+    for j in range(SUBSTEPS * k, SUBSTEPS * STEPS):
+        t, t_next = torch.full((len(x),), fine[j]), torch.full((len(x),), fine[j + 1])
+        x = ddim_jump(schedule, x, teacher(x, schedule.model_time(t), c), t, t_next)
     return x
 
 
-def own_path_errors(student, teacher, schedule, x, c) -> list[float]:
+def own_path_errors(student, teacher, schedule, noise, c) -> list[float]:
     """RMS (in x) of the student's step against the teacher's SUBSTEPS steps, from where its own chain is."""
-    coarse, errors = schedule.grid(STEPS), []
+    def at(step):  # where the student's own chain is after ``step`` steps
+        return own_steps(student, schedule, noise, torch.full((len(noise),), step), STEPS, c)
+
+    errors = []
     for i in range(STEPS):
-        times = student_times(schedule, STEPS, torch.full((len(x),), i), SUBSTEPS)
+        x, times = at(i), student_times(schedule, STEPS, torch.full((len(noise),), i), SUBSTEPS)
         teachers = ddim_jump(schedule, x, target_along(teacher, schedule, x, times, c), times[0], times[-1])
-        x = step(student, schedule, x, coarse[i], coarse[i + 1], c)
-        errors.append((x - teachers).pow(2).mean().sqrt().item())
+        errors.append((at(i + 1) - teachers).pow(2).mean().sqrt().item())
     return errors
 
 
