@@ -88,7 +88,8 @@ class TrainConfig:
                           "first round learn from a finer grid than twice the student's"})
     distill_inputs: str = field(default="data", metadata={
         "help": "where a distillation step's x_t comes from: data (the sprites noised to t; Salimans & Ho) or "
-                "student (the student's own DDIM steps from pure noise, the inputs it meets when it samples)"})
+                "student (the student's own DDIM steps from pure noise, the inputs it meets when it samples; "
+                "measured on the 4-step student, it did not improve sprite-FID: weights/README.md)"})
     augment: bool = field(default=False, metadata={"help": "random horizontal flips and palette jitter (small sets)"})
     precision: str = field(default="fp32", metadata={
         "help": "fp32, or bf16 (the forward pass and loss under bfloat16 autocast; for GPUs with bfloat16 units)"})

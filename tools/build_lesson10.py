@@ -251,7 +251,8 @@ student at 4 calls is 1.6× that and at 2 calls 2.4×. Each round inherits its t
 adds its own. Were our rounds simply too short (1,200 steps, about twenty minutes each on a 2-core CPU;
 Salimans & Ho trained each round for far longer)? Longer training alone did not help here: a one-round
 student trained several times longer stopped improving early, and neither DDIM's η nor training the
-student on its own steps closed the gap (`weights/README.md` records these runs and their numbers).
+student on its own steps closed the gap, and nor did reflow, straightening lesson 9's flow model on
+the v-model's own noise-to-sprite pairs (`weights/README.md` records these runs and their numbers).
 What is left needs a GPU: wider students, the paper's far longer rounds, or consistency distillation
 (Song et al. 2023). And a student is good at the steps it was trained
 for, not at more: the 2-step student scores 96.6 at 8 calls, worse than at 4, because it was never
