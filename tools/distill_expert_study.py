@@ -33,9 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from diffusion_utilities import load_model_and_schedule, sprites_to_tensor  # noqa: E402
 from diffusion_utilities.data import procedural_dataset  # noqa: E402
 from diffusion_utilities.distillation import ddim_jump, student_times, target_along  # noqa: E402
-from diffusion_utilities.evaluation import (PROTOCOL, REFERENCE_SEED, class_accuracy, classifier_features,  # noqa: E402
-                                            load_classifier, sprite_fid)
 from diffusion_utilities.weights import save_model  # noqa: E402
+from study_common import JudgeA, ema_update  # noqa: E402
 
 STEPS, SUBSTEPS = 4, 8
 
@@ -70,12 +69,7 @@ def train_expert(a, student, teacher, schedule, card):
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        with torch.no_grad():
-            d = min(0.999, (1 + k) / (10 + k))
-            for e, p in zip(ema.parameters(), model.parameters()):
-                e.lerp_(p, 1 - d)
-            for e, b in zip(ema.buffers(), model.buffers()):
-                e.copy_(b)  # unchanged when BatchNorm is frozen
+        ema_update(ema, model, k)  # its buffers unchanged when BatchNorm is frozen
     note = {"expert": {"student": str(a.student), "step": a.step, "batchnorm": a.batchnorm, "steps": a.steps, "lr": a.lr,
                        "wall_time_s": round(time.time() - start), "last_loss": loss.item()}}
     save_model(ema, a.out, {**card, **note})
@@ -107,11 +101,8 @@ def report(a, student, expert, teacher, schedule):
     steps = range(STEPS) if a.step is None else [a.step]
     held = procedural_dataset(200, 991)
     x0, c200 = sprites_to_tensor(held.sprites), torch.from_numpy(held.labels)
-    labels = torch.arange(PROTOCOL["n"]) % 5
-    c = F.one_hot(labels, 5).float()
-    noise = [torch.randn(PROTOCOL["n"], 3, 16, 16, generator=torch.Generator().manual_seed(s)) for s in PROTOCOL["seeds"]]
-    judge = load_classifier(Path("weights/sprite_classifier.safetensors"))
-    ref = classifier_features(judge, sprites_to_tensor(procedural_dataset(PROTOCOL["reference"], REFERENCE_SEED).sprites))
+    protocol = JudgeA()
+    c, noise = protocol.context, protocol.noise
     for who, net in (("student", student), ("expert", expert)):
         noised, on_path = [], []
         for i in steps:
@@ -119,14 +110,10 @@ def report(a, student, expert, teacher, schedule):
             x_t = schedule.add_noise(x0, t_i, torch.randn(x0.shape, generator=torch.Generator().manual_seed(5 + i)))
             noised.append(step_error(net, teacher, schedule, x_t, i, c200))
             on_path.append(step_error(net, teacher, schedule, walk(student, net, schedule, noise[0], steps, i, c), i, c))
-        xs = [walk(student, net, schedule, z, steps, STEPS, c).clamp(-1, 1) for z in noise]
-        fids = [sprite_fid(judge, x, ref) for x in xs]
-        acc = sum(class_accuracy(judge, x, labels) for x in xs) / len(xs)
+        line = protocol.score(lambda z: walk(student, net, schedule, z, steps, STEPS, c).clamp(-1, 1))
         print(f"steps {list(steps)} by the {who}: RMS error in x "
               f"{', '.join(f'{e:.4f}' for e in noised)} on noised held-out sprites, "
-              f"{', '.join(f'{e:.4f}' for e in on_path)} on its own path; "
-              f"4-call sprite-FID {sum(fids) / len(fids):.1f} ({min(fids):.1f}-{max(fids):.1f}), class accuracy {acc:.3f}",
-              flush=True)
+              f"{', '.join(f'{e:.4f}' for e in on_path)} on its own path; 4-call {line}", flush=True)
 
 
 def main() -> None:

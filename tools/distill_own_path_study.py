@@ -14,14 +14,12 @@ import sys
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from diffusion_utilities import load_model_and_schedule, sprites_to_tensor  # noqa: E402
-from diffusion_utilities.data import procedural_dataset  # noqa: E402
+from diffusion_utilities import load_model_and_schedule  # noqa: E402
 from diffusion_utilities.distillation import ddim_jump, own_steps, student_times, target_along  # noqa: E402
-from diffusion_utilities.evaluation import (PROTOCOL, REFERENCE_SEED, class_accuracy, classifier_features,  # noqa: E402
-                                            load_classifier, sprite_fid)
+from diffusion_utilities.evaluation import PROTOCOL  # noqa: E402
+from study_common import JudgeA  # noqa: E402
 
 STEPS, SUBSTEPS = 4, 8  # the student's steps, the teacher's per student step
 
@@ -58,18 +56,12 @@ def main() -> None:
     a = p.parse_args()
     student, schedule, _ = load_model_and_schedule(a.student)
     teacher = load_model_and_schedule(a.teacher)[0]
-    judge = load_classifier(Path("weights/sprite_classifier.safetensors"))
-    ref = classifier_features(judge, sprites_to_tensor(procedural_dataset(PROTOCOL["reference"], REFERENCE_SEED).sprites))
-    labels = torch.arange(a.n) % 5
-    c = F.one_hot(labels, 5).float()
-    noise = {seed: torch.randn(a.n, 3, 16, 16, generator=torch.Generator().manual_seed(seed)) for seed in PROTOCOL["seeds"]}
+    protocol = JudgeA(a.n)
+    c = protocol.context
     for k in range(STEPS + 1):
-        xs = [mixed_chain(student, teacher, schedule, x, k, c).clamp(-1, 1) for x in noise.values()]
-        fids = [sprite_fid(judge, x, ref) for x in xs]
-        acc = sum(class_accuracy(judge, x, labels) for x in xs) / len(xs)
-        print(f"student's steps 1..{k}, teacher's the rest: sprite-FID {sum(fids) / len(fids):.1f} "
-              f"({min(fids):.1f}-{max(fids):.1f}), class accuracy {acc:.3f}", flush=True)
-    errors = own_path_errors(student, teacher, schedule, noise[PROTOCOL["seeds"][0]], c)
+        line = protocol.score(lambda z: mixed_chain(student, teacher, schedule, z, k, c).clamp(-1, 1))
+        print(f"student's steps 1..{k}, teacher's the rest: {line}", flush=True)
+    errors = own_path_errors(student, teacher, schedule, protocol.noise[0], c)
     print("on its own path, RMS in x against the teacher's steps: " + ", ".join(f"{e:.4f}" for e in errors))
 
 

@@ -32,13 +32,11 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from diffusion_utilities import load_model_and_schedule, sample, sprites_to_tensor  # noqa: E402
-from diffusion_utilities.data import procedural_dataset  # noqa: E402
-from diffusion_utilities.evaluation import (PROTOCOL, REFERENCE_SEED, class_accuracy, classifier_features,  # noqa: E402
-                                            load_classifier, sprite_fid)
+from diffusion_utilities import load_model_and_schedule, sample  # noqa: E402
 from diffusion_utilities.weights import save_model  # noqa: E402
+from study_common import CLASSES, JudgeA, ema_update  # noqa: E402
 
-CHUNK, CLASSES = 1000, 5
+CHUNK = 1000
 
 
 def make_pairs(a) -> None:
@@ -92,12 +90,7 @@ def train(a) -> None:
         loss.backward()
         opt.step()
         losses.append(loss.item())
-        with torch.no_grad():
-            d = min(0.999, (1 + step) / (10 + step))
-            for e, p in zip(ema.parameters(), model.parameters()):
-                e.lerp_(p, 1 - d)
-            for e, b in zip(ema.buffers(), model.buffers()):
-                e.copy_(b)
+        ema_update(ema, model, step)
         if (step + 1) % a.save_every == 0 or step + 1 == a.steps:
             note = {"reflow": {"pairs": str(a.pairs), "n_pairs": len(z), "init": str(a.init), "steps": step + 1,
                                "lr": a.lr, "grid": a.grid, "batch": a.batch, "seed": a.seed, "wall_time_s": round(time.time() - start),
@@ -108,20 +101,14 @@ def train(a) -> None:
 
 @torch.no_grad()
 def score(a) -> None:
-    judge = load_classifier(Path("weights/sprite_classifier.safetensors"))
-    ref = classifier_features(judge, sprites_to_tensor(procedural_dataset(PROTOCOL["reference"], REFERENCE_SEED).sprites))
-    labels = torch.arange(PROTOCOL["n"]) % CLASSES
-    c = F.one_hot(labels, CLASSES).float()
-    noise = [torch.randn(PROTOCOL["n"], 3, 16, 16, generator=torch.Generator().manual_seed(s)) for s in PROTOCOL["seeds"]]
+    protocol = JudgeA()
     for weights in a.weights:
         model, schedule, _ = load_model_and_schedule(weights)
         schedule = replace(schedule, shift=a.shift)
         for steps in a.calls:
-            xs = [sample(model, schedule, sampler=a.sampler, steps=steps, x_T=x, context=c).x.clamp(-1, 1) for x in noise]
-            fids = [sprite_fid(judge, x, ref) for x in xs]
-            acc = sum(class_accuracy(judge, x, labels) for x in xs) / len(xs)
-            print(f"{weights} {a.sampler}-{steps} shift {a.shift}: sprite-FID {sum(fids) / len(fids):.1f} "
-                  f"({min(fids):.1f}-{max(fids):.1f}), class accuracy {acc:.3f}", flush=True)
+            line = protocol.score(lambda z: sample(model, schedule, sampler=a.sampler, steps=steps, x_T=z,
+                                                   context=protocol.context).x.clamp(-1, 1))
+            print(f"{weights} {a.sampler}-{steps} shift {a.shift}: {line}", flush=True)
 
 
 def main() -> None:
